@@ -1,0 +1,270 @@
+/* loraflow.h: the public interface of libloraflow.
+ *
+ * loraflow runs Llama-family models from Hugging Face folders on a CPU and
+ * fuses several PEFT LoRA adapters per token and per layer with LoRA-Flow
+ * fusion gates (Wang et al., ACL 2024), or with static weights.
+ *
+ * Conventions: functions that can fail return -1 or NULL and leave a message
+ * for lf_last_error() (thread-local) that names the file, the tensor or field,
+ * and what was expected versus found.  Arrays are row-major float32 unless
+ * stated otherwise.  Nothing here prints. */
+#ifndef LORAFLOW_H
+#define LORAFLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LORAFLOW_VERSION "0.1.0"
+
+/* ============================ basics ============================ */
+
+typedef enum { LF_F32 = 0, LF_F16, LF_BF16, LF_I64, LF_I32 } lf_dtype;
+
+const char *lf_last_error(void);
+
+/* Worker threads of the compute kernels (default: all cores). */
+void lf_set_threads(int n);
+int lf_get_threads(void);
+
+/* A tensor to write (lf_write_safetensors). */
+typedef struct {
+    const char *name;
+    lf_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    const void *data;
+} lf_tensor_desc;
+
+/* Write tensors to a safetensors file atomically (temporary file beside the
+ * target, flushed, then renamed).  meta: NULL or n_meta key/value pairs
+ * (keys at even, values at odd indices) stored under __metadata__. */
+int lf_write_safetensors(const char *path, const lf_tensor_desc *t, int n,
+                         const char *const *meta, int n_meta);
+
+/* ============================ config ============================ */
+
+typedef struct {
+    int hidden_size;          /* H */
+    int intermediate_size;    /* I */
+    int n_layers;             /* L */
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;           /* V */
+    int max_position_embeddings;
+    float rms_norm_eps;
+    float rope_theta;
+    int tie_word_embeddings;
+    int bos_id, eos_id;
+} lf_config;
+
+/* Read a LlamaForCausalLM config.json. */
+int lf_config_read(const char *path, lf_config *c);
+
+/* ============================ tokenizer ============================ */
+
+typedef struct lf_tokenizer lf_tokenizer;
+
+/* Load a Llama SentencePiece BPE tokenizer from tokenizer.model (protobuf)
+ * or tokenizer.json (Hugging Face); both give the same ids. */
+lf_tokenizer *lf_tokenizer_load(const char *path);
+/* From a model folder: tokenizer.model if present, else tokenizer.json. */
+lf_tokenizer *lf_tokenizer_load_dir(const char *dir);
+void lf_tokenizer_free(lf_tokenizer *t);
+int lf_tokenizer_vocab_size(const lf_tokenizer *t);
+/* The piece of an id as stored in the vocabulary ("▁the", "<0x0A>"), or NULL. */
+const char *lf_tokenizer_piece(const lf_tokenizer *t, int32_t id);
+
+#define LF_TOK_BOS 1     /* prepend <s> (id 1) */
+#define LF_TOK_EOS 2     /* append </s> (id 2) */
+#define LF_TOK_SPECIAL 4 /* the literal strings <s> and </s> in the text become ids 1 and 2;
+                            each text piece between them is encoded on its own, with its own
+                            dummy prefix (as the Hugging Face slow tokenizer does) */
+
+/* Encode UTF-8 text.  *ids is malloc'd (free it); *n its length. */
+int lf_tokenize(const lf_tokenizer *t, const char *text, int flags, int32_t **ids, int *n);
+/* Decode ids to UTF-8 text: control tokens are skipped, byte pieces become
+ * bytes, "▁" becomes a space, and one leading space is dropped.  malloc'd. */
+char *lf_detokenize(const lf_tokenizer *t, const int32_t *ids, int n);
+/* Raw bytes of one token as it appears inside a longer text ("▁the" gives
+ * " the", "<0x0A>" gives "\n", control tokens give "").  Writes up to cap
+ * bytes into buf and returns the byte count (or -1 for a bad id). */
+int lf_token_bytes(const lf_tokenizer *t, int32_t id, char *buf, int cap);
+
+/* The Llama-2 chat template of METHOD.md section 4 (without BOS):
+ * "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]", or
+ * "[INST] {user} [/INST]" when system is NULL.  malloc'd. */
+char *lf_chat_prompt(const char *system, const char *user);
+
+/* ============================ model ============================ */
+
+typedef struct lf_model lf_model;
+
+/* Load a Hugging Face Llama folder: config.json and model.safetensors,
+ * sharded safetensors with model.safetensors.index.json, or pytorch_model.bin
+ * (+ index).  Weights stay memory-mapped (F32, F16 or BF16); computation is
+ * float32. */
+lf_model *lf_model_load(const char *dir);
+void lf_model_free(lf_model *m);
+const lf_config *lf_model_config(const lf_model *m);
+
+typedef struct {
+    int n_tensors;
+    int64_t n_params;
+    size_t weight_bytes;      /* bytes of all weight tensors as stored */
+    int n_by_dtype[5];        /* tensor count per lf_dtype */
+    const char *weights_file; /* first weight file */
+} lf_model_info;
+void lf_model_get_info(const lf_model *m, lf_model_info *info);
+/* Bytes of KV cache and activations for a context of ctx tokens. */
+size_t lf_model_runtime_bytes(const lf_model *m, int ctx);
+
+/* ====================== adapters and fusion ====================== */
+
+/* Attach a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors
+ * or adapter_model.bin).  Adapters keep the order they were added in; that is
+ * the order of the gate's rows.  Returns the adapter index or -1. */
+int lf_model_add_adapter(lf_model *m, const char *name, const char *dir);
+int lf_model_n_adapters(const lf_model *m);
+const char *lf_model_adapter_name(const lf_model *m, int i);
+
+/* A LoRA-Flow fusion gate: per layer W_gate [k, H] and bias b [k]. */
+typedef struct lf_gate lf_gate;
+/* Read a gate from the authors' .pt files or loraflow's safetensors gate file.
+ * k must equal the model's adapter count, the layer count and H must match. */
+lf_gate *lf_gate_load(const char *path, const lf_model *m);
+/* The authors' initial gate: weights zero, bias [-0.5, 0.5] for k = 2
+ * (generally: evenly spaced from -0.5 to 0.5). */
+lf_gate *lf_gate_new_init(const lf_model *m);
+void lf_gate_free(lf_gate *g);
+int lf_gate_k(const lf_gate *g);
+/* Temperature stored in the gate file, or 0 if none. */
+float lf_gate_stored_temperature(const lf_gate *g);
+/* Save in loraflow's gate format (safetensors + metadata). */
+int lf_gate_save(const lf_gate *g, const lf_model *m, float temperature, const char *path);
+/* Save as a PyTorch zip checkpoint in the authors' layout. */
+int lf_gate_save_pt(const lf_gate *g, const char *path);
+
+/* ============================ sessions ============================ */
+
+/* A session holds a KV cache and the fusion mode of one sequence. */
+typedef struct lf_session lf_session;
+
+lf_session *lf_session_new(lf_model *m, int max_ctx);
+void lf_session_free(lf_session *s);
+/* Base model: no adapter contributes (the default). */
+void lf_session_set_base(lf_session *s);
+/* Static fusion: the same weights w[0..k-1] for every token and layer. */
+int lf_session_set_static(lf_session *s, const float *w, int k);
+/* LoRA-Flow: weights from the gate with temperature T.  The session keeps a
+ * pointer: the gate must outlive it. */
+int lf_session_set_gate(lf_session *s, const lf_gate *g, float T);
+/* Forget all tokens (the fusion mode stays). */
+void lf_session_reset(lf_session *s);
+int lf_session_pos(const lf_session *s);
+int lf_session_max_ctx(const lf_session *s);
+
+/* What lf_session_forward should write; NULL members are not computed.
+ * n = number of tokens fed, L layers, k adapters. */
+typedef struct {
+    float *logits;         /* [n, V]: logits of every fed position */
+    float *last_logits;    /* [V]: logits of the last fed position */
+    float *hidden_final;   /* [n, H]: output of the final norm */
+    float *layer_inputs;   /* [L+1, n, H]: residual stream entering each layer, then the last layer's output */
+    float *fusion_weights; /* [L, n, k]: the weights w used (k = adapters) */
+    float *gate_logits;    /* [L, n, k]: x W_gate^T before / T (gate mode only) */
+} lf_outputs;
+
+/* Feed n tokens after the ones already in the cache. */
+int lf_session_forward(lf_session *s, const int32_t *ids, int n, const lf_outputs *out);
+
+/* Record the fusion weights of every token fed from now on (trace). */
+void lf_session_set_trace(lf_session *s, int on);
+/* Trace so far: [n_tokens][L][k] floats, owned by the session. */
+const float *lf_session_trace(const lf_session *s, int *n_tokens);
+
+/* ============================ generation ============================ */
+
+typedef struct {
+    int greedy;          /* argmax (ignores the rest) */
+    float temperature;   /* > 0 */
+    float top_p;         /* 0 < p <= 1 (1 = off) */
+    int top_k;           /* 0 = off */
+    uint64_t seed;
+} lf_sampling;
+
+typedef struct lf_sampler lf_sampler;
+lf_sampler *lf_sampler_new(const lf_sampling *p, int vocab_size);
+void lf_sampler_free(lf_sampler *s);
+/* Choose the next id from logits (logits may be overwritten). */
+int32_t lf_sampler_next(lf_sampler *s, float *logits);
+
+/* Called with every new token and the UTF-8 text it completes (possibly
+ * empty while a multi-byte character is incomplete).  Return non-zero to stop. */
+typedef int (*lf_token_callback)(int32_t id, const char *text, void *user);
+
+typedef struct {
+    int max_new_tokens;  /* -n */
+    int stop_at_eos;     /* stop after </s> (it is not printed) */
+    lf_sampling sampling;
+} lf_generate_params;
+
+/* Feed the prompt, then sample up to max_new_tokens.  *new_ids (malloc'd)
+ * receives the generated ids, including a final EOS if one was produced. */
+int lf_generate(lf_session *s, const lf_tokenizer *tok, const int32_t *prompt, int n_prompt,
+                const lf_generate_params *p, lf_token_callback cb, void *user,
+                int32_t **new_ids, int *n_new);
+
+/* ============================ synthetic models ============================ */
+
+/* A random-weight Llama in Hugging Face layout, with PEFT adapters and a
+ * LoRA-Flow gate: for demonstrations, tests and benchmarks of any shape. */
+typedef struct {
+    lf_config cfg;
+    lf_dtype dtype;      /* base weights: LF_F32, LF_F16 or LF_BF16 */
+    int n_adapters;      /* PEFT folders lora_0 .. lora_{n-1} (0 = none) */
+    int rank;            /* LoRA rank r */
+    float alpha;         /* lora_alpha */
+    lf_dtype adapter_dtype;
+    int gate;            /* also write gate.safetensors (random, for the adapters) */
+    uint64_t seed;
+} lf_synth_spec;
+
+/* Named shapes: "tiny" (H 256, 4 layers, vocab 512), "fixture" (the
+ * tiny-loraflow shape), "1b" (TinyLlama-1.1B), "7b" (Llama-2-7B). */
+int lf_synth_shape(const char *name, lf_config *cfg);
+/* Write dir/config.json, model.safetensors, a byte-level tokenizer.json,
+ * lora_i/ folders and gate.safetensors.  Streams the weights (a 7B model
+ * never sits in memory).  progress (may be NULL) is called with the bytes
+ * written so far and the total. */
+int lf_synth_model(const char *dir, const lf_synth_spec *spec,
+                   void (*progress)(size_t done, size_t total, void *user), void *user);
+
+/* ============================ traces ============================ */
+
+/* The fusion weights of n tokens at every layer, as lf_session_trace gives
+ * them: w[(t * n_layers + l) * k + i].  labels[t]: the text of token t;
+ * names[i]: the name of adapter i. */
+typedef struct {
+    int n_tokens, n_layers, k;
+    const float *w;
+    const char *const *labels;
+    const char *const *names;
+} lf_trace_view;
+
+/* CSV: token,position,text,layer,<name_0>,...  (one row per token and layer). */
+int lf_trace_write_csv(const char *path, const lf_trace_view *t);
+/* JSON: {"adapters": [...], "tokens": [{"text": ..., "weights": [[...k] x L]}]}. */
+int lf_trace_write_json(const char *path, const lf_trace_view *t);
+/* SVG heatmap: tokens along x (labelled), layers along y, one panel per
+ * adapter, with a colour scale. */
+int lf_trace_write_svg(const char *path, const lf_trace_view *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

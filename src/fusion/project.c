@@ -1,0 +1,67 @@
+/* project.c: a linear layer with k LoRA adapters fused by per-token weights. */
+#include "fusion.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void lf_project(float *y, const float *u, const lf_mat *W, const lf_lora_stack *st,
+                const float *w, int k, int n, float *z) {
+    lf_matmul(y, u, W, n, 0);
+    if (!w || st->R == 0) return;
+    const int R = st->R;
+    lf_matmul(z, u, &st->A, n, 0); /* z = A_cat u: [n, R] */
+    for (int t = 0; t < n; t++) {
+        for (int i = 0; i < k; i++) {
+            if (!st->rank[i]) continue;
+            const float f = w[(size_t)t * k + i] * st->scale[i];
+            float *zi = z + (size_t)t * R + st->off[i];
+            for (int j = 0; j < st->rank[i]; j++) zi[j] *= f;
+        }
+    }
+    lf_matmul(y, z, &st->B, n, 1); /* y += B_cat z */
+}
+
+void lf_project_ref(float *y, const float *u, const lf_mat *W, const lf_lora_stack *st,
+                    const float *w, int k, int n) {
+    lf_matmul_ref(y, u, W, n, 0);
+    if (!w) return;
+    const int in = W->cols, out = W->rows;
+    for (int i = 0; i < k; i++) {
+        const int r = st->rank[i];
+        if (!r) continue;
+        for (int t = 0; t < n; t++) {
+            const float *ut = u + (size_t)t * in;
+            for (int o = 0; o < out; o++) {
+                double acc = 0;
+                for (int j = 0; j < r; j++) {
+                    double a = 0;
+                    for (int c = 0; c < in; c++) {
+                        float av;
+                        lf_to_f32(&av, st->A.data, st->A.dtype, (size_t)(st->off[i] + j) * in + c, 1);
+                        a += (double)av * ut[c];
+                    }
+                    float bv;
+                    lf_to_f32(&bv, st->B.data, st->B.dtype, (size_t)o * st->R + st->off[i] + j, 1);
+                    acc += (double)bv * a;
+                }
+                y[(size_t)t * out + o] += (float)(w[(size_t)t * k + i] * st->scale[i] * acc);
+            }
+        }
+    }
+}
+
+void lf_gate_weights(const lf_gate *g, int l, const float *x, float T, float *w, float *s_out) {
+    const int k = g->k, H = g->H;
+    float s[LF_MAX_ADAPTERS];
+    for (int i = 0; i < k; i++) {
+        const float *row = g->W + ((size_t)l * k + i) * H;
+        double acc = 0;
+        for (int j = 0; j < H; j++) acc += (double)row[j] * x[j];
+        s[i] = (float)acc;
+        if (s_out) s_out[i] = s[i];
+        w[i] = s[i] / T;
+    }
+    lf_softmax(w, k);
+    for (int i = 0; i < k; i++) w[i] += g->b[(size_t)l * k + i];
+}

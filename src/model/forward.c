@@ -1,0 +1,303 @@
+/* forward.c: sessions (KV cache + fusion mode) and the Llama forward pass
+ * with k LoRA adapters fused per token and per layer (METHOD.md section 2).
+ *
+ * Shapes: n = tokens fed in this call, H = hidden size, I = intermediate
+ * size, L = layers, k = adapters, qd = n_heads * head_dim,
+ * kvd = n_kv_heads * head_dim. */
+#include "model.h"
+#include "../core/util.h"
+#include "../fusion/fusion.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ============================ sessions ============================ */
+
+lf_session *lf_session_new(lf_model *m, int max_ctx) {
+    const lf_config *c = &m->cfg;
+    if (max_ctx <= 0) max_ctx = c->max_position_embeddings;
+    lf_session *s = lf_calloc(1, sizeof *s, "session");
+    if (!s) return NULL;
+    s->m = m;
+    s->max_ctx = max_ctx;
+    size_t kv = (size_t)c->n_layers * (size_t)max_ctx * (size_t)(c->n_kv_heads * c->head_dim);
+    s->kcache = lf_calloc(kv, sizeof(float), "KV cache (keys)");
+    s->vcache = lf_calloc(kv, sizeof(float), "KV cache (values)");
+    s->rope_inv_freq = lf_calloc((size_t)c->head_dim / 2, sizeof(float), "rope table");
+    if (!s->kcache || !s->vcache || !s->rope_inv_freq) {
+        lf_session_free(s);
+        return NULL;
+    }
+    for (int j = 0; j < c->head_dim / 2; j++)
+        s->rope_inv_freq[j] = (float)pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+    s->mode = LF_FUSE_BASE;
+    return s;
+}
+
+void lf_session_free(lf_session *s) {
+    if (!s) return;
+    free(s->kcache);
+    free(s->vcache);
+    free(s->rope_inv_freq);
+    free(s->trace);
+    free(s);
+}
+
+void lf_session_set_base(lf_session *s) { s->mode = LF_FUSE_BASE; s->gate = NULL; }
+
+int lf_session_set_static(lf_session *s, const float *w, int k) {
+    if (k != s->m->n_adapters) {
+        lf_set_error("static fusion: %d weights given for %d adapters", k, s->m->n_adapters);
+        return -1;
+    }
+    for (int i = 0; i < k; i++) s->static_w[i] = w[i];
+    s->mode = LF_FUSE_STATIC;
+    s->gate = NULL;
+    return 0;
+}
+
+int lf_session_set_gate(lf_session *s, const lf_gate *g, float T) {
+    const lf_config *c = &s->m->cfg;
+    if (g->k != s->m->n_adapters || g->L != c->n_layers || g->H != c->hidden_size) {
+        lf_set_error("gate has k=%d, %d layers, hidden %d; the model has %d adapters, %d layers, hidden %d",
+                     g->k, g->L, g->H, s->m->n_adapters, c->n_layers, c->hidden_size);
+        return -1;
+    }
+    if (!(T > 0)) {
+        lf_set_error("gate temperature must be > 0, got %g", (double)T);
+        return -1;
+    }
+    s->gate = g;
+    s->temperature = T;
+    s->mode = LF_FUSE_GATE;
+    return 0;
+}
+
+void lf_session_reset(lf_session *s) { s->pos = 0; s->trace_n = 0; }
+int lf_session_pos(const lf_session *s) { return s->pos; }
+int lf_session_max_ctx(const lf_session *s) { return s->max_ctx; }
+
+void lf_session_set_trace(lf_session *s, int on) { s->trace_on = on; }
+
+const float *lf_session_trace(const lf_session *s, int *n_tokens) {
+    if (n_tokens) *n_tokens = s->trace_n;
+    return s->trace;
+}
+
+/* Append the weights w [L, n, k] of n tokens to the trace as [n][L][k]. */
+static int trace_append(lf_session *s, const float *w_all, int n) {
+    const int L = s->m->cfg.n_layers, k = s->m->n_adapters;
+    if (s->trace_n + n > s->trace_cap) {
+        int cap = s->trace_cap ? s->trace_cap : 64;
+        while (cap < s->trace_n + n) cap *= 2;
+        float *t = lf_realloc(s->trace, (size_t)cap * L * (k ? k : 1) * sizeof(float), "trace");
+        if (!t) return -1;
+        s->trace = t;
+        s->trace_cap = cap;
+    }
+    for (int t = 0; t < n; t++)
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < k; i++)
+                s->trace[((size_t)(s->trace_n + t) * L + l) * k + i] = w_all[((size_t)l * n + t) * k + i];
+    s->trace_n += n;
+    return 0;
+}
+
+/* ============================ layers ============================ */
+
+/* Rotary embedding, rotate_half layout: element j pairs with j + d/2. */
+static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq) {
+    const int half = hd / 2;
+    for (int j = 0; j < half; j++) {
+        double a = (double)pos * inv_freq[j];
+        float c = (float)cos(a), sn = (float)sin(a);
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + h * hd;
+            float x0 = x[j], x1 = x[j + half];
+            x[j] = x0 * c - x1 * sn;
+            x[j + half] = x1 * c + x0 * sn;
+        }
+    }
+}
+
+/* Causal grouped-query attention of the n new queries q [n, qd] over the
+ * cache of layer l (positions 0 .. pos + t for query t).  out: [n, qd]. */
+static void attention(float *out, const float *q, const float *kc, const float *vc,
+                      const lf_config *c, int pos, int n) {
+    const int hd = c->head_dim, nh = c->n_heads, kvd = c->n_kv_heads * hd;
+    const int group = c->n_heads / c->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int total = pos + n;
+#pragma omp parallel if ((size_t)n * nh * total * hd > 65536)
+    {
+        float *sc = malloc((size_t)total * sizeof(float));
+        if (!sc) abort();
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < nh; h++) {
+                const float *qh = q + (size_t)t * nh * hd + (size_t)h * hd;
+                const int kvh = h / group, len = pos + t + 1;
+                for (int p = 0; p < len; p++) {
+                    const float *kp = kc + (size_t)p * kvd + (size_t)kvh * hd;
+                    float d = 0;
+                    for (int i = 0; i < hd; i++) d += qh[i] * kp[i];
+                    sc[p] = d * scale;
+                }
+                lf_softmax(sc, len);
+                float *o = out + (size_t)t * nh * hd + (size_t)h * hd;
+                memset(o, 0, (size_t)hd * sizeof(float));
+                for (int p = 0; p < len; p++) {
+                    const float *vp = vc + (size_t)p * kvd + (size_t)kvh * hd;
+                    const float a = sc[p];
+                    for (int i = 0; i < hd; i++) o[i] += a * vp[i];
+                }
+            }
+        }
+        free(sc);
+    }
+}
+
+/* Fusion weights w [n, k] of layer l for the n inputs x [n, H]; gate logits
+ * s / T into s_out [n, k] when non-NULL (gate mode). */
+static void fusion_weights(const lf_session *s, int l, const float *x, int n, float *w, float *s_out) {
+    const int k = s->m->n_adapters, H = s->m->cfg.hidden_size;
+    for (int t = 0; t < n; t++) {
+        float *wt = w + (size_t)t * k;
+        if (s->mode == LF_FUSE_BASE) {
+            for (int i = 0; i < k; i++) wt[i] = 0;
+        } else if (s->mode == LF_FUSE_STATIC) {
+            for (int i = 0; i < k; i++) wt[i] = s->static_w[i];
+        } else {
+            lf_gate_weights(s->gate, l, x + (size_t)t * H, s->temperature, wt, s_out ? s_out + (size_t)t * k : NULL);
+        }
+    }
+}
+
+/* ============================ forward ============================ */
+
+typedef struct {
+    float *x, *h, *q, *k, *v, *att, *tmp, *g, *u, *w, *z, *wall, *sall;
+} scratch;
+
+static void scratch_free(scratch *b) {
+    free(b->x); free(b->h); free(b->q); free(b->k); free(b->v); free(b->att); free(b->tmp);
+    free(b->g); free(b->u); free(b->w); free(b->z); free(b->wall); free(b->sall);
+}
+
+static int scratch_alloc(scratch *b, const lf_model *m, int n) {
+    const lf_config *c = &m->cfg;
+    const size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t k = (size_t)(m->n_adapters ? m->n_adapters : 1);
+    size_t R = 1;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < LF_NPROJ; p++)
+            if ((size_t)m->layers[l].lora[p].R > R) R = (size_t)m->layers[l].lora[p].R;
+    size_t wide = H > qd ? H : qd;
+    memset(b, 0, sizeof *b);
+    b->x = lf_calloc((size_t)n * H, sizeof(float), "activations");
+    b->h = lf_calloc((size_t)n * H, sizeof(float), "activations");
+    b->q = lf_calloc((size_t)n * qd, sizeof(float), "activations");
+    b->k = lf_calloc((size_t)n * kvd, sizeof(float), "activations");
+    b->v = lf_calloc((size_t)n * kvd, sizeof(float), "activations");
+    b->att = lf_calloc((size_t)n * qd, sizeof(float), "activations");
+    b->tmp = lf_calloc((size_t)n * wide, sizeof(float), "activations");
+    b->g = lf_calloc((size_t)n * I, sizeof(float), "activations");
+    b->u = lf_calloc((size_t)n * I, sizeof(float), "activations");
+    b->w = lf_calloc((size_t)n * k, sizeof(float), "fusion weights");
+    b->z = lf_calloc((size_t)n * R, sizeof(float), "adapter activations");
+    b->wall = lf_calloc((size_t)c->n_layers * n * k, sizeof(float), "fusion weights");
+    b->sall = lf_calloc((size_t)c->n_layers * n * k, sizeof(float), "gate logits");
+    if (!b->x || !b->h || !b->q || !b->k || !b->v || !b->att || !b->tmp || !b->g || !b->u ||
+        !b->w || !b->z || !b->wall || !b->sall) {
+        scratch_free(b);
+        return -1;
+    }
+    return 0;
+}
+
+int lf_session_forward(lf_session *s, const int32_t *ids, int n, const lf_outputs *out) {
+    lf_model *m = s->m;
+    const lf_config *c = &m->cfg;
+    const int H = c->hidden_size, L = c->n_layers, k = m->n_adapters;
+    const int kvd = c->n_kv_heads * c->head_dim;
+    if (n <= 0) {
+        lf_set_error("forward: no tokens given");
+        return -1;
+    }
+    if (n > s->max_ctx - s->pos) {
+        lf_set_error("context full: %d tokens already in the cache + %d new exceed the context of %d "
+                     "(raise it, at most max_position_embeddings = %d)",
+                     s->pos, n, s->max_ctx, c->max_position_embeddings);
+        return -1;
+    }
+    for (int t = 0; t < n; t++) {
+        if (ids[t] < 0 || ids[t] >= c->vocab_size) {
+            lf_set_error("token id %d at position %d is outside the vocabulary [0, %d)", ids[t], t, c->vocab_size);
+            return -1;
+        }
+    }
+    if (s->mode == LF_FUSE_GATE && (!s->gate || s->gate->k != k)) {
+        lf_set_error("the gate does not match the %d attached adapters", k);
+        return -1;
+    }
+    scratch b;
+    if (scratch_alloc(&b, m, n) != 0) return -1;
+
+    for (int t = 0; t < n; t++)
+        lf_to_f32(b.x + (size_t)t * H, m->embed.data, m->embed.dtype, (size_t)ids[t] * H, (size_t)H);
+
+    const int fuse = s->mode != LF_FUSE_BASE && k > 0;
+    for (int l = 0; l < L; l++) {
+        const lf_layer *ly = &m->layers[l];
+        float *kc = s->kcache + (size_t)l * s->max_ctx * kvd;
+        float *vc = s->vcache + (size_t)l * s->max_ctx * kvd;
+        if (out && out->layer_inputs)
+            memcpy(out->layer_inputs + (size_t)l * n * H, b.x, (size_t)n * H * sizeof(float));
+
+        /* LoRA-Flow: w = softmax(W_gate x / T) + b, from the layer input x */
+        fusion_weights(s, l, b.x, n, b.w, s->mode == LF_FUSE_GATE ? b.sall + (size_t)l * n * k : NULL);
+        memcpy(b.wall + (size_t)l * n * k, b.w, (size_t)n * k * sizeof(float));
+        const float *w = fuse ? b.w : NULL;
+
+        /* attention block */
+        lf_rmsnorm(b.h, b.x, ly->attn_norm, n, H, c->rms_norm_eps);
+        lf_project(b.q, b.h, &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, n, b.z);
+        lf_project(b.k, b.h, &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, n, b.z);
+        lf_project(b.v, b.h, &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, n, b.z);
+        for (int t = 0; t < n; t++) {
+            rope(b.q + (size_t)t * c->n_heads * c->head_dim, c->n_heads, c->head_dim, s->pos + t, s->rope_inv_freq);
+            rope(b.k + (size_t)t * kvd, c->n_kv_heads, c->head_dim, s->pos + t, s->rope_inv_freq);
+        }
+        memcpy(kc + (size_t)s->pos * kvd, b.k, (size_t)n * kvd * sizeof(float));
+        memcpy(vc + (size_t)s->pos * kvd, b.v, (size_t)n * kvd * sizeof(float));
+        attention(b.att, b.q, kc, vc, c, s->pos, n);
+        lf_project(b.tmp, b.att, &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, n, b.z);
+        for (size_t i = 0; i < (size_t)n * H; i++) b.x[i] += b.tmp[i];
+
+        /* MLP block */
+        lf_rmsnorm(b.h, b.x, ly->ffn_norm, n, H, c->rms_norm_eps);
+        lf_project(b.g, b.h, &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, n, b.z);
+        lf_project(b.u, b.h, &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, n, b.z);
+        lf_swiglu(b.g, b.u, (size_t)n * c->intermediate_size);
+        lf_project(b.tmp, b.g, &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k, n, b.z);
+        for (size_t i = 0; i < (size_t)n * H; i++) b.x[i] += b.tmp[i];
+    }
+    if (out && out->layer_inputs)
+        memcpy(out->layer_inputs + (size_t)L * n * H, b.x, (size_t)n * H * sizeof(float));
+
+    lf_rmsnorm(b.h, b.x, m->final_norm, n, H, c->rms_norm_eps);
+    if (out) {
+        if (out->hidden_final) memcpy(out->hidden_final, b.h, (size_t)n * H * sizeof(float));
+        if (out->logits) lf_matmul(out->logits, b.h, &m->lm_head, n, 0);
+        if (out->last_logits) lf_matmul(out->last_logits, b.h + (size_t)(n - 1) * H, &m->lm_head, 1, 0);
+        if (out->fusion_weights) memcpy(out->fusion_weights, b.wall, (size_t)L * n * k * sizeof(float));
+        if (out->gate_logits) memcpy(out->gate_logits, b.sall, (size_t)L * n * k * sizeof(float));
+    }
+    int rc = 0;
+    if (s->trace_on && k > 0) rc = trace_append(s, b.wall, n);
+    s->pos += n;
+    scratch_free(&b);
+    return rc;
+}

@@ -1,0 +1,244 @@
+/* model.c: loading a Hugging Face Llama folder (config + weights). */
+#include "model.h"
+#include "../core/util.h"
+#include "../fusion/fusion.h"
+
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const lf_proj_path[LF_NPROJ] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
+};
+const char *const lf_proj_short[LF_NPROJ] = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+};
+
+/* ============================ threads ============================ */
+
+static int lf_threads = 0;
+
+void lf_set_threads(int n) {
+    lf_threads = n > 0 ? n : omp_get_num_procs();
+    lf_kernels_set_threads(lf_threads);
+}
+
+int lf_get_threads(void) { return lf_threads > 0 ? lf_threads : omp_get_max_threads(); }
+
+/* ============================ weights ============================ */
+
+/* Read the weight files of a folder into ts. */
+static int read_weights(const char *dir, lf_tensorset *ts) {
+    static const char *single[] = {"model.safetensors", "pytorch_model.bin"};
+    static const char *index[] = {"model.safetensors.index.json", "pytorch_model.bin.index.json"};
+    for (int i = 0; i < 2; i++) {
+        char *p = lf_path_join(dir, single[i]);
+        if (!p) return -1;
+        if (lf_file_exists(p)) {
+            int rc = i == 0 ? lf_safetensors_read(p, ts) : lf_pt_read(p, ts);
+            free(p);
+            return rc;
+        }
+        free(p);
+    }
+    char *p = lf_path_join(dir, index[0]);
+    if (!p) return -1;
+    if (lf_file_exists(p)) {
+        int rc = lf_safetensors_read_index(p, ts);
+        free(p);
+        return rc;
+    }
+    free(p);
+    /* pytorch_model.bin.index.json: the same weight_map, shards are .bin */
+    p = lf_path_join(dir, index[1]);
+    if (!p) return -1;
+    if (!lf_file_exists(p)) {
+        free(p);
+        lf_set_error("%s: no weights found (expected model.safetensors, model.safetensors.index.json, "
+                     "pytorch_model.bin or pytorch_model.bin.index.json)", dir);
+        return -1;
+    }
+    size_t len;
+    char *txt = lf_read_file(p, &len, 64u << 20);
+    if (!txt) { free(p); return -1; }
+    cJSON *j = cJSON_Parse(txt);
+    free(txt);
+    cJSON *wm = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        lf_set_error("%s: not JSON with a 'weight_map' object", p);
+        cJSON_Delete(j); free(p);
+        return -1;
+    }
+    /* Open each distinct shard once. */
+    char **seen = NULL;
+    int nseen = 0, rc = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, wm) {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/') || strstr(it->valuestring, "..")) {
+            lf_set_error("%s: weight_map['%s'] is not a file name in the same folder", p, it->string);
+            rc = -1;
+            break;
+        }
+        int dup = 0;
+        for (int i = 0; i < nseen; i++) if (!strcmp(seen[i], it->valuestring)) dup = 1;
+        if (dup) continue;
+        char **ns = realloc(seen, (size_t)(nseen + 1) * sizeof *ns);
+        if (!ns) { lf_set_error("out of memory"); rc = -1; break; }
+        seen = ns;
+        seen[nseen++] = it->valuestring;
+        char *sp = lf_path_join(dir, it->valuestring);
+        if (!sp || lf_pt_read(sp, ts) != 0) { free(sp); rc = -1; break; }
+        free(sp);
+    }
+    free(seen);
+    cJSON_Delete(j);
+    free(p);
+    return rc;
+}
+
+/* Find a tensor, check it is a float matrix/vector of the expected shape. */
+static const lf_tensor *want(const lf_model *m, const char *name, int64_t d0, int64_t d1) {
+    const lf_tensor *t = lf_tensorset_find(&m->ts, name);
+    if (!t) {
+        lf_set_error("%s: tensor '%s' missing from the weights", m->dir, name);
+        return NULL;
+    }
+    if (t->dtype != LF_F32 && t->dtype != LF_F16 && t->dtype != LF_BF16) {
+        lf_set_error("%s: tensor '%s' has dtype %s, expected F32, F16 or BF16",
+                     m->ts.paths[t->source], name, lf_dtype_name(t->dtype));
+        return NULL;
+    }
+    int ndim = d1 < 0 ? 1 : 2;
+    int64_t exp[2] = {d0, d1};
+    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+        char a[128], b[128];
+        lf_set_error("%s: tensor '%s' has shape %s, expected %s from config.json",
+                     m->ts.paths[t->source], name, lf_shape_str(t->shape, t->ndim, a, sizeof a),
+                     lf_shape_str(exp, ndim, b, sizeof b));
+        return NULL;
+    }
+    return t;
+}
+
+static int want_mat(const lf_model *m, const char *name, int rows, int cols, lf_mat *out) {
+    const lf_tensor *t = want(m, name, rows, cols);
+    if (!t) return -1;
+    out->dtype = t->dtype;
+    out->data = t->data;
+    out->rows = rows;
+    out->cols = cols;
+    return 0;
+}
+
+static float *want_vec(const lf_model *m, const char *name, int n) {
+    const lf_tensor *t = want(m, name, n, -1);
+    if (!t) return NULL;
+    float *v = lf_malloc((size_t)n * sizeof(float), name);
+    if (v) lf_to_f32(v, t->data, t->dtype, 0, (size_t)n);
+    return v;
+}
+
+static int bind_weights(lf_model *m) {
+    const lf_config *c = &m->cfg;
+    const int H = c->hidden_size, I = c->intermediate_size;
+    const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    char name[256];
+    if (want_mat(m, "model.embed_tokens.weight", c->vocab_size, H, &m->embed)) return -1;
+    if (c->tie_word_embeddings && !lf_tensorset_find(&m->ts, "lm_head.weight")) {
+        m->lm_head = m->embed;
+    } else if (want_mat(m, "lm_head.weight", c->vocab_size, H, &m->lm_head)) {
+        return -1;
+    }
+    if (!(m->final_norm = want_vec(m, "model.norm.weight", H))) return -1;
+    m->layers = lf_calloc((size_t)c->n_layers, sizeof *m->layers, "layers");
+    if (!m->layers) return -1;
+    const int shape[LF_NPROJ][2] = {
+        {qd, H}, {kvd, H}, {kvd, H}, {H, qd}, {I, H}, {I, H}, {H, I},
+    };
+    for (int l = 0; l < c->n_layers; l++) {
+        lf_layer *ly = &m->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        if (!(ly->attn_norm = want_vec(m, name, H))) return -1;
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (!(ly->ffn_norm = want_vec(m, name, H))) return -1;
+        for (int p = 0; p < LF_NPROJ; p++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lf_proj_path[p]);
+            if (want_mat(m, name, shape[p][0], shape[p][1], &ly->W[p])) return -1;
+        }
+    }
+    return 0;
+}
+
+lf_model *lf_model_load(const char *dir) {
+    lf_model *m = lf_calloc(1, sizeof *m, "model");
+    if (!m) return NULL;
+    lf_tensorset_init(&m->ts);
+    m->dir = lf_strdup(dir);
+    char *cfg = lf_path_join(dir, "config.json");
+    if (!m->dir || !cfg) goto fail;
+    if (lf_config_read(cfg, &m->cfg) != 0) { free(cfg); goto fail; }
+    free(cfg);
+    if (m->cfg.head_dim % 2) {
+        lf_set_error("%s: head_dim %d is odd; rotary embeddings need an even head_dim", dir, m->cfg.head_dim);
+        goto fail;
+    }
+    if (read_weights(dir, &m->ts) != 0) goto fail;
+    if (bind_weights(m) != 0) goto fail;
+    return m;
+fail:
+    lf_model_free(m);
+    return NULL;
+}
+
+static void free_stack(lf_lora_stack *s) {
+    free((void *)s->A.data);
+    free((void *)s->B.data);
+    memset(s, 0, sizeof *s);
+}
+
+void lf_model_free(lf_model *m) {
+    if (!m) return;
+    if (m->layers) {
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            free(m->layers[l].attn_norm);
+            free(m->layers[l].ffn_norm);
+            for (int p = 0; p < LF_NPROJ; p++) free_stack(&m->layers[l].lora[p]);
+        }
+    }
+    free(m->layers);
+    free(m->final_norm);
+    lf_adapters_free(m);
+    lf_tensorset_free(&m->ts);
+    free(m->dir);
+    free(m);
+}
+
+const lf_config *lf_model_config(const lf_model *m) { return &m->cfg; }
+
+void lf_model_get_info(const lf_model *m, lf_model_info *info) {
+    memset(info, 0, sizeof *info);
+    info->n_tensors = m->ts.n;
+    for (int i = 0; i < m->ts.n; i++) {
+        const lf_tensor *t = &m->ts.tensors[i];
+        info->n_params += lf_tensor_numel(t);
+        info->weight_bytes += t->nbytes;
+        if ((int)t->dtype >= 0 && (int)t->dtype < 5) info->n_by_dtype[t->dtype]++;
+    }
+    info->weights_file = m->ts.npaths ? m->ts.paths[0] : "";
+}
+
+size_t lf_model_runtime_bytes(const lf_model *m, int ctx) {
+    const lf_config *c = &m->cfg;
+    size_t kv = 2ull * c->n_layers * (size_t)ctx * c->n_kv_heads * c->head_dim * sizeof(float);
+    size_t act = ((size_t)c->hidden_size * 6 + (size_t)c->intermediate_size * 2 + c->vocab_size) * sizeof(float);
+    return kv + act;
+}
+
+int lf_model_n_adapters(const lf_model *m) { return m->n_adapters; }
+
+const char *lf_model_adapter_name(const lf_model *m, int i) {
+    return i >= 0 && i < m->n_adapters ? m->adapters[i].name : NULL;
+}

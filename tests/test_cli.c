@@ -1,0 +1,218 @@
+/* test_cli.c: the loraflow command line, driven as users and other tools
+ * drive it, against the fixture reference outputs. */
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/util.h"
+
+#define FIX "fixtures/tiny-loraflow/"
+
+static char cmd[8192];
+
+/* Run "loraflow ARGS" (stderr folded into the output). */
+static int run_tool(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run_tool(char **out, const char *fmt, ...) {
+    char args[7000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", lf_test_tool(), args);
+    return lf_test_run(cmd, out);
+}
+
+static void test_help(void **state) {
+    (void)state;
+    static const char *cmds[] = {"", "generate", "forward", "tokenize", "info"};
+    for (int i = 0; i < 5; i++) {
+        char *out;
+        assert_int_equal(run_tool(&out, "%s --help", cmds[i]), 0);
+        assert_non_null(strstr(out, "usage"));
+        free(out);
+    }
+    char *out;
+    assert_int_not_equal(run_tool(&out, "frobnicate"), 0);
+    assert_non_null(strstr(out, "unknown command"));
+    free(out);
+    assert_int_not_equal(run_tool(&out, "generate -m x --bogus"), 0);
+    assert_non_null(strstr(out, "unknown option"));
+    free(out);
+}
+
+static void test_tokenize(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    char *out;
+    assert_int_equal(run_tool(&out, "tokenize -m %s 'The quick brown fox jumps over the lazy dog.'", lf_test_path(FIX "base")), 0);
+    assert_string_equal(out, "1 450 4996 17354 1701 29916 432 17204 975 278 17366 11203 29889\n");
+    free(out);
+    assert_int_equal(run_tool(&out, "tokenize -m %s --no-bos --special '<s>a</s>'", lf_test_path(FIX "base")), 0);
+    assert_string_equal(out, "1 263 2\n");
+    free(out);
+}
+
+/* forward in LoRA-Flow mode writes what the fixture holds. */
+static void test_forward_gate(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    char path[512], *out;
+    snprintf(path, sizeof path, "%s/fwd.safetensors", lf_test_tmpdir());
+    int rc = run_tool(&out, "forward -m %s -l lang=%s -l task=%s -g %s -T 1.1 -p 'The quick brown fox jumps over the lazy dog.' -o %s -t 2",
+                      lf_test_path(FIX "base"), lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task"),
+                      lf_test_path(FIX "gate.pt"), path);
+    if (rc) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    free(out);
+    lf_tensorset got, ref;
+    lf_tensorset_init(&got);
+    lf_tensorset_init(&ref);
+    assert_int_equal(lf_safetensors_read(path, &got), 0);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/logits.safetensors"), &ref), 0);
+    const lf_tensor *lg = lf_tensorset_find(&got, "logits");
+    assert_non_null(lg);
+    assert_int_equal(lg->shape[0], 13);
+    assert_int_equal(lg->shape[1], 32000);
+    const lf_tensor *r = lf_tensorset_find(&ref, "en.dynamic_t1.1.logits_last");
+    const float *last = (const float *)lg->data + 12 * 32000;
+    lf_test_check_close("logits_last", last, r->data, 32000, 1e-4 * lf_test_scale(r->data, 32000));
+    static const char *names[][2] = {
+        {"hidden_final", "en.dynamic_t1.1.hidden_final"},
+        {"fusion_weights", "en.dynamic_t1.1.fusion_weights"},
+        {"gate_logits", "en.dynamic_t1.1.gate_logits"},
+    };
+    for (int i = 0; i < 3; i++) {
+        const lf_tensor *a = lf_tensorset_find(&got, names[i][0]), *b = lf_tensorset_find(&ref, names[i][1]);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(a->nbytes, b->nbytes);
+        size_t n = (size_t)lf_tensor_numel(b);
+        double tol = i == 1 ? 1e-4 : 1e-4 * lf_test_scale(b->data, n);
+        lf_test_check_close(names[i][0], a->data, b->data, n, tol);
+    }
+    lf_tensorset_free(&got);
+    lf_tensorset_free(&ref);
+}
+
+/* forward in base and static modes from --ids. */
+static void test_forward_static(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    static const char *modes[][2] = {{"", "base"}, {"-w 0.3,0.9", "static_0.3_0.9"}, {"-w 1,0", "only_lora_lang"}};
+    lf_tensorset ref;
+    lf_tensorset_init(&ref);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/logits.safetensors"), &ref), 0);
+    for (int i = 0; i < 3; i++) {
+        char path[512], *out;
+        snprintf(path, sizeof path, "%s/fwd%d.safetensors", lf_test_tmpdir(), i);
+        const char *lora = i ? "-l lang=" : "";
+        int rc = run_tool(&out, "forward -m %s %s%s %s%s %s --ids 1,450,4996,17354,1701,29916,432,17204,975,278,17366,11203,29889 -o %s",
+                          lf_test_path(FIX "base"), lora, i ? lf_test_path(FIX "lora_lang") : "",
+                          i ? "-l task=" : "", i ? lf_test_path(FIX "lora_task") : "", modes[i][0], path);
+        if (rc) print_error("%s\n", out);
+        assert_int_equal(rc, 0);
+        free(out);
+        lf_tensorset got;
+        lf_tensorset_init(&got);
+        assert_int_equal(lf_safetensors_read(path, &got), 0);
+        char name[128];
+        snprintf(name, sizeof name, "en.%s.hidden_final", modes[i][1]);
+        const lf_tensor *a = lf_tensorset_find(&got, "hidden_final"), *b = lf_tensorset_find(&ref, name);
+        assert_non_null(a);
+        size_t n = (size_t)lf_tensor_numel(b);
+        lf_test_check_close(name, a->data, b->data, n, 1e-4 * lf_test_scale(b->data, n));
+        assert_true((lf_tensorset_find(&got, "fusion_weights") != NULL) == (i > 0));
+        lf_tensorset_free(&got);
+    }
+    lf_tensorset_free(&ref);
+}
+
+/* generate --json --greedy gives the fixture's greedy ids (KV cache). */
+static void test_generate_json(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    static const char *prompts[] = {"en", "zh", "chat"};
+    lf_tensorset in, gen;
+    lf_tensorset_init(&in);
+    lf_tensorset_init(&gen);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/inputs.safetensors"), &in), 0);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/generate.safetensors"), &gen), 0);
+    for (int p = 0; p < 3; p++) {
+        char name[64], ids[1024] = "";
+        snprintf(name, sizeof name, "prompt.%s.input_ids", prompts[p]);
+        const lf_tensor *t = lf_tensorset_find(&in, name);
+        for (int i = 0; i < t->shape[0]; i++)
+            snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%lld", i ? "," : "", (long long)((const int64_t *)t->data)[i]);
+        char *out;
+        int rc = run_tool(&out, "generate -m %s -l lang=%s -l task=%s -g %s --ids %s -n 16 --greedy --json 2>/dev/null",
+                          lf_test_path(FIX "base"), lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task"),
+                          lf_test_path(FIX "gate.pt"), ids);
+        assert_int_equal(rc, 0);
+        /* the JSON object is the line starting with '{' */
+        char *js = strchr(out, '{');
+        assert_non_null(js);
+        cJSON *j = cJSON_Parse(js);
+        assert_non_null(j);
+        const cJSON *got = cJSON_GetObjectItem(j, "ids");
+        snprintf(name, sizeof name, "%s.gen.new_ids", prompts[p]);
+        const lf_tensor *want = lf_tensorset_find(&gen, name);
+        assert_int_equal(cJSON_GetArraySize(got), want->shape[0]);
+        for (int i = 0; i < want->shape[0]; i++)
+            assert_int_equal(cJSON_GetArrayItem(got, i)->valueint, ((const int64_t *)want->data)[i]);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "prompt_ids")), t->shape[0]);
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(j, "text")));
+        cJSON_Delete(j);
+        free(out);
+    }
+    lf_tensorset_free(&in);
+    lf_tensorset_free(&gen);
+}
+
+/* Wrong inputs: a clear message and a non-zero exit. */
+static void test_errors(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    const char *base = lf_test_path(FIX "base"), *lang = lf_test_path(FIX "lora_lang");
+    const char *gate = lf_test_path(FIX "gate.pt");
+    struct { const char *args; const char *expect; } cases[] = {
+        {"generate -m /nonexistent -p hi", "/nonexistent"},
+        {"generate -m BASE --ids 1,99999", "outside the vocabulary"},
+        {"generate -m BASE -l lang=LANG -g GATE --ids 1,2", "k = 2"},
+        {"generate -m BASE -l lang=LANG -w 0.5,0.5 --ids 1,2", "2 weights for 1 adapters"},
+        {"generate -m BASE -l lang=/nonexistent -w 1 --ids 1,2", "adapter_config.json"},
+        {"generate -m BASE -g GATE --ids 1,2", "needs adapters"},
+        {"forward -m BASE --ids 1,2", "-o"},
+        {"generate -m BASE --ids 1,x", "--ids"},
+        {"generate -m BASE --ids 1,2 --ctx 1", "context"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[2048] = "";
+        for (const char *p = cases[i].args; *p;) {
+            if (!strncmp(p, "BASE", 4)) { strcat(args, base); p += 4; }
+            else if (!strncmp(p, "LANG", 4)) { strcat(args, lang); p += 4; }
+            else if (!strncmp(p, "GATE", 4)) { strcat(args, gate); p += 4; }
+            else { size_t l = strlen(args); args[l] = *p++; args[l + 1] = 0; }
+        }
+        char *out;
+        int rc = run_tool(&out, "%s", args);
+        if (rc == 0 || !strstr(out, cases[i].expect)) {
+            print_error("`loraflow %s` exited %d, output:\n%s\n(expected a failure mentioning '%s')\n", args, rc, out,
+                        cases[i].expect);
+            fail();
+        }
+        assert_true(rc > 0 && rc < 128); /* an error, not a crash */
+        free(out);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help),          cmocka_unit_test(test_tokenize),
+        cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_static),
+        cmocka_unit_test(test_generate_json), cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

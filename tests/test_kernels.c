@@ -1,0 +1,132 @@
+/* test_kernels.c: fast kernels against their plain reference versions. */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/tensor/kernels.h"
+#include "../src/fusion/fusion.h"
+
+static uint64_t rng = 88172645463325252ULL;
+static float frand(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* Every finite half converts to float and back unchanged. */
+static void test_f16_roundtrip(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t e = (h >> 10) & 0x1f;
+        if (e == 31 && (h & 0x3ff)) continue; /* NaN payloads */
+        float f = lf_f16_to_f32((uint16_t)h);
+        assert_int_equal(lf_f32_to_f16(f), h);
+    }
+    assert_true(lf_f16_to_f32(0x3c00) == 1.0f);
+    assert_true(lf_f16_to_f32(0xc000) == -2.0f);
+    assert_true(lf_f16_to_f32(0x0001) == ldexpf(1.0f, -24)); /* smallest subnormal */
+    assert_int_equal(lf_f32_to_f16(65520.0f), 0x7c00);     /* rounds to infinity */
+    assert_int_equal(lf_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00); /* tie to even */
+}
+
+static void test_bf16(void **state) {
+    (void)state;
+    assert_true(lf_bf16_to_f32(0x3f80) == 1.0f);
+    assert_int_equal(lf_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(lf_f32_to_bf16(1.0f + ldexpf(1.0f, -8)), 0x3f80); /* tie to even */
+    assert_int_equal(lf_f32_to_bf16(1.0f + 3 * ldexpf(1.0f, -8)), 0x3f82);
+}
+
+/* Fill an [rows, cols] matrix of dtype t with random values; returns the
+ * storage (to free). */
+static void *rand_mat(lf_mat *W, lf_dtype t, int rows, int cols) {
+    size_t n = (size_t)rows * cols;
+    void *buf = malloc(n * (t == LF_F32 ? 4 : 2));
+    for (size_t i = 0; i < n; i++) {
+        float v = frand();
+        if (t == LF_F32) ((float *)buf)[i] = v;
+        else if (t == LF_F16) ((uint16_t *)buf)[i] = lf_f32_to_f16(v);
+        else ((uint16_t *)buf)[i] = lf_f32_to_bf16(v);
+    }
+    *W = (lf_mat){t, buf, rows, cols};
+    return buf;
+}
+
+static void test_matmul(void **state) {
+    (void)state;
+    const lf_dtype types[] = {LF_F32, LF_F16, LF_BF16};
+    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {17, 33, 1}, {64, 64, 4}, {100, 129, 70}, {256, 96, 1}};
+    for (int ti = 0; ti < 3; ti++) {
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
+            lf_mat W;
+            void *buf = rand_mat(&W, types[ti], rows, cols);
+            float *x = malloc((size_t)T * cols * sizeof(float));
+            for (int i = 0; i < T * cols; i++) x[i] = frand();
+            float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
+            for (int acc = 0; acc < 2; acc++) {
+                for (int i = 0; i < T * rows; i++) y1[i] = y2[i] = frand();
+                lf_matmul_ref(y1, x, &W, T, acc);
+                lf_matmul(y2, x, &W, T, acc);
+                /* float32 accumulation of `cols` products of magnitude <= 1 */
+                lf_test_check_close("matmul", y2, y1, (size_t)T * rows, 1e-5 * cols + 1e-6);
+            }
+            free(buf); free(x); free(y1); free(y2);
+        }
+    }
+}
+
+/* The stacked projection equals computing each adapter separately. */
+static void test_project_stacked(void **state) {
+    (void)state;
+    const int in = 48, out = 40, n = 5, k = 3;
+    const int ranks[3] = {4, 0, 8};
+    lf_mat W;
+    void *wb = rand_mat(&W, LF_F16, out, in);
+    lf_lora_stack st;
+    memset(&st, 0, sizeof st);
+    int R = 0;
+    for (int i = 0; i < k; i++) { st.off[i] = R; st.rank[i] = ranks[i]; st.scale[i] = 0.5f + i; R += ranks[i]; }
+    st.R = R;
+    lf_mat A, B;
+    void *ab = rand_mat(&A, LF_F32, R, in), *bb = rand_mat(&B, LF_F32, out, R);
+    st.A = A;
+    st.B = B;
+    float u[5 * 48], w[5 * 3], z[5 * 12], y1[5 * 40], y2[5 * 40];
+    for (int i = 0; i < n * in; i++) u[i] = frand();
+    for (int i = 0; i < n * k; i++) w[i] = 2 * frand(); /* negative and > 1 allowed */
+    lf_project_ref(y1, u, &W, &st, w, k, n);
+    lf_project(y2, u, &W, &st, w, k, n, z);
+    lf_test_check_close("stacked projection", y2, y1, (size_t)n * out, 1e-4);
+    /* w = NULL: the base projection only */
+    lf_project_ref(y1, u, &W, &st, NULL, k, n);
+    lf_project(y2, u, &W, &st, NULL, k, n, z);
+    lf_test_check_close("base projection", y2, y1, (size_t)n * out, 1e-4);
+    free(wb); free(ab); free(bb);
+}
+
+static void test_small_kernels(void **state) {
+    (void)state;
+    float x[5] = {1, 2, 3, 4, 1000};
+    float l = lf_logsumexp(x, 5);
+    assert_true(fabsf(l - 1000.0f) < 1e-3f);
+    lf_softmax(x, 5);
+    assert_true(fabsf(x[4] - 1.0f) < 1e-6f && x[0] >= 0);
+    float v[4] = {1, -1, 2, 0.5f}, g[4] = {1, 1, 1, 2}, y[4];
+    lf_rmsnorm(y, v, g, 1, 4, 0);
+    double ms = (1 + 1 + 4 + 0.25) / 4.0;
+    assert_true(fabs(y[2] - 2 / sqrt(ms)) < 1e-6 && fabs(y[3] - 1 / sqrt(ms)) < 1e-6);
+    float a[2] = {0, 1}, b[2] = {3, 3};
+    lf_swiglu(a, b, 2);
+    assert_true(a[0] == 0.0f && fabsf(a[1] - 3.0f / (1.0f + expf(-1.0f))) < 1e-6f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_project_stacked),
+        cmocka_unit_test(test_small_kernels),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

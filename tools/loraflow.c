@@ -1,0 +1,45 @@
+/* loraflow: the command-line tool.  One subcommand per file, each built on
+ * the public header only. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *help;
+} commands[] = {
+    {"generate", cmd_generate, "generate text (base, static fusion or LoRA-Flow)"},
+    {"forward", cmd_forward, "run one forward pass and write logits, hidden states and fusion weights"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"info", cmd_info, "describe a model folder"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "loraflow %s: dynamic LoRA fusion (LoRA-Flow) for Llama models on a CPU\n\n"
+               "usage: loraflow COMMAND [options]     (loraflow COMMAND --help for its options)\n\n"
+               "commands:\n", LORAFLOW_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("loraflow %s\n", LORAFLOW_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "loraflow: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
