@@ -36,12 +36,12 @@ const char *lf_test_shared(void) {
 }
 
 const char *lf_test_path(const char *rel) {
-    static _Thread_local char buf[8][4096];
+    static _Thread_local char buf[8][8300];
     static _Thread_local int slot = 0;
     const char *s = lf_test_shared();
     if (!s) return NULL;
     char *b = buf[slot++ % 8];
-    snprintf(b, 4096, "%s/%s", s, rel);
+    snprintf(b, 8300, "%s/%s", s, rel);
     return b;
 }
 

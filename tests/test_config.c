@@ -196,6 +196,7 @@ static void test_malformed(void **state) {
               "'tie_word_embeddings' must be true or false, found \"yes\"", NULL);
     read_fail("{" BASE_FIELDS ", \"rms_norm_eps\": -1e-5}", "'rms_norm_eps' must be a positive number", NULL);
     read_fail("{" BASE_FIELDS ", \"rope_theta\": \"big\"}", "'rope_theta' must be a positive number", NULL);
+    read_fail("{" BASE_FIELDS ", \"rope_theta\": 1e39}", "'rope_theta' must be a positive number", "1e+39");
     read_fail("{" BASE_FIELDS ", \"eos_token_id\": []}", "'eos_token_id' must be a token id", "found []");
     read_fail("{" BASE_FIELDS ", \"eos_token_id\": 32000}", "'eos_token_id' must be a token id in [0, 32000)", NULL);
     read_fail("{" BASE_FIELDS ", \"bos_token_id\": -1}", "'bos_token_id'", "found -1");

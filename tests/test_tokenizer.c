@@ -614,7 +614,7 @@ typedef struct {
 
 /* A tokenizer.model with the given pieces (plus, when with_bytes, the 256
  * byte pieces right after the first three) and BPE / byte-fallback specs. */
-static buf make_model(const sp *pieces, int n, int with_bytes, int model_type) {
+static buf make_model_ws(const sp *pieces, int n, int with_bytes, int model_type, int remove_ws) {
     buf o = {0};
     for (int i = 0; i < n; i++) {
         buf m = {0};
@@ -652,11 +652,15 @@ static buf make_model(const sp *pieces, int n, int with_bytes, int model_type) {
     put_key(&ns, 3, 0);
     put_varint(&ns, 1);
     put_key(&ns, 4, 0);
-    put_varint(&ns, 0);
+    put_varint(&ns, (uint64_t)remove_ws);
     put_bytes(&o, 3, ns.b, ns.n);
     free(ts.b);
     free(ns.b);
     return o;
+}
+
+static buf make_model(const sp *pieces, int n, int with_bytes, int model_type) {
+    return make_model_ws(pieces, n, with_bytes, model_type, 0);
 }
 
 static lf_tokenizer *load_bytes(const char *name, const void *data, size_t n) {
@@ -680,7 +684,7 @@ static void test_small_model(void **state) {
     assert_non_null(t);
     assert_int_equal(lf_tokenizer_vocab_size(t), 266);
     const int A = 260, B = 261, AA = 262, AB = 263, _A = 264, __ = 265, _ = 259;
-    /* "▁aab": ab (-0.5) first, then a+a? no: "▁", "a", "ab" -> ▁a (-4) */
+    /* "▁aab": ab (-0.5) first; then "▁" + "a" -> ▁a (-4); "a" + "ab" is no piece */
     assert_true(encodes_to(t, "aab", 0, (int32_t[]){_A, AB}, 2, "aab"));
     /* "▁aaa": aa at the leftmost tie, then ▁ + aa is not a piece */
     assert_true(encodes_to(t, "aaa", 0, (int32_t[]){_, AA, A}, 3, "aaa"));
@@ -690,6 +694,16 @@ static void test_small_model(void **state) {
     assert_true(encodes_to(t, " ", 0, (int32_t[]){__}, 1, "space"));
     assert_true(encodes_to(t, "c", 0, (int32_t[]){_, 3 + 'c'}, 2, "byte c"));
     lf_tokenizer_free(t);
+    free(m.b);
+
+    /* SentencePiece's remove_extra_whitespaces, honoured when a file sets it */
+    m = make_model_ws(pieces, 10, 1, 2, 1);
+    t = load_bytes("ws.model", m.b, m.n);
+    assert_non_null(t);
+    assert_true(encodes_to(t, "  b   a  ", 0, (int32_t[]){_, B, _A}, 3, "extra spaces"));
+    assert_true(encodes_to(t, "   ", 0, NULL, 0, "only spaces"));
+    lf_tokenizer_free(t);
+    free(m.b);
 
     /* the same vocabulary as tokenizer.json, merges ranked by those scores */
     const char *json =
@@ -711,7 +725,50 @@ static void test_small_model(void **state) {
     assert_true(encodes_to(t, "xyz b", 0, (int32_t[]){3, 0, 3, 5}, 4, "json unk"));
     assert_true(decodes_to(t, (int32_t[]){3, 0, 3, 5}, 4, " b", "json unk decode"));
     lf_tokenizer_free(t);
-    free(m.b);
+}
+
+/* The newer tokenizer.json layout (Metaspace pre-tokenizer instead of the
+ * normalizer, merges as pairs) gives the same ids. */
+static void test_json_variants(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    cJSON *j = read_json("tokenizers/llama2/tokenizer.json");
+    cJSON_ReplaceItemInObject(j, "normalizer", cJSON_CreateNull());
+    cJSON *meta = cJSON_CreateObject();
+    cJSON_AddStringToObject(meta, "type", "Metaspace");
+    cJSON_AddStringToObject(meta, "replacement", "\xE2\x96\x81");
+    cJSON_AddStringToObject(meta, "prepend_scheme", "first");
+    cJSON_AddFalseToObject(meta, "split");
+    cJSON_ReplaceItemInObject(j, "pre_tokenizer", meta);
+    cJSON *merges = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "merges");
+    cJSON *pairs = cJSON_CreateArray();
+    const cJSON *e;
+    cJSON_ArrayForEach(e, merges) {
+        char *sp_ = strchr(e->valuestring, ' ');
+        *sp_ = 0;
+        const char *two[2] = {e->valuestring, sp_ + 1};
+        cJSON_AddItemToArray(pairs, cJSON_CreateStringArray(two, 2));
+    }
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(j, "model"), "merges", pairs);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    lf_tokenizer *t = load_bytes("metaspace.json", text, strlen(text));
+    free(text);
+    if (!t) print_error("%s\n", lf_last_error());
+    assert_non_null(t);
+    cJSON *ex = read_json(TV "swift-transformers/tokenizer_tests.json");
+    int pass = 0, total = 0;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(ex, "coreml-projects/Llama-2-7b-chat-coreml")) {
+        int n;
+        int32_t *want = json_ids(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "encoded"), "input_ids"), &n);
+        pass += encodes_to(t, cJSON_GetObjectItem(e, "input")->valuestring, LF_TOK_BOS, want, n, "metaspace");
+        total++;
+        free(want);
+    }
+    print_message("Metaspace + pair-merges tokenizer.json: %d/%d swift vectors\n", pass, total);
+    assert_int_equal(pass, total);
+    cJSON_Delete(ex);
+    lf_tokenizer_free(t);
 }
 
 /* ---- hostile input ---- */
@@ -875,6 +932,8 @@ static void test_load_dir(void **state) {
     assert_int_equal(system(cmd), 0);
     assert_null(lf_tokenizer_load_dir(dir));
     assert_non_null(strstr(lf_last_error(), "tokenizer.model"));
+    assert_null(lf_tokenizer_load(dir)); /* a folder is not a file */
+    assert_non_null(strstr(lf_last_error(), dir));
     assert_null(lf_tokenizer_load("/nonexistent/tokenizer.model"));
     assert_non_null(strstr(lf_last_error(), "/nonexistent/tokenizer.model"));
     if (!lf_test_shared()) return;
@@ -903,6 +962,7 @@ int main(void) {
         cmocka_unit_test(test_chat_prompt),
         cmocka_unit_test(test_speed),
         cmocka_unit_test(test_small_model),
+        cmocka_unit_test(test_json_variants),
         cmocka_unit_test(test_malformed_model),
         cmocka_unit_test(test_malformed_json),
         cmocka_unit_test(test_load_dir),

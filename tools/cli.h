@@ -66,5 +66,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 #endif

@@ -163,6 +163,7 @@ int cmd_generate(int argc, char **argv) {
     } else {
         printf("\n");
     }
+    fflush(stdout);
     fprintf(stderr, "loraflow: %d prompt tokens, %d new tokens in %.2f s (%.2f tokens/s overall)\n",
             n_prompt, n_new, t1 - t0, (t1 - t0) > 0 ? n_new / (t1 - t0) : 0.0);
     if (o.trace || o.trace_svg) {

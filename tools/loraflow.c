@@ -14,6 +14,7 @@ static const struct {
     {"forward", cmd_forward, "run one forward pass and write logits, hidden states and fusion weights"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "describe a model folder"},
+    {"synth", cmd_synth, "write a random-weight model with adapters and a gate (demos, benchmarks)"},
 };
 
 static void usage(FILE *f) {

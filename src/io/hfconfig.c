@@ -8,6 +8,7 @@
 #include "../core/util.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +82,8 @@ static int get_positive(const char *path, const cJSON *root, const char *key, do
     const cJSON *v = field(path, root, key, &err);
     if (err) return -1;
     double x = v ? (cJSON_IsNumber(v) ? v->valuedouble : NAN) : def;
-    if (!(x > 0 && isfinite(x) && isfinite((float)x) && (float)x > 0)) {
+    /* Range-check before narrowing: a double beyond FLT_MAX is undefined as float. */
+    if (!(x > 0 && x <= FLT_MAX && (float)x > 0)) {
         lf_set_error("%s: field '%s' must be a positive number, found %s", path, key,
                      desc(v, d, sizeof d));
         return -1;

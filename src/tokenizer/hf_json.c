@@ -228,9 +228,7 @@ static int merge_sides(const cJSON *e, int i, const char **a, size_t *alen, cons
 }
 
 static void insert_merge(lf_tokenizer *t, const lf_merge *m) {
-    uint64_t key = ((uint64_t)(uint32_t)m->left << 32) | (uint32_t)m->right;
-    uint32_t h = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32); /* as in pair_merge */
-    uint32_t i = h & t->merge_mask;
+    uint32_t i = lf_merge_hash(m->left, m->right) & t->merge_mask;
     for (; t->merge_slot[i].left >= 0; i = (i + 1) & t->merge_mask)
         if (t->merge_slot[i].left == m->left && t->merge_slot[i].right == m->right)
             return; /* a repeated merge keeps its first (highest) rank */

@@ -323,9 +323,7 @@ typedef struct {
 static int pair_merge(const lf_tokenizer *t, int32_t a, int32_t b, int32_t *result,
                       double *prio) {
     if (t->use_merges) {
-        uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-        uint32_t h = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32);
-        for (uint32_t i = h & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        for (uint32_t i = lf_merge_hash(a, b) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
             const lf_merge *m = &t->merge_slot[i];
             if (m->left < 0) return 0;
             if (m->left == a && m->right == b) {
@@ -531,8 +529,9 @@ int lf_tokenize(const lf_tokenizer *t, const char *text, int flags, int32_t **id
         return -1;
     }
     size_t len = strlen(text);
-    if (len > (size_t)(INT32_MAX / 4)) {
-        lf_set_error("lf_tokenize: text of %zu bytes is too long", len);
+    if (len > LF_TOK_MAX_TEXT) {
+        lf_set_error("lf_tokenize: text of %zu bytes is longer than the limit of %u", len,
+                     LF_TOK_MAX_TEXT);
         return -1;
     }
     workspace w = {0};

@@ -30,11 +30,18 @@ enum {
 #define LF_TOK_MAX_VOCAB (1 << 22)     /* pieces */
 #define LF_TOK_MAX_PIECE 4096          /* bytes in one piece */
 #define LF_TOK_MAX_MERGES (1 << 24)    /* tokenizer.json merges */
+#define LF_TOK_MAX_TEXT (1u << 28)     /* bytes of text per lf_tokenize (keeps counts in int) */
 
 /* One tokenizer.json merge: (left, right) -> result, rank = list position. */
 typedef struct {
     int32_t left, right, result, rank;
 } lf_merge;
+
+/* Slot hash of a merge pair (Fibonacci hashing of the two ids). */
+static inline uint32_t lf_merge_hash(int32_t left, int32_t right) {
+    uint64_t key = ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32);
+}
 
 struct lf_tokenizer {
     int n_vocab;
