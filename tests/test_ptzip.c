@@ -31,6 +31,7 @@ typedef struct {
 } pkb;
 
 static void pk_raw(pkb *b, const void *d, size_t n) {
+    if (!n) return;
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2 + 64;
         b->p = realloc(b->p, b->cap);
@@ -48,7 +49,8 @@ static void pk_str(pkb *b, const char *s) { pk_op(b, 'X'); pk_u32(b, (uint32_t)s
 static void pk_sstr(pkb *b, const char *s) { pk_op(b, 0x8c); pk_op(b, (uint8_t)strlen(s)); pk_raw(b, s, strlen(s)); }
 static void pk_int(pkb *b, int64_t v) {
     if (v >= 0 && v < 256) { pk_op(b, 'K'); pk_op(b, (uint8_t)v); }
-    else { pk_op(b, 'J'); pk_u32(b, (uint32_t)v); }
+    else if (v >= INT32_MIN && v <= INT32_MAX) { pk_op(b, 'J'); pk_u32(b, (uint32_t)v); }
+    else { pk_op(b, 0x8a); pk_op(b, 8); pk_u32(b, (uint32_t)v); pk_u32(b, (uint32_t)((uint64_t)v >> 32)); }
 }
 static void pk_global(pkb *b, const char *mod, const char *name) {
     pk_op(b, 'c');
@@ -118,6 +120,7 @@ static void expect_refused(const char *path, const char *needle1, const char *ne
         lf_tensorset_free(&s);
         fail();
     }
+    if (getenv("PTZIP_VERBOSE")) print_message("refused: %s\n", err);
     assert_int_equal(s.n, 0);
     lf_tensorset_free(&s);
 }
@@ -440,13 +443,55 @@ static void test_shared_storage_views(void **state) {
     /* Every truncation of this pickle must be refused (and never crash). */
     for (size_t cut = 0; cut + 1 < b.n; cut++) {
         pkb c = {0};
-        pk_raw(&c, b.p, cut ? cut : 0);
-        if (!cut) pk_raw(&c, "", 0);
+        pk_raw(&c, b.p, cut);
         const char *tp = tmp_path("trunc.pt");
         write_ckpt(tp, &c);
         expect_refused(tp, "data.pkl", NULL);
         pk_free(&c);
     }
+    pk_free(&b);
+}
+
+/* torch.save(module.state_dict()): the OrderedDict carries a _metadata
+ * attribute set with BUILD (layout copied from a torch 1.13 file). */
+static void test_state_dict_metadata(void **state) {
+    (void)state;
+    pkb b = {0};
+    pk_proto(&b);
+    pk_global(&b, "collections", "OrderedDict");
+    pk_op(&b, 'q'); pk_op(&b, 0);
+    pk_op(&b, ')');
+    pk_op(&b, 'R');
+    pk_op(&b, '(');
+    pk_str(&b, "weight");
+    pk_tensor(&b, "FloatStorage", "0", 12, 0, 2, (int64_t[]){2, 3}, (int64_t[]){3, 1});
+    pk_str(&b, "bias");
+    pk_tensor(&b, "FloatStorage", "0", 12, 6, 1, (int64_t[]){2}, (int64_t[]){1});
+    pk_op(&b, 'u');
+    pk_op(&b, '}');
+    pk_str(&b, "_metadata");
+    pk_op(&b, 'h'); pk_op(&b, 0);
+    pk_op(&b, ')');
+    pk_op(&b, 'R');
+    pk_str(&b, "");
+    pk_op(&b, '}');
+    pk_str(&b, "version");
+    pk_int(&b, 1);
+    pk_op(&b, 's');
+    pk_op(&b, 's');
+    pk_op(&b, 's');
+    pk_op(&b, 'b');
+    pk_op(&b, '.');
+    const char *path = tmp_path("state_dict.pt");
+    write_ckpt_top(path, "linear", &b);
+    lf_tensorset s;
+    lf_tensorset_init(&s);
+    if (lf_pt_read(path, &s)) { print_error("%s\n", lf_last_error()); fail(); }
+    assert_int_equal(s.n, 2);
+    check_shape(lf_tensorset_find(&s, "weight"), 2, 2, 3);
+    check_shape(lf_tensorset_find(&s, "bias"), 1, 2, 0);
+    assert_float_equal(f32_at(lf_tensorset_find(&s, "bias"), 1), 7, 0);
+    lf_tensorset_free(&s);
     pk_free(&b);
 }
 
@@ -633,7 +678,8 @@ static void test_refuses_globals(void **state) {
 /* os.system("touch <file>") must not run: the file stays absent. */
 static void test_nothing_executed(void **state) {
     (void)state;
-    const char *victim = tmp_path("pwned");
+    char victim[512]; /* a copy: tmp_path's buffers are reused */
+    snprintf(victim, sizeof victim, "%s", tmp_path("pwned"));
     char cmd[600];
     snprintf(cmd, sizeof cmd, "touch %s", victim);
     const char *mods[][2] = {{"os", "system"}, {"posix", "system"}};
@@ -662,7 +708,7 @@ static void test_refuses_opcodes(void **state) {
     (void)state;
     static const struct { uint8_t op; const char *name; const char *arg; size_t arglen; } ops[] = {
         {'i', "INST", "os\nsystem\n", 10}, {'o', "OBJ", "", 0},        {0x81, "NEWOBJ", "", 0},
-        {0x92, "NEWOBJ_EX", "", 0},        {'b', "BUILD", "", 0},      {0x82, "EXT1", "\x01", 1},
+        {0x92, "NEWOBJ_EX", "", 0},        {0x82, "EXT1", "\x01", 1},
         {0x83, "EXT2", "\x01\x00", 2},     {0x84, "EXT4", "\x01\0\0\0", 4}, {'P', "PERSID", "0\n", 2},
         {'g', "GET", "0\n", 2},            {'p', "PUT", "0\n", 2},    {'I', "INT", "1\n", 2},
         {0x8f, "EMPTY_SET", "", 0},        {0x96, "BYTEARRAY8", "", 0}, {0x97, "NEXT_BUFFER", "", 0},
@@ -700,6 +746,17 @@ static void test_refuses_opcodes(void **state) {
     pk_op(&b, 'R');
     pk_op(&b, '.');
     refuse_pickle(&b, "OrderedDict", "arguments");
+    /* BUILD is only allowed as state_dict metadata: a dict set on a dict */
+    pk_proto(&b); pk_op(&b, ']'); pk_op(&b, '}'); pk_op(&b, 'b'); pk_op(&b, '.');
+    refuse_pickle(&b, "BUILD at offset 4", "state of a list");
+    pk_proto(&b); pk_op(&b, '}'); pk_op(&b, ')'); pk_op(&b, 'b'); pk_op(&b, '.');
+    refuse_pickle(&b, "BUILD at offset 4", "from a tuple");
+    pk_proto(&b);
+    pk_tensor(&b, "FloatStorage", "0", 12, 0, 1, (int64_t[]){12}, (int64_t[]){1});
+    pk_op(&b, '}'); pk_op(&b, 'b'); pk_op(&b, '.');
+    refuse_pickle(&b, "BUILD", "state of a tensor");
+    pk_proto(&b); pk_op(&b, '}'); pk_op(&b, 'b'); pk_op(&b, '.');
+    refuse_pickle(&b, "BUILD", "underflow");
     /* protocol outside 2..5 */
     pk_op(&b, 0x80); pk_op(&b, 9); pk_op(&b, '}'); pk_op(&b, '.');
     refuse_pickle(&b, "PROTO", "protocol 9");
@@ -798,10 +855,14 @@ static void test_bad_tensors(void **state) {
     refuse_pickle(&b, "reaches element", NULL);
     pk_dict_begin(&b); /* overflowing extent */
     pk_str(&b, "w");
-    pk_tensor(&b, "FloatStorage", "0", 12, 0, 2, (int64_t[]){2, 2}, (int64_t[]){0x7fffffff, 1});
-    b.n -= 0; /* (a 2^31-1 stride is fine arithmetic; the extent check refuses it) */
+    pk_tensor(&b, "FloatStorage", "0", 12, 0, 2, (int64_t[]){INT64_C(1) << 62, 2}, (int64_t[]){4, 1});
     pk_dict_end(&b);
-    refuse_pickle(&b, "reaches element", NULL);
+    refuse_pickle(&b, "overflows", NULL);
+    pk_dict_begin(&b);
+    pk_str(&b, "w");
+    pk_tensor(&b, "FloatStorage", "0", 12, 0, 2, (int64_t[]){2, 2}, (int64_t[]){INT64_MAX, 1});
+    pk_dict_end(&b);
+    refuse_pickle(&b, "extent overflows", NULL);
     /* negative size, too many dims, size/stride mismatch */
     pk_dict_begin(&b);
     pk_str(&b, "w");
@@ -916,11 +977,11 @@ static void test_bad_structure(void **state) {
 /* Offset of the local (central = 0) or central (central = 1) header of name. */
 static size_t find_hdr(const uint8_t *buf, size_t n, int central, const char *name) {
     uint32_t sig = central ? 0x02014b50u : 0x04034b50u;
-    size_t fixed = central ? 46 : 30, nl = strlen(name);
+    size_t fixed = central ? 46 : 30, lenat = central ? 28 : 26, nl = strlen(name);
     for (size_t i = 0; i + fixed + nl <= n; i++) {
         uint32_t v = (uint32_t)buf[i] | (uint32_t)buf[i + 1] << 8 | (uint32_t)buf[i + 2] << 16 |
                      (uint32_t)buf[i + 3] << 24;
-        if (v == sig && (size_t)(buf[i + 28] | buf[i + 29] << 8) == nl && !memcmp(buf + i + fixed, name, nl))
+        if (v == sig && (size_t)(buf[i + lenat] | buf[i + lenat + 1] << 8) == nl && !memcmp(buf + i + fixed, name, nl))
             return i;
     }
     fail_msg("header of %s not found", name);
@@ -1100,6 +1161,13 @@ static void test_zip_layout(void **state) {
     lf_zip_entry e6[2] = {{"a/data.pkl", "\x80\x02}.", 4}, {"a/byteorder", "big", 3}};
     assert_int_equal(lf_zip_write(path, e6, 2, 0), 0);
     expect_refused(path, "byteorder is 'big'", NULL);
+    /* an absurdly long top-level folder name */
+    char longname[400];
+    memset(longname, 'x', 300);
+    snprintf(longname + 300, 100, "/data.pkl");
+    lf_zip_entry e8[1] = {{longname, "\x80\x02}.", 4}};
+    assert_int_equal(lf_zip_write(path, e8, 1, 0), 0);
+    expect_refused(path, "longer than 255 bytes", NULL);
     /* the minimal valid one */
     lf_zip_entry e7[2] = {{"a/data.pkl", "\x80\x02}.", 4}, {"a/byteorder", "little", 6}};
     assert_int_equal(lf_zip_write(path, e7, 2, 0), 0);
@@ -1145,6 +1213,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_many),
         cmocka_unit_test(test_zip64_forced),
         cmocka_unit_test(test_shared_storage_views),
+        cmocka_unit_test(test_state_dict_metadata),
         cmocka_unit_test(test_unaligned_zip),
         cmocka_unit_test(test_python_reads_written),
         cmocka_unit_test(test_refuses_globals),

@@ -168,11 +168,11 @@ static void out_fmt(lf_atomic *a, const char *fmt, ...) {
     lf_atomic_write(a, buf, (size_t)n);
 }
 
-/* %g-style number that always uses '.' even if the program switched to a
- * locale with a decimal comma (which would break CSV columns). */
-static void fmt_num(char *buf, size_t n, const char *fmt, double v) {
-    snprintf(buf, n, fmt, v);
-    for (char *p = buf; *p; p++)
+/* A number printed with %g/%f uses the locale's decimal point; force '.'
+ * in case the program switched to a locale with a decimal comma (which
+ * would break CSV columns and SVG coordinates). */
+static void dot_decimal(char *num) {
+    for (char *p = num; *p; p++)
         if (*p == ',') *p = '.';
 }
 
@@ -227,7 +227,8 @@ int lf_trace_write_csv(const char *path, const lf_trace_view *t) {
             out_fmt(&a, ",%d", l);
             for (int i = 0; i < t->k; i++) {
                 char num[48];
-                fmt_num(num, sizeof num, "%.6g", (double)weight(t, tok, l, i));
+                snprintf(num, sizeof num, "%.6g", (double)weight(t, tok, l, i));
+                dot_decimal(num);
                 out_fmt(&a, ",%s", num);
             }
             out_str(&a, "\n");
@@ -446,8 +447,8 @@ static rgb colour_of(const scale *s, double v) {
 enum {
     CELL_W = 16,        /* wide enough for one rotated 11px label per column */
     MARGIN_LEFT = 64,   /* room for "layer" and "L127" */
-    MARGIN_RIGHT = 24,
-    TOP = 104,          /* title, subtitle and colour bar above the panels */
+    MARGIN_RIGHT = 40,  /* layer labels repeated on the right */
+    TOP = 112,          /* title, subtitle and colour bar above the panels */
     PANEL_TITLE = 26,   /* panel title above each grid */
     PANEL_GAP = 28,
     LABEL_FONT = 11,
@@ -457,7 +458,7 @@ enum {
     BAR_STEPS = 64,     /* colour bar: BAR_STEPS swatches + one outline rect */
     BAR_STEP_W = 4,
     BAR_H = 12,
-    BAR_Y = 54,
+    BAR_Y = 64,
     MIN_WIDTH = 600,
 };
 
@@ -502,8 +503,8 @@ static int svg_ctx_init(svg_ctx *c, const lf_trace_view *t) {
     }
     for (int i = 0; i < t->k; i++)
         if (!(c->name[i] = svg_text(t->names[i], NAME_CHARS, NULL))) return -1;
-    /* about 7px per character at 11px, so short tokens waste no space */
-    c->label_h = 10 + 7 * longest;
+    /* about 6.5px per character at 11px, so short tokens waste no space */
+    c->label_h = 10 + (13 * longest + 1) / 2;
     c->panel_h = PANEL_TITLE + (long long)t->n_layers * c->ch + c->label_h + PANEL_GAP;
     c->width = MARGIN_LEFT + (long long)t->n_tokens * CELL_W + MARGIN_RIGHT;
     if (c->width < MIN_WIDTH) c->width = MIN_WIDTH;
@@ -516,7 +517,7 @@ static void hex(char out[8], rgb c) { snprintf(out, 8, "#%02x%02x%02x", c.r, c.g
 static void svg_colour_bar(lf_atomic *a, const scale *s) {
     int x0 = MARGIN_LEFT, w = BAR_STEPS * BAR_STEP_W;
     out_fmt(a, "<g class=\"colourbar\">\n<text x=\"%d\" y=\"%d\" font-size=\"11\">weight "
-               "(one scale for all panels%s)</text>\n",
+               "(one scale for all panels%s)</text>\n<g shape-rendering=\"crispEdges\">\n",
             x0, BAR_Y - 6, s->diverging ? "; white = 0" : "");
     for (int i = 0; i < BAR_STEPS; i++) {
         double v = s->lo + (s->hi - s->lo) * (i + 0.5) / BAR_STEPS;
@@ -526,7 +527,7 @@ static void svg_colour_bar(lf_atomic *a, const scale *s) {
                 x0 + i * BAR_STEP_W, BAR_Y, BAR_STEP_W, BAR_H, col);
     }
     out_fmt(a, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
-               "stroke=\"#444\" stroke-width=\"0.5\"/>\n", x0, BAR_Y, w, BAR_H);
+               "stroke=\"#444\" stroke-width=\"0.5\"/>\n</g>\n", x0, BAR_Y, w, BAR_H);
 
     /* ticks: min at the left end, max at the right, 0 where it falls */
     double ticks[3] = {s->lo, s->hi, 0};
@@ -535,8 +536,10 @@ static void svg_colour_bar(lf_atomic *a, const scale *s) {
         double f = s->hi > s->lo ? (ticks[i] - s->lo) / (s->hi - s->lo) : i;
         double x = x0 + f * w;
         char num[48], xs[48];
-        fmt_num(num, sizeof num, "%.4g", ticks[i]);
-        fmt_num(xs, sizeof xs, "%.1f", x);
+        snprintf(num, sizeof num, "%.4g", ticks[i]);
+        dot_decimal(num);
+        snprintf(xs, sizeof xs, "%.1f", x);
+        dot_decimal(xs);
         const char *anchor = i == 0 ? "start" : i == 1 ? "end" : "middle";
         if (i == 2 && (f < 0.12 || f > 0.88)) continue;  /* would overprint min/max */
         out_fmt(a, "<path d=\"M%s %dv4\" stroke=\"#444\"/>\n", xs, BAR_Y + BAR_H);
@@ -556,12 +559,19 @@ static void svg_panel(lf_atomic *a, const svg_ctx *c, int i, long long y0) {
     out_str(a, c->name[i]);
     out_str(a, "</text>\n");
 
-    /* layer axis: layer 0 at the bottom, as in the usual network drawings */
+    /* layer axis: layer 0 at the bottom, as in the usual network drawings;
+     * labelled on both sides so that a wide trace stays readable when
+     * scrolled to its end */
     int step = (10 + ch - 1) / ch;  /* keep labels >= 10px apart */
-    for (int l = 0; l < L; l += step)
+    long long right = MARGIN_LEFT + (long long)t->n_tokens * CELL_W + 4;
+    for (int l = 0; l < L; l += step) {
+        long long y = gy + (long long)(L - 1 - l) * ch + ch / 2;
+        int fs = ch < 10 ? 9 : 10;
         out_fmt(a, "<text x=\"%d\" y=\"%lld\" font-size=\"%d\" text-anchor=\"end\" "
-                   "dominant-baseline=\"central\">L%d</text>\n",
-                MARGIN_LEFT - 4, gy + (long long)(L - 1 - l) * ch + ch / 2, ch < 10 ? 9 : 10, l);
+                   "dominant-baseline=\"central\">L%d</text>\n", MARGIN_LEFT - 4, y, fs, l);
+        out_fmt(a, "<text x=\"%lld\" y=\"%lld\" font-size=\"%d\" "
+                   "dominant-baseline=\"central\">L%d</text>\n", right, y, fs, l);
+    }
     out_fmt(a, "<text transform=\"translate(14,%lld) rotate(-90)\" font-size=\"11\" "
                "text-anchor=\"middle\">layer</text>\n", gy + gh / 2);
 
@@ -572,7 +582,8 @@ static void svg_panel(lf_atomic *a, const svg_ctx *c, int i, long long y0) {
             float v = weight(t, tok, l, i);
             char col[8], num[48];
             hex(col, colour_of(&c->sc, v));
-            fmt_num(num, sizeof num, "%.4f", (double)v);
+            snprintf(num, sizeof num, "%.4f", (double)v);
+            dot_decimal(num);
             out_fmt(a, "<rect class=\"cell\" x=\"%lld\" y=\"%lld\" width=\"%d\" height=\"%d\" "
                        "fill=\"%s\"><title>",
                     x, gy + (long long)(L - 1 - l) * ch, CELL_W, ch, col);

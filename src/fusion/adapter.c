@@ -319,20 +319,40 @@ int lf_fusion_restack(lf_model *m) {
             }
             st->R = R;
             if (R == 0) continue;
-            float *Ac = lf_calloc((size_t)R * W->cols, sizeof(float), "stacked lora_A");
-            float *Bc = lf_calloc((size_t)W->rows * R, sizeof(float), "stacked lora_B");
+            /* Keep the adapters' own dtype when they share one (half the
+             * memory for F16/BF16 adapters); mixed dtypes stack as F32. */
+            lf_dtype dt = LF_F32;
+            int first = 1, mixed = 0;
+            for (int i = 0; i < m->n_adapters; i++) {
+                const lf_tensor *A = m->adapters[i].A[l * LF_NPROJ + p];
+                const lf_tensor *B = m->adapters[i].B[l * LF_NPROJ + p];
+                if (!A) continue;
+                if (first) { dt = A->dtype; first = 0; }
+                if (A->dtype != dt || B->dtype != dt) mixed = 1;
+            }
+            if (mixed) dt = LF_F32;
+            const size_t es = lf_dtype_size(dt);
+            uint8_t *Ac = lf_calloc((size_t)R * W->cols, es, "stacked lora_A");
+            uint8_t *Bc = lf_calloc((size_t)W->rows * R, es, "stacked lora_B");
             if (!Ac || !Bc) { free(Ac); free(Bc); st->R = 0; return -1; }
             for (int i = 0; i < m->n_adapters; i++) {
                 const lf_tensor *A = m->adapters[i].A[l * LF_NPROJ + p];
                 const lf_tensor *B = m->adapters[i].B[l * LF_NPROJ + p];
                 if (!A) continue;
                 const int r = st->rank[i];
-                lf_to_f32(Ac + (size_t)st->off[i] * W->cols, A->data, A->dtype, 0, (size_t)r * W->cols);
-                for (int o = 0; o < W->rows; o++)
-                    lf_to_f32(Bc + (size_t)o * R + st->off[i], B->data, B->dtype, (size_t)o * r, (size_t)r);
+                if (dt == A->dtype) {
+                    memcpy(Ac + (size_t)st->off[i] * W->cols * es, A->data, (size_t)r * W->cols * es);
+                    for (int o = 0; o < W->rows; o++)
+                        memcpy(Bc + ((size_t)o * R + st->off[i]) * es, (const uint8_t *)B->data + (size_t)o * r * es,
+                               (size_t)r * es);
+                } else {
+                    lf_to_f32((float *)Ac + (size_t)st->off[i] * W->cols, A->data, A->dtype, 0, (size_t)r * W->cols);
+                    for (int o = 0; o < W->rows; o++)
+                        lf_to_f32((float *)Bc + (size_t)o * R + st->off[i], B->data, B->dtype, (size_t)o * r, (size_t)r);
+                }
             }
-            st->A = (lf_mat){LF_F32, Ac, R, W->cols};
-            st->B = (lf_mat){LF_F32, Bc, W->rows, R};
+            st->A = (lf_mat){dt, Ac, R, W->cols};
+            st->B = (lf_mat){dt, Bc, W->rows, R};
         }
     }
     return 0;

@@ -437,7 +437,7 @@ static int op_mark(pk_vm *vm) {
 
 /* TUPLE / LIST / DICT: build from the items above the MARK. */
 static int op_build_marked(pk_vm *vm, pk_kind kind) {
-    size_t first;
+    size_t first = 0;
     if (pop_mark(vm, &first)) return -1;
     if (kind == PK_DICT && (vm->sp - first) % 2)
         return vm_err(vm, "odd number of items (%zu) for a dict", vm->sp - first);
@@ -454,7 +454,7 @@ static int op_empty(pk_vm *vm, pk_kind kind) { return push(vm, new_obj(vm, kind)
 
 /* APPEND (marked = 0) / APPENDS (marked = 1). */
 static int op_append(pk_vm *vm, int marked) {
-    size_t first;
+    size_t first = 0;
     if (marked) {
         if (pop_mark(vm, &first)) return -1;
     } else {
@@ -474,7 +474,7 @@ static int op_append(pk_vm *vm, int marked) {
 /* SETITEM (marked = 0) / SETITEMS (marked = 1).  Keys are kept in order with
  * duplicates; the final check refuses duplicate keys (torch never writes them). */
 static int op_setitem(pk_vm *vm, int marked) {
-    size_t first;
+    size_t first = 0;
     if (marked) {
         if (pop_mark(vm, &first)) return -1;
     } else {
@@ -635,6 +635,20 @@ static int op_reduce(pk_vm *vm) {
     }
 }
 
+/* BUILD: obj.__setstate__(state) in Python.  Exactly one use is common and
+ * harmless: torch.save(module.state_dict()) pickles the OrderedDict's
+ * _metadata attribute (per-module versions) this way.  Attributes on a dict
+ * add no items, so a dict state on a dict is checked and dropped; BUILD on
+ * anything else is refused. */
+static int op_build(pk_vm *vm) {
+    pk_obj *state = pop(vm), *obj = state ? top(vm) : NULL;
+    if (!obj) return -1;
+    if (obj->kind != PK_DICT || state->kind != PK_DICT)
+        return vm_err(vm, "setting the state of a %s from a %s is not allowed (only a state dict's "
+                      "metadata: a dict set on a dict)", kind_name(obj->kind), kind_name(state->kind));
+    return 0;
+}
+
 /* ------------------------------------------------------------- dispatcher */
 
 static int op_refused(pk_vm *vm) {
@@ -663,7 +677,7 @@ static int step(pk_vm *vm) {
         return 0;
     case '(': return op_mark(vm);
     case '0': return pop(vm) ? 0 : -1;
-    case '1': { size_t first; if (pop_mark(vm, &first)) return -1; vm->sp = first; return 0; }
+    case '1': { size_t first = 0; if (pop_mark(vm, &first)) return -1; vm->sp = first; return 0; }
     case '2': { pk_obj *o = top(vm); return o ? push(vm, o) : -1; }
     case 'N': return op_empty(vm, PK_NONE);
     case 0x88: return push_int(vm, PK_BOOL, 1);
@@ -703,6 +717,7 @@ static int step(pk_vm *vm) {
     case 'c': return op_global(vm);
     case 0x93: return op_stack_global(vm);
     case 'R': return op_reduce(vm);
+    case 'b': return op_build(vm);
     case 'Q': return op_binpersid(vm);
     default: return op_refused(vm);
     }

@@ -127,7 +127,7 @@ static int find_eocd(const zarchive *z, uint64_t *eocd) {
 /* Reads the EOCD (and the ZIP64 EOCD when its locator is present) into
  * z->cd_off, z->cd_size and *count; *cd_limit is where the directory must end. */
 static int read_eocd(zarchive *z, uint64_t *count, uint64_t *cd_limit) {
-    uint64_t eo;
+    uint64_t eo = 0;
     if (find_eocd(z, &eo)) return -1;
     const uint8_t *p = z->base + eo;
     uint64_t disk = rd16(p + 4), cd_disk = rd16(p + 6), n_disk = rd16(p + 8), n = rd16(p + 10);
@@ -317,7 +317,7 @@ static int check_overlap(const zarchive *z) {
 }
 
 static int zip_open(zarchive *z) {
-    uint64_t count, cd_limit;
+    uint64_t count = 0, cd_limit = 0;
     if (read_eocd(z, &count, &cd_limit)) return -1;
     if (count > z->cd_size / 46)
         return zerr(z, "central directory of %llu bytes cannot hold %llu entries",
@@ -373,6 +373,10 @@ static char *find_top(const zarchive *z) {
         return NULL;
     }
     size_t tl = found->namelen - sl;
+    if (tl > 255) { /* keeps "<top>/data/<key>" lookups in a fixed buffer */
+        zerr(z, "top-level folder name of %zu bytes is longer than 255 bytes", tl);
+        return NULL;
+    }
     for (size_t i = 0; i < z->n; i++) {
         const zentry *e = &z->e[i];
         if (e->namelen <= tl + 1 || memcmp(e->name, found->name, tl) || e->name[tl] != '/') {
@@ -515,7 +519,8 @@ static int read_checkpoint(zarchive *z, lf_tensorset *s, lf_mapping *m) {
     const zentry **ent = NULL;
     int npt = 0, rc = -1;
     if (zip_open(z) || !(top = find_top(z)) || check_byteorder(z, top)) goto out;
-    const zentry *pkl = find_in_top(z, top, "data.pkl");
+    const zentry *pkl = find_in_top(z, top, "data.pkl"); /* exists: find_top found it */
+    if (!pkl) goto out;
     const uint8_t *pdata = z->base + pkl->data_off;
     if (lf_crc32(0, pdata, pkl->size) != pkl->crc) {
         zerr(z, "%s/data.pkl fails its CRC check (corrupt file)", top);

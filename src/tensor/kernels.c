@@ -138,6 +138,67 @@ static float dot_avx2(const float *a, const float *b, int n) {
 }
 #endif
 
+static inline float dot(const float *a, const float *b, int n);
+
+#ifdef LF_X86
+/* Dot products straight from F16/BF16 weights: one pass over the weight
+ * bytes, no conversion buffer (the decoding path, T small). */
+__attribute__((target("avx2,fma,f16c")))
+static float dot_f16_avx2(const uint16_t *w, const float *x, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
+    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += lf_f16_to_f32(w[i]) * x[i];
+    return r;
+}
+
+__attribute__((target("avx2,fma")))
+static float dot_bf16_avx2(const uint16_t *w, const float *x, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i a = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i + 8)));
+        s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_loadu_ps(x + i + 8), s1);
+    }
+    __m256 s = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += lf_bf16_to_f32(w[i]) * x[i];
+    return r;
+}
+#endif
+
+/* Dot product of weight row r (any dtype) with x. */
+static float dot_row(const lf_mat *W, int r, const float *x) {
+    const int n = W->cols;
+    if (W->dtype == LF_F32) return dot((const float *)W->data + (size_t)r * n, x, n);
+    const uint16_t *w = (const uint16_t *)W->data + (size_t)r * n;
+#ifdef LF_X86
+    if (have_avx2()) return W->dtype == LF_F16 ? dot_f16_avx2(w, x, n) : dot_bf16_avx2(w, x, n);
+#endif
+    float s = 0;
+    if (W->dtype == LF_F16) for (int i = 0; i < n; i++) s += lf_f16_to_f32(w[i]) * x[i];
+    else for (int i = 0; i < n; i++) s += lf_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
 static void f16_row_to_f32(float *dst, const uint16_t *src, size_t n) {
 #ifdef LF_X86
     if (have_avx2()) { f16_row_to_f32_avx2(dst, src, n); return; }
@@ -183,9 +244,29 @@ void lf_matmul_ref(float *y, const float *x, const lf_mat *W, int T, int accumul
 #define ROWS_PER_BLOCK 16
 #define TOKENS_PER_BLOCK 64
 
+/* Few tokens (decoding): each weight row is read once, straight from its
+ * storage, and used for every token while it sits in L1. */
+#define DIRECT_MAX_T 4
+
+static void matmul_direct(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
+    const int rows = W->rows, cols = W->cols;
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols >= 32768)
+    for (int r = 0; r < rows; r++) {
+        for (int t = 0; t < T; t++) {
+            float s = dot_row(W, r, x + (size_t)t * cols);
+            float *o = &y[(size_t)t * rows + r];
+            *o = accumulate ? *o + s : s;
+        }
+    }
+}
+
 void lf_matmul(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     const int rows = W->rows, cols = W->cols;
     if (rows == 0 || T == 0) return;
+    if (T <= DIRECT_MAX_T) {
+        matmul_direct(y, x, W, T, accumulate);
+        return;
+    }
     const int nblocks = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     /* Small products are not worth waking the thread team. */
     const int parallel = (size_t)rows * cols * (size_t)T >= 32768;

@@ -1,0 +1,300 @@
+/* test_model.c: loading model folders in every layout users have, and
+ * refusing the ones that disagree with their config.json. */
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../src/core/util.h"
+
+/* A small random model in dir (tiny shape, 2 layers, F16, 2 adapters). */
+static void make_model(const char *dir, lf_dtype dt, int tie) {
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    assert_int_equal(lf_synth_shape("tiny", &sp.cfg), 0);
+    sp.cfg.n_layers = 2;
+    sp.cfg.tie_word_embeddings = tie;
+    sp.dtype = dt;
+    sp.n_adapters = 2;
+    sp.rank = 4;
+    sp.alpha = 8;
+    sp.adapter_dtype = LF_BF16;
+    sp.gate = 1;
+    sp.seed = 3;
+    if (lf_synth_model(dir, &sp, NULL, NULL) != 0) {
+        print_error("%s\n", lf_last_error());
+        fail();
+    }
+}
+
+static const int32_t ids[] = {1, 50, 300, 7, 411, 99};
+#define NIDS 6
+
+/* logits of the last position for ids, in LoRA-Flow mode when gated. */
+static float *run(const char *dir, int gated) {
+    lf_model *m = lf_model_load(dir);
+    if (!m) { print_error("%s\n", lf_last_error()); fail(); }
+    lf_session *s = lf_session_new(m, 16);
+    lf_gate *g = NULL;
+    if (gated) {
+        char a[512], b[512], gp[512];
+        snprintf(a, sizeof a, "%s/lora_0", dir);
+        snprintf(b, sizeof b, "%s/lora_1", dir);
+        snprintf(gp, sizeof gp, "%s/gate.safetensors", dir);
+        assert_int_equal(lf_model_add_adapter(m, "lora_0", a), 0);
+        assert_int_equal(lf_model_add_adapter(m, "lora_1", b), 1);
+        g = lf_gate_load(gp, m);
+        if (!g) { print_error("%s\n", lf_last_error()); fail(); }
+        assert_int_equal(lf_session_set_gate(s, g, 1.0f), 0);
+    }
+    int V = lf_model_config(m)->vocab_size;
+    float *lg = malloc((size_t)V * sizeof(float));
+    lf_outputs o = {.last_logits = lg};
+    assert_int_equal(lf_session_forward(s, ids, NIDS, &o), 0);
+    lf_session_free(s);
+    lf_gate_free(g);
+    lf_model_free(m);
+    return lg;
+}
+
+static char *sub(const char *name) {
+    static char buf[4][512];
+    static int slot;
+    char *b = buf[slot++ % 4];
+    snprintf(b, 512, "%s/%s", lf_test_tmpdir(), name);
+    return b;
+}
+
+static void copy_file(const char *from, const char *to) {
+    char c[2048];
+    snprintf(c, sizeof c, "cp -r '%s' '%s'", from, to);
+    assert_int_equal(system(c), 0);
+}
+
+/* The same weights as one safetensors file, as shards with an index, and as
+ * pytorch_model.bin give the same logits. */
+static void test_layouts(void **state) {
+    (void)state;
+    const char *a = sub("single");
+    make_model(a, LF_F16, 0);
+    float *ref = run(a, 1);
+    int V = 512;
+
+    /* shards: split the tensors of model.safetensors in two files + index */
+    const char *b = sub("sharded");
+    copy_file(a, b);
+    lf_tensorset ts;
+    lf_tensorset_init(&ts);
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", a);
+    assert_int_equal(lf_safetensors_read(p, &ts), 0);
+    int half = ts.n / 2;
+    snprintf(p, sizeof p, "%s/model-00001-of-00002.safetensors", b);
+    assert_int_equal(lf_safetensors_write(p, ts.tensors, half, NULL, 0), 0);
+    snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", b);
+    assert_int_equal(lf_safetensors_write(p, ts.tensors + half, ts.n - half, NULL, 0), 0);
+    size_t cap = 1 << 16, len = 0;
+    char *idx = malloc(cap);
+    len += (size_t)snprintf(idx + len, cap - len, "{\"metadata\": {}, \"weight_map\": {");
+    for (int i = 0; i < ts.n; i++)
+        len += (size_t)snprintf(idx + len, cap - len, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
+                                ts.tensors[i].name, i < half ? 1 : 2);
+    len += (size_t)snprintf(idx + len, cap - len, "}}");
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", b);
+    lf_test_write_file(p, idx, len);
+    free(idx);
+    snprintf(p, sizeof p, "%s/model.safetensors", b);
+    assert_int_equal(unlink(p), 0);
+    float *got = run(b, 1);
+    lf_test_check_close("sharded", got, ref, (size_t)V, 0);
+    free(got);
+
+    /* pytorch_model.bin */
+    const char *c = sub("torchbin");
+    copy_file(a, c);
+    snprintf(p, sizeof p, "%s/pytorch_model.bin", c);
+    assert_int_equal(lf_pt_write(p, "archive", ts.tensors, ts.n), 0);
+    snprintf(p, sizeof p, "%s/model.safetensors", c);
+    assert_int_equal(unlink(p), 0);
+    got = run(c, 1);
+    lf_test_check_close("pytorch_model.bin", got, ref, (size_t)V, 0);
+    free(got);
+    lf_tensorset_free(&ts);
+    free(ref);
+}
+
+/* F32, BF16 and tied embeddings load and run. */
+static void test_dtypes_and_tied(void **state) {
+    (void)state;
+    const char *a = sub("f32");
+    make_model(a, LF_F32, 0);
+    float *x = run(a, 0);
+    free(x);
+    const char *b = sub("bf16tied");
+    make_model(b, LF_BF16, 1);
+    lf_model *m = lf_model_load(b);
+    assert_non_null(m);
+    assert_int_equal(lf_model_config(m)->tie_word_embeddings, 1);
+    lf_model_free(m);
+    x = run(b, 1);
+    free(x);
+}
+
+/* Shape or dtype disagreeing with config.json, missing tensors, missing files. */
+static void test_mismatch(void **state) {
+    (void)state;
+    const char *a = sub("bad");
+    make_model(a, LF_F16, 0);
+    char p[600];
+    /* config says 3 layers, the file has 2 */
+    snprintf(p, sizeof p, "%s/config.json", a);
+    size_t len;
+    char *cfg = lf_read_file(p, &len, 1 << 20);
+    assert_non_null(cfg);
+    char *bad = malloc(len + 64);
+    char *at = strstr(cfg, "\"num_hidden_layers\":\t2");
+    if (!at) at = strstr(cfg, "\"num_hidden_layers\": 2");
+    assert_non_null(at);
+    size_t pre = (size_t)(at - cfg);
+    const char *q = strchr(at, '2');
+    snprintf(bad, len + 64, "%.*s\"num_hidden_layers\": 3%s", (int)pre, cfg, q + 1);
+    lf_test_write_file(p, bad, strlen(bad));
+    assert_null(lf_model_load(a));
+    assert_non_null(strstr(lf_last_error(), "model.layers.2.input_layernorm.weight"));
+    /* hidden size disagreeing: tensors have a different shape */
+    char *h = strstr(cfg, "\"intermediate_size\"");
+    assert_non_null(h);
+    pre = (size_t)(h - cfg);
+    const char *num = h + strlen("\"intermediate_size\"");
+    while (*num == ':' || *num == ' ' || *num == '\t') num++;
+    const char *after = num;
+    while (*after >= '0' && *after <= '9') after++;
+    snprintf(bad, len + 64, "%.*s\"intermediate_size\": 700%s", (int)pre, cfg, after);
+    lf_test_write_file(p, bad, strlen(bad));
+    assert_null(lf_model_load(a));
+    assert_non_null(strstr(lf_last_error(), "mlp.gate_proj.weight"));
+    assert_non_null(strstr(lf_last_error(), "expected [700, 256]"));
+    lf_test_write_file(p, cfg, len);
+    free(bad);
+    free(cfg);
+
+    /* a weight stored as I64 */
+    lf_tensorset ts;
+    lf_tensorset_init(&ts);
+    snprintf(p, sizeof p, "%s/model.safetensors", a);
+    assert_int_equal(lf_safetensors_read(p, &ts), 0);
+    lf_tensor *copy = malloc((size_t)ts.n * sizeof *copy);
+    memcpy(copy, ts.tensors, (size_t)ts.n * sizeof *copy);
+    for (int i = 0; i < ts.n; i++) {
+        if (!strcmp(copy[i].name, "model.norm.weight")) {
+            copy[i].dtype = LF_I64;
+            copy[i].shape[0] = copy[i].nbytes / 8;
+        }
+    }
+    const char *d = sub("badtype");
+    copy_file(a, d);
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    assert_int_equal(lf_safetensors_write(p, copy, ts.n, NULL, 0), 0);
+    assert_null(lf_model_load(d));
+    assert_non_null(strstr(lf_last_error(), "model.norm.weight"));
+    assert_non_null(strstr(lf_last_error(), "I64"));
+    free(copy);
+    lf_tensorset_free(&ts);
+
+    /* no weights at all */
+    const char *e = sub("noweights");
+    copy_file(a, e);
+    snprintf(p, sizeof p, "%s/model.safetensors", e);
+    assert_int_equal(unlink(p), 0);
+    assert_null(lf_model_load(e));
+    assert_non_null(strstr(lf_last_error(), "no weights found"));
+    assert_null(lf_model_load(sub("does-not-exist")));
+    assert_non_null(strstr(lf_last_error(), "does-not-exist"));
+}
+
+/* Adapters and gates that do not fit the model are refused, naming what. */
+static void test_adapter_gate_errors(void **state) {
+    (void)state;
+    const char *a = sub("adapters");
+    make_model(a, LF_F16, 0);
+    lf_model *m = lf_model_load(a);
+    assert_non_null(m);
+    char p[600], g[600];
+    snprintf(g, sizeof g, "%s/gate.safetensors", a);
+    /* gate for k = 2 with one adapter */
+    snprintf(p, sizeof p, "%s/lora_0", a);
+    assert_int_equal(lf_model_add_adapter(m, "x", p), 0);
+    assert_null(lf_gate_load(g, m));
+    assert_non_null(strstr(lf_last_error(), "k = 2"));
+    /* truncated adapter file */
+    const char *t = sub("trunc_lora");
+    copy_file(p, t);
+    char f[700];
+    snprintf(f, sizeof f, "%s/adapter_model.safetensors", t);
+    assert_int_equal(truncate(f, 5000), 0);
+    assert_int_equal(lf_model_add_adapter(m, "t", t), -1);
+    assert_non_null(strstr(lf_last_error(), "adapter_model.safetensors"));
+    assert_int_equal(lf_model_n_adapters(m), 1);
+    lf_model_free(m);
+
+    /* an adapter made for another model: shapes disagree */
+    const char *o = sub("other");
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    assert_int_equal(lf_synth_shape("tiny", &sp.cfg), 0);
+    sp.cfg.n_layers = 3;
+    sp.cfg.intermediate_size = 320;
+    sp.dtype = LF_F32;
+    sp.gate = 1;
+    sp.n_adapters = 2;
+    sp.rank = 4;
+    sp.alpha = 8;
+    sp.adapter_dtype = LF_F32;
+    assert_int_equal(lf_synth_model(o, &sp, NULL, NULL), 0);
+    m = lf_model_load(a);
+    snprintf(p, sizeof p, "%s/lora_0", o);
+    assert_int_equal(lf_model_add_adapter(m, "other", p), -1);
+    assert_non_null(strstr(lf_last_error(), "'other'"));
+    assert_non_null(strstr(lf_last_error(), "layer 2"));
+    const char *o2 = sub("other2");
+    sp.cfg.n_layers = 2;
+    assert_int_equal(lf_synth_model(o2, &sp, NULL, NULL), 0);
+    snprintf(p, sizeof p, "%s/lora_0", o2);
+    assert_int_equal(lf_model_add_adapter(m, "other2", p), -1);
+    assert_non_null(strstr(lf_last_error(), "'other2'"));
+    assert_non_null(strstr(lf_last_error(), "expected [688, 4]"));
+    lf_model_free(m);
+
+    /* a gate for another layer count */
+    m = lf_model_load(a);
+    snprintf(p, sizeof p, "%s/lora_0", a);
+    assert_int_equal(lf_model_add_adapter(m, "a", p), 0);
+    snprintf(p, sizeof p, "%s/lora_1", a);
+    assert_int_equal(lf_model_add_adapter(m, "b", p), 1);
+    snprintf(g, sizeof g, "%s/gate.safetensors", o);
+    assert_null(lf_gate_load(g, m));
+    assert_non_null(strstr(lf_last_error(), "3 layers"));
+    /* the same gate file with its adapters given in the wrong order */
+    lf_model_free(m);
+    m = lf_model_load(a);
+    snprintf(p, sizeof p, "%s/lora_1", a);
+    assert_int_equal(lf_model_add_adapter(m, "lora_1", p), 0);
+    snprintf(p, sizeof p, "%s/lora_0", a);
+    assert_int_equal(lf_model_add_adapter(m, "lora_0", p), 1);
+    snprintf(g, sizeof g, "%s/gate.safetensors", a);
+    assert_null(lf_gate_load(g, m));
+    assert_non_null(strstr(lf_last_error(), "order"));
+    lf_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layouts),
+        cmocka_unit_test(test_dtypes_and_tied),
+        cmocka_unit_test(test_mismatch),
+        cmocka_unit_test(test_adapter_gate_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
