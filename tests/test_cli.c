@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,37 +98,70 @@ static void test_forward_gate(void **state) {
     lf_tensorset_free(&ref);
 }
 
-/* forward in base and static modes from --ids. */
-static void test_forward_static(void **state) {
+/* forward through the CLI in every mode of the fixture, for every prompt
+ * (ids from inputs.safetensors): the library and the command line agree
+ * with the reference. */
+static void test_forward_all_modes(void **state) {
     (void)state;
     LF_REQUIRE_SHARED();
-    static const char *modes[][2] = {{"", "base"}, {"-w 0.3,0.9", "static_0.3_0.9"}, {"-w 1,0", "only_lora_lang"}};
-    lf_tensorset ref;
+    static const char *modes[][2] = {
+        {"", "base"},
+        {"-w 1,0", "only_lora_lang"},
+        {"-w 0,1", "only_lora_task"},
+        {"-w 0.5,0.5", "static_0.5_0.5"},
+        {"-w 0.3,0.9", "static_0.3_0.9"},
+        {"-g GATE -T 1.0", "dynamic_t1.0"},
+        {"-g GATE -T 1.1", "dynamic_t1.1"},
+    };
+    static const char *prompts[] = {"en", "zh", "chat"};
+    lf_tensorset ref, in;
     lf_tensorset_init(&ref);
+    lf_tensorset_init(&in);
     assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/logits.safetensors"), &ref), 0);
-    for (int i = 0; i < 3; i++) {
-        char path[512], *out;
-        snprintf(path, sizeof path, "%s/fwd%d.safetensors", lf_test_tmpdir(), i);
-        const char *lora = i ? "-l lang=" : "";
-        int rc = run_tool(&out, "forward -m %s %s%s %s%s %s --ids 1,450,4996,17354,1701,29916,432,17204,975,278,17366,11203,29889 -o %s",
-                          lf_test_path(FIX "base"), lora, i ? lf_test_path(FIX "lora_lang") : "",
-                          i ? "-l task=" : "", i ? lf_test_path(FIX "lora_task") : "", modes[i][0], path);
-        if (rc) print_error("%s\n", out);
-        assert_int_equal(rc, 0);
-        free(out);
-        lf_tensorset got;
-        lf_tensorset_init(&got);
-        assert_int_equal(lf_safetensors_read(path, &got), 0);
-        char name[128];
-        snprintf(name, sizeof name, "en.%s.hidden_final", modes[i][1]);
-        const lf_tensor *a = lf_tensorset_find(&got, "hidden_final"), *b = lf_tensorset_find(&ref, name);
-        assert_non_null(a);
-        size_t n = (size_t)lf_tensor_numel(b);
-        lf_test_check_close(name, a->data, b->data, n, 1e-4 * lf_test_scale(b->data, n));
-        assert_true((lf_tensorset_find(&got, "fusion_weights") != NULL) == (i > 0));
-        lf_tensorset_free(&got);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/inputs.safetensors"), &in), 0);
+    for (int pi = 0; pi < 3; pi++) {
+        char name[128], ids[1024] = "";
+        snprintf(name, sizeof name, "prompt.%s.input_ids", prompts[pi]);
+        const lf_tensor *t = lf_tensorset_find(&in, name);
+        const int T = (int)t->shape[0];
+        for (int i = 0; i < T; i++)
+            snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%lld", i ? "," : "", (long long)((const int64_t *)t->data)[i]);
+        for (int mi = 0; mi < 7; mi++) {
+            char path[512], *out, fusion[1024] = "";
+            snprintf(path, sizeof path, "%s/fwd_%s_%d.safetensors", lf_test_tmpdir(), prompts[pi], mi);
+            if (mi > 0) {
+                snprintf(fusion, sizeof fusion, "-l lang=%s -l task=%s ", lf_test_path(FIX "lora_lang"),
+                         lf_test_path(FIX "lora_task"));
+                const char *g = strstr(modes[mi][0], "GATE");
+                if (g) snprintf(fusion + strlen(fusion), sizeof fusion - strlen(fusion), "-g %s%s", lf_test_path(FIX "gate.pt"), g + 4);
+                else snprintf(fusion + strlen(fusion), sizeof fusion - strlen(fusion), "%s", modes[mi][0]);
+            }
+            int rc = run_tool(&out, "forward -m %s %s --ids %s -o %s", lf_test_path(FIX "base"), fusion, ids, path);
+            if (rc) print_error("%s\n", out);
+            assert_int_equal(rc, 0);
+            free(out);
+            lf_tensorset got;
+            lf_tensorset_init(&got);
+            assert_int_equal(lf_safetensors_read(path, &got), 0);
+            static const char *fields[][2] = {{"hidden_final", "hidden_final"}, {"fusion_weights", "fusion_weights"},
+                                              {"gate_logits", "gate_logits"}, {"logits", "logits_last"}};
+            for (int f = 0; f < 4; f++) {
+                snprintf(name, sizeof name, "%s.%s.%s", prompts[pi], modes[mi][1], fields[f][1]);
+                const lf_tensor *b = lf_tensorset_find(&ref, name), *a = lf_tensorset_find(&got, fields[f][0]);
+                if (!b) continue; /* gate_logits only in dynamic modes */
+                if (f == 1 && mi == 0) { assert_null(a); continue; } /* base: no adapters, no weights */
+                assert_non_null(a);
+                size_t n = (size_t)lf_tensor_numel(b);
+                const float *c = a->data;
+                if (f == 3) c += (size_t)(T - 1) * 32000; /* the last row of [T, V] */
+                double tol = f == 1 ? 1e-4 : 1e-4 * lf_test_scale(b->data, n);
+                lf_test_check_close(name, c, b->data, n, tol);
+            }
+            lf_tensorset_free(&got);
+        }
     }
     lf_tensorset_free(&ref);
+    lf_tensorset_free(&in);
 }
 
 /* generate --json --greedy gives the fixture's greedy ids (KV cache). */
@@ -171,6 +205,65 @@ static void test_generate_json(void **state) {
     lf_tensorset_free(&gen);
 }
 
+/* generate --trace (JSON and CSV) and --trace-svg record the weights the
+ * fixture expects for every fed token. */
+static void test_trace_files(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    char js[512], csv[512], svg[512], *out;
+    snprintf(js, sizeof js, "%s/trace.json", lf_test_tmpdir());
+    snprintf(csv, sizeof csv, "%s/trace.csv", lf_test_tmpdir());
+    snprintf(svg, sizeof svg, "%s/trace.svg", lf_test_tmpdir());
+    const char *ids = "1,450,4996,17354,1701,29916,432,17204,975,278,17366,11203,29889";
+    for (int i = 0; i < 2; i++) {
+        int rc = run_tool(&out, "generate -m %s -l lang=%s -l task=%s -g %s --ids %s -n 16 --trace %s --trace-svg %s",
+                          lf_test_path(FIX "base"), lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task"),
+                          lf_test_path(FIX "gate.pt"), ids, i ? csv : js, svg);
+        if (rc) print_error("%s\n", out);
+        assert_int_equal(rc, 0);
+        free(out);
+    }
+    size_t len;
+    char *txt = lf_read_file(js, &len, 1 << 26);
+    assert_non_null(txt);
+    cJSON *j = cJSON_Parse(txt);
+    free(txt);
+    assert_non_null(j);
+    const cJSON *tokens = cJSON_GetObjectItem(j, "tokens");
+    assert_int_equal(cJSON_GetArraySize(tokens), 13 + 15);
+    lf_tensorset gen;
+    lf_tensorset_init(&gen);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/generate.safetensors"), &gen), 0);
+    const lf_tensor *ref = lf_tensorset_find(&gen, "en.gen.fusion_weights"); /* [L, 28, k] */
+    const float *r = ref->data;
+    for (int t = 0; t < 28; t++) {
+        const cJSON *w = cJSON_GetObjectItem(cJSON_GetArrayItem(tokens, t), "weights");
+        for (int l = 0; l < 3; l++)
+            for (int k = 0; k < 2; k++) {
+                double c = cJSON_GetArrayItem(cJSON_GetArrayItem(w, l), k)->valuedouble;
+                double e = r[((size_t)l * 28 + t) * 2 + k];
+                if (!(fabs(c - e) <= 1e-4)) {
+                    print_error("trace token %d layer %d adapter %d: %g, expected %g\n", t, l, k, c, e);
+                    fail();
+                }
+            }
+    }
+    cJSON_Delete(j);
+    lf_tensorset_free(&gen);
+    txt = lf_read_file(csv, &len, 1 << 26);
+    assert_non_null(txt);
+    int lines = 0;
+    for (size_t i = 0; i < len; i++) lines += txt[i] == '\n';
+    assert_int_equal(lines, 1 + 28 * 3);
+    assert_true(!strncmp(txt, "token,position,text,layer,lang,task", 35));
+    free(txt);
+    txt = lf_read_file(svg, &len, 1 << 26);
+    assert_non_null(txt);
+    assert_non_null(strstr(txt, "<svg"));
+    assert_non_null(strstr(txt, "</svg>"));
+    free(txt);
+}
+
 /* Wrong inputs: a clear message and a non-zero exit. */
 static void test_errors(void **state) {
     (void)state;
@@ -211,8 +304,8 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),          cmocka_unit_test(test_tokenize),
-        cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_static),
-        cmocka_unit_test(test_generate_json), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_all_modes),
+        cmocka_unit_test(test_generate_json), cmocka_unit_test(test_trace_files), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

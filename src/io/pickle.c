@@ -281,7 +281,7 @@ static int push_int(pk_vm *vm, pk_kind kind, int64_t v) {
 
 /* BININT (signed 32), BININT1 (unsigned 8), BININT2 (unsigned 16). */
 static int op_binint(pk_vm *vm, int nbytes) {
-    uint64_t v;
+    uint64_t v = 0;
     if (rd_uint(vm, nbytes, &v)) return -1;
     int64_t x = nbytes == 4 ? (int64_t)(int32_t)(uint32_t)v : (int64_t)v;
     return push_int(vm, PK_INT, x);
@@ -290,7 +290,7 @@ static int op_binint(pk_vm *vm, int nbytes) {
 /* LONG1 / LONG4: little-endian two's complement of any length; we keep
  * int64, which covers every size, stride and offset a real file can have. */
 static int op_long(pk_vm *vm, int lenbytes) {
-    uint64_t n;
+    uint64_t n = 0;
     if (rd_uint(vm, lenbytes, &n)) return -1;
     if (n > 8) return vm_err(vm, "integer of %llu bytes does not fit in 64 bits", (unsigned long long)n);
     if (need(vm, n)) return -1;
@@ -311,7 +311,7 @@ static int op_binfloat(pk_vm *vm) {
 
 /* A string/bytes whose length field has lenbytes bytes (BINSTRING's is signed). */
 static int op_string(pk_vm *vm, int lenbytes, int is_signed, pk_kind kind) {
-    uint64_t n;
+    uint64_t n = 0;
     if (rd_uint(vm, lenbytes, &n)) return -1;
     if (is_signed && (n & 0x80000000u)) return vm_err(vm, "negative string length");
     if (n > LF_PK_MAX_STRING)
@@ -378,8 +378,8 @@ static int rd_line(pk_vm *vm, const uint8_t **s, size_t *n) {
 }
 
 static int op_global(pk_vm *vm) {
-    const uint8_t *mod, *name;
-    size_t modlen, namelen;
+    const uint8_t *mod = NULL, *name = NULL;
+    size_t modlen = 0, namelen = 0;
     if (rd_line(vm, &mod, &modlen) || rd_line(vm, &name, &namelen)) return -1;
     return push_global(vm, mod, modlen, name, namelen);
 }
@@ -665,7 +665,7 @@ static int op_refused(pk_vm *vm) {
 }
 
 static int step(pk_vm *vm) {
-    uint64_t v;
+    uint64_t v = 0;
     switch (vm->op) {
     case 0x80: /* PROTO */
         if (rd_uint(vm, 1, &v)) return -1;
@@ -865,7 +865,7 @@ typedef struct {
 
 static void put(pk_buf *b, const void *data, size_t n) {
     if (b->failed) return;
-    size_t need_n;
+    size_t need_n = 0;
     uint8_t *p = NULL;
     if (lf_add_overflow(b->n, n, &need_n) || !(p = grow(b->p, &b->cap, need_n, 1, "pickle output"))) {
         b->failed = 1;

@@ -188,8 +188,8 @@ static int central_zip64(const zarchive *z, const zentry *e, const uint8_t *extr
     int want = 0;
     for (int i = 0; i < 3; i++) want += *fields[i] == U32_SAT;
     if (!want) return 0;
-    const uint8_t *d;
-    size_t dl;
+    const uint8_t *d = NULL;
+    size_t dl = 0;
     char nb[300];
     int r = find_extra(extra, len, 0x0001, &d, &dl);
     if (r < 0) return zerr(z, "entry '%s': malformed extra field", ename(e, nb, sizeof nb));
@@ -265,8 +265,8 @@ static int check_local(const zarchive *z, zentry *e) {
     int deferred = (flags & 8) && crc == 0 && csize == 0 && usize == 0;
     if (!deferred) {
         if (usize == U32_SAT || csize == U32_SAT) {
-            const uint8_t *d;
-            size_t dl;
+            const uint8_t *d = NULL;
+            size_t dl = 0;
             if (find_extra(p + 30 + nl, xl, 0x0001, &d, &dl) != 0 || dl < 16)
                 return zerr(z, "entry '%s': local header lacks its ZIP64 sizes", ename(e, nb, sizeof nb));
             usize = rd64(d);
