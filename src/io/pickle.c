@@ -76,13 +76,15 @@ struct pk_obj {
             size_t keylen;
             int64_t numel;
         } storage;
-        struct {
-            const pk_obj *storage;
-            int64_t offset;
-            int ndim;
-            int64_t size[LF_MAX_DIMS], stride[LF_MAX_DIMS];
-        } tensor;
+        struct pk_tensor *tensor;                    /* TENSOR: out of line, keeps values small */
     } u;
+};
+
+struct pk_tensor {
+    const pk_obj *storage;
+    int64_t offset;
+    int ndim;
+    int64_t size[LF_MAX_DIMS], stride[LF_MAX_DIMS];
 };
 
 /* ------------------------------------------------------------ the machine */
@@ -546,27 +548,27 @@ static int int_tuple(pk_vm *vm, const pk_obj *o, const char *what, int64_t *dims
 /* The tensor must lie inside the numel its storage claims:
  * offset + sum((size_i - 1) * stride_i) < numel (or offset <= numel if empty). */
 static int check_extent(pk_vm *vm, const pk_obj *t) {
-    int64_t numel = 1, last = t->u.tensor.offset;
-    for (int i = 0; i < t->u.tensor.ndim; i++)
-        if (__builtin_mul_overflow(numel, t->u.tensor.size[i], &numel))
+    int64_t numel = 1, last = t->u.tensor->offset;
+    for (int i = 0; i < t->u.tensor->ndim; i++)
+        if (__builtin_mul_overflow(numel, t->u.tensor->size[i], &numel))
             return vm_err(vm, "tensor element count overflows");
-    int64_t snumel = t->u.tensor.storage->u.storage.numel;
+    int64_t snumel = t->u.tensor->storage->u.storage.numel;
     if (numel == 0) {
         if (last > snumel)
             return vm_err(vm, "storage offset %lld is beyond the storage's %lld elements",
                           (long long)last, (long long)snumel);
         return 0;
     }
-    for (int i = 0; i < t->u.tensor.ndim; i++) {
+    for (int i = 0; i < t->u.tensor->ndim; i++) {
         int64_t step;
-        if (__builtin_mul_overflow(t->u.tensor.size[i] - 1, t->u.tensor.stride[i], &step) ||
+        if (__builtin_mul_overflow(t->u.tensor->size[i] - 1, t->u.tensor->stride[i], &step) ||
             __builtin_add_overflow(last, step, &last))
             return vm_err(vm, "tensor extent overflows");
     }
     if (last >= snumel)
         return vm_err(vm, "tensor reaches element %lld of storage '%.*s', which holds %lld elements",
-                      (long long)last, (int)t->u.tensor.storage->u.storage.keylen,
-                      (const char *)t->u.tensor.storage->u.storage.key, (long long)snumel);
+                      (long long)last, (int)t->u.tensor->storage->u.storage.keylen,
+                      (const char *)t->u.tensor->storage->u.storage.key, (long long)snumel);
     return 0;
 }
 
@@ -588,15 +590,15 @@ static int rebuild_tensor(pk_vm *vm, const pk_obj *args) {
     if (vm->ntensors >= LF_PK_MAX_TENSORS)
         return vm_err(vm, "more than %d tensors: exceeds the tensor count limit", LF_PK_MAX_TENSORS);
     pk_obj *t = new_obj(vm, PK_TENSOR);
-    if (!t) return -1;
-    int nd = int_tuple(vm, a[2], "size", t->u.tensor.size);
+    if (!t || !(t->u.tensor = lf_calloc(1, sizeof *t->u.tensor, "pickle tensor"))) return -1;
+    int nd = int_tuple(vm, a[2], "size", t->u.tensor->size);
     if (nd < 0) return -1;
-    int ns = int_tuple(vm, a[3], "stride", t->u.tensor.stride);
+    int ns = int_tuple(vm, a[3], "stride", t->u.tensor->stride);
     if (ns < 0) return -1;
     if (nd != ns) return vm_err(vm, "%s: size has %d dimensions but stride has %d", fn, nd, ns);
-    t->u.tensor.storage = a[0];
-    t->u.tensor.offset = a[1]->u.i;
-    t->u.tensor.ndim = nd;
+    t->u.tensor->storage = a[0];
+    t->u.tensor->offset = a[1]->u.i;
+    t->u.tensor->ndim = nd;
     if (check_extent(vm, t)) return -1;
     vm->ntensors++;
     return push(vm, t);
@@ -741,6 +743,7 @@ static void vm_free(pk_vm *vm) {
     for (size_t i = 0; i < vm->nobjs; i++) {
         pk_obj *o = vm->objs[i];
         if (o->kind == PK_TUPLE || o->kind == PK_LIST || o->kind == PK_DICT) free(o->u.seq.v);
+        if (o->kind == PK_TENSOR) free(o->u.tensor);
         free(o);
     }
     free(vm->objs);
@@ -821,15 +824,15 @@ static int to_tensors(const pk_obj *d, lf_pk_tensor **out, int *n) {
                          t[i].name, kind_name(v->kind));
             goto fail;
         }
-        const pk_obj *st = v->u.tensor.storage;
+        const pk_obj *st = v->u.tensor->storage;
         t[i].storage_key = lf_strndup((const char *)st->u.storage.key, st->u.storage.keylen);
         if (!t[i].storage_key) goto fail;
         t[i].dtype = st->u.storage.dtype;
         t[i].storage_numel = st->u.storage.numel;
-        t[i].offset = v->u.tensor.offset;
-        t[i].ndim = v->u.tensor.ndim;
-        memcpy(t[i].size, v->u.tensor.size, sizeof t[i].size);
-        memcpy(t[i].stride, v->u.tensor.stride, sizeof t[i].stride);
+        t[i].offset = v->u.tensor->offset;
+        t[i].ndim = v->u.tensor->ndim;
+        memcpy(t[i].size, v->u.tensor->size, sizeof t[i].size);
+        memcpy(t[i].stride, v->u.tensor->stride, sizeof t[i].stride);
     }
     if (check_unique(t, (int)count)) goto fail;
     *out = t;

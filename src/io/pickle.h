@@ -23,7 +23,7 @@
 #define LF_PK_MAX_MEMO     (1 << 20)  /* memo entries */
 #define LF_PK_MAX_STRING   (1 << 20)  /* bytes in one string */
 #define LF_PK_MAX_TENSORS  (1 << 20)  /* tensors rebuilt */
-#define LF_PK_MAX_OBJECTS  (1 << 24)  /* values created in all */
+#define LF_PK_MAX_OBJECTS  (1 << 21)  /* values created in all (~40 bytes each) */
 #define LF_PK_MAX_KEY      255        /* bytes in a storage key */
 
 /* One tensor of the unpickled state dict, as the pickle describes it. */
