@@ -116,6 +116,15 @@ static void f16_row_to_f32_avx2(float *dst, const uint16_t *src, size_t n) {
     for (; i < n; i++) dst[i] = lf_f16_to_f32(src[i]);
 }
 
+/* Sum of the 8 lanes. */
+__attribute__((target("avx2,fma")))
+static inline float hsum256(__m256 s) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
 __attribute__((target("avx2,fma")))
 static float dot_avx2(const float *a, const float *b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -129,10 +138,7 @@ static float dot_avx2(const float *a, const float *b, int n) {
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float r = _mm_cvtss_f32(h);
+    float r = hsum256(s);
     for (; i < n; i++) r += a[i] * b[i];
     return r;
 }
@@ -157,10 +163,7 @@ static float dot_f16_avx2(const uint16_t *w, const float *x, int n) {
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
     __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float r = _mm_cvtss_f32(h);
+    float r = hsum256(s);
     for (; i < n; i++) r += lf_f16_to_f32(w[i]) * x[i];
     return r;
 }
@@ -176,10 +179,7 @@ static float dot_bf16_avx2(const uint16_t *w, const float *x, int n) {
         s1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_loadu_ps(x + i + 8), s1);
     }
     __m256 s = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float r = _mm_cvtss_f32(h);
+    float r = hsum256(s);
     for (; i < n; i++) r += lf_bf16_to_f32(w[i]) * x[i];
     return r;
 }
