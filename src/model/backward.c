@@ -1,0 +1,772 @@
+/* backward.c: training forward/backward pass of the Llama model with k
+ * stacked LoRA adapters fused by fixed weights or by LoRA-Flow gates.
+ *
+ * Shapes: T tokens of one sequence, H hidden, I intermediate, L layers,
+ * k adapters, qd = n_heads * hd, kvd = n_kv_heads * hd, R = summed rank of
+ * a projection's stacked adapters.  Every step comes as a forward/backward
+ * pair; the names follow METHOD.md (x, s, w, T, A, B, r, c).
+ *
+ * Checkpointing: the forward pass keeps x_l [T, H] entering every layer
+ * (plus the final output); the backward pass recomputes one layer's
+ * internals from x_l (layer_forward with a cache) and backpropagates
+ * through it (layer_backward).  Dropout masks are a pure function of
+ * (seed, layer, projection, adapter, position), so the recomputation sees
+ * the same masks. */
+#include "train.h"
+#include "../core/util.h"
+#include "../fusion/fusion.h"
+#include "../tensor/train_kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ============================ trainable sets ============================ */
+
+struct lf_trainable {
+    lf_model *m;
+    lf_gate *gate;
+    int what;
+    lf_param *p;
+    int n, cap;
+    /* gradient locations, NULL where not trained */
+    float *d_gate_W, *d_gate_b;               /* [L, k, H], [L, k] */
+    float **d_lora_A, **d_lora_B;             /* [L * NPROJ]: [R, in], [out, R] */
+    float **d_W;                              /* [L * NPROJ]: [out, in] */
+    float **d_attn_norm, **d_ffn_norm;        /* [L]: [H] */
+    float *d_embed, *d_lm_head, *d_final_norm;
+    /* LF_TRAIN_BASE: the original weights, restored at free */
+    lf_mat *saved;                            /* [L * NPROJ + 2] */
+    float **owned;
+    int n_owned;
+};
+
+/* Register a parameter; its gradient is grad when given (a view into a
+ * shared block), else a new zeroed buffer returned in *grad_out. */
+static int add_param(lf_trainable *tr, const char *name, float *w, size_t n, int ndim, int64_t d0, int64_t d1,
+                     int decay, float *grad, float **grad_out) {
+    if (tr->n == tr->cap) {
+        int nc = tr->cap ? tr->cap * 2 : 64;
+        lf_param *np = lf_realloc(tr->p, (size_t)nc * sizeof *np, "parameter table");
+        if (!np) return -1;
+        tr->p = np;
+        tr->cap = nc;
+    }
+    float *g = grad ? grad : lf_calloc(n, sizeof(float), name);
+    if (!g) return -1;
+    lf_param *p = &tr->p[tr->n++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->w = w;
+    p->g = g;
+    p->n = n;
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->decay = decay;
+    p->own_grad = grad == NULL;
+    if (grad_out) *grad_out = g;
+    return 0;
+}
+
+/* Replace W by an owned float32 copy (LF_TRAIN_BASE). */
+static float *own_f32(lf_trainable *tr, lf_mat *W) {
+    size_t n = (size_t)W->rows * W->cols;
+    float *c = lf_malloc(n * sizeof(float), "trainable weights");
+    if (!c) return NULL;
+    lf_to_f32(c, W->data, W->dtype, 0, n);
+    float **no = lf_realloc(tr->owned, (size_t)(tr->n_owned + 1) * sizeof *no, "weight table");
+    if (!no) { free(c); return NULL; }
+    tr->owned = no;
+    tr->owned[tr->n_owned++] = c;
+    W->dtype = LF_F32;
+    W->data = c;
+    return c;
+}
+
+/* Convert a stack matrix to float32 in place (the model keeps owning it). */
+static float *stack_f32(lf_mat *M) {
+    if (M->dtype == LF_F32) return (float *)M->data;
+    size_t n = (size_t)M->rows * M->cols;
+    float *c = lf_malloc(n * sizeof(float), "stacked adapters");
+    if (!c) return NULL;
+    lf_to_f32(c, M->data, M->dtype, 0, n);
+    free((void *)M->data);
+    M->data = c;
+    M->dtype = LF_F32;
+    return c;
+}
+
+static int setup_base(lf_trainable *tr) {
+    lf_model *m = tr->m;
+    const lf_config *c = &m->cfg;
+    const int L = c->n_layers, H = c->hidden_size;
+    char name[192];
+    tr->saved = lf_calloc((size_t)L * LF_NPROJ + 2, sizeof *tr->saved, "weight table");
+    tr->d_W = lf_calloc((size_t)L * LF_NPROJ, sizeof *tr->d_W, "gradient table");
+    tr->d_attn_norm = lf_calloc((size_t)L, sizeof *tr->d_attn_norm, "gradient table");
+    tr->d_ffn_norm = lf_calloc((size_t)L, sizeof *tr->d_ffn_norm, "gradient table");
+    if (!tr->saved || !tr->d_W || !tr->d_attn_norm || !tr->d_ffn_norm) return -1;
+    const int tied = m->lm_head.data == m->embed.data;
+    tr->saved[L * LF_NPROJ] = m->embed;
+    tr->saved[L * LF_NPROJ + 1] = m->lm_head;
+    float *e = own_f32(tr, &m->embed);
+    if (!e) return -1;
+    if (add_param(tr, "model.embed_tokens.weight", e, (size_t)c->vocab_size * H, 2, c->vocab_size, H, 1, NULL, &tr->d_embed))
+        return -1;
+    if (tied) {
+        m->lm_head = m->embed;
+        tr->d_lm_head = tr->d_embed;
+    } else {
+        float *lm = own_f32(tr, &m->lm_head);
+        if (!lm || add_param(tr, "lm_head.weight", lm, (size_t)c->vocab_size * H, 2, c->vocab_size, H, 1, NULL, &tr->d_lm_head))
+            return -1;
+    }
+    if (add_param(tr, "model.norm.weight", m->final_norm, (size_t)H, 1, H, 0, 0, NULL, &tr->d_final_norm)) return -1;
+    for (int l = 0; l < L; l++) {
+        lf_layer *ly = &m->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        if (add_param(tr, name, ly->attn_norm, (size_t)H, 1, H, 0, 0, NULL, &tr->d_attn_norm[l])) return -1;
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (add_param(tr, name, ly->ffn_norm, (size_t)H, 1, H, 0, 0, NULL, &tr->d_ffn_norm[l])) return -1;
+        for (int p = 0; p < LF_NPROJ; p++) {
+            tr->saved[l * LF_NPROJ + p] = ly->W[p];
+            float *w = own_f32(tr, &ly->W[p]);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lf_proj_path[p]);
+            if (!w || add_param(tr, name, w, (size_t)ly->W[p].rows * ly->W[p].cols, 2, ly->W[p].rows, ly->W[p].cols, 1, NULL,
+                                &tr->d_W[l * LF_NPROJ + p]))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int setup_lora(lf_trainable *tr) {
+    lf_model *m = tr->m;
+    const int L = m->cfg.n_layers;
+    char name[192];
+    tr->d_lora_A = lf_calloc((size_t)L * LF_NPROJ, sizeof *tr->d_lora_A, "gradient table");
+    tr->d_lora_B = lf_calloc((size_t)L * LF_NPROJ, sizeof *tr->d_lora_B, "gradient table");
+    if (!tr->d_lora_A || !tr->d_lora_B) return -1;
+    for (int l = 0; l < L; l++) {
+        for (int p = 0; p < LF_NPROJ; p++) {
+            lf_lora_stack *st = &m->layers[l].lora[p];
+            if (!st->R) continue;
+            float *A = stack_f32(&st->A), *B = stack_f32(&st->B);
+            if (!A || !B) return -1;
+            snprintf(name, sizeof name, "layers.%d.%s.lora_A", l, lf_proj_path[p]);
+            if (add_param(tr, name, A, (size_t)st->A.rows * st->A.cols, 2, st->A.rows, st->A.cols, 1, NULL,
+                          &tr->d_lora_A[l * LF_NPROJ + p]))
+                return -1;
+            snprintf(name, sizeof name, "layers.%d.%s.lora_B", l, lf_proj_path[p]);
+            if (add_param(tr, name, B, (size_t)st->B.rows * st->B.cols, 2, st->B.rows, st->B.cols, 1, NULL,
+                          &tr->d_lora_B[l * LF_NPROJ + p]))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int setup_gate(lf_trainable *tr) {
+    lf_gate *g = tr->gate;
+    char name[192];
+    /* one parameter per layer and tensor, under the gate's own names */
+    float *dW = lf_calloc((size_t)g->L * g->k * g->H, sizeof(float), "gate gradient");
+    float *db = lf_calloc((size_t)g->L * g->k, sizeof(float), "gate gradient");
+    if (!dW || !db) { free(dW); free(db); return -1; }
+    tr->d_gate_W = dW;
+    tr->d_gate_b = db;
+    for (int l = 0; l < g->L; l++) {
+        snprintf(name, sizeof name, "encoder.layers.%d.lora_fusion_gate.weight", l);
+        if (add_param(tr, name, g->W + (size_t)l * g->k * g->H, (size_t)g->k * g->H, 2, g->k, g->H, 1,
+                      dW + (size_t)l * g->k * g->H, NULL))
+            return -1;
+        snprintf(name, sizeof name, "encoder.layers.%d.weight_bias", l);
+        if (add_param(tr, name, g->b + (size_t)l * g->k, (size_t)g->k, 2, 1, g->k, 1, db + (size_t)l * g->k, NULL))
+            return -1;
+    }
+    return 0;
+}
+
+lf_trainable *lf_trainable_new(lf_model *m, lf_gate *gate, int what) {
+    lf_trainable *tr = lf_calloc(1, sizeof *tr, "trainer");
+    if (!tr) return NULL;
+    tr->m = m;
+    tr->gate = gate;
+    tr->what = what;
+    if ((what & LF_TRAIN_GATE) && !gate) {
+        lf_set_error("training the gate needs a gate");
+        goto fail;
+    }
+    if ((what & LF_TRAIN_GATE) && setup_gate(tr)) goto fail;
+    if ((what & LF_TRAIN_LORA) && setup_lora(tr)) goto fail;
+    if ((what & LF_TRAIN_BASE) && setup_base(tr)) goto fail;
+    if (tr->n == 0) {
+        lf_set_error("nothing to train");
+        goto fail;
+    }
+    return tr;
+fail:
+    lf_trainable_free(tr);
+    return NULL;
+}
+
+void lf_trainable_free(lf_trainable *tr) {
+    if (!tr) return;
+    lf_model *m = tr->m;
+    const int L = m->cfg.n_layers;
+    if (tr->saved) { /* restore the original (memory-mapped) weights */
+        for (int l = 0; l < L; l++)
+            for (int p = 0; p < LF_NPROJ; p++) m->layers[l].W[p] = tr->saved[l * LF_NPROJ + p];
+        m->embed = tr->saved[L * LF_NPROJ];
+        m->lm_head = tr->saved[L * LF_NPROJ + 1];
+    }
+    for (int i = 0; i < tr->n; i++)
+        if (tr->p[i].own_grad) free(tr->p[i].g);
+    free(tr->d_gate_W);
+    free(tr->d_gate_b);
+    free(tr->p);
+    free(tr->d_lora_A);
+    free(tr->d_lora_B);
+    free(tr->d_W);
+    free(tr->d_attn_norm);
+    free(tr->d_ffn_norm);
+    free(tr->saved);
+    for (int i = 0; i < tr->n_owned; i++) free(tr->owned[i]);
+    free(tr->owned);
+    free(tr);
+}
+
+int lf_trainable_count(const lf_trainable *tr) { return tr->n; }
+lf_param *lf_trainable_param(lf_trainable *tr, int i) { return i >= 0 && i < tr->n ? &tr->p[i] : NULL; }
+
+void lf_trainable_zero_grad(lf_trainable *tr) {
+    for (int i = 0; i < tr->n; i++) memset(tr->p[i].g, 0, tr->p[i].n * sizeof(float));
+}
+
+/* ============================ dropout ============================ */
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* out = u * mask / (1 - p), the mask a pure function of key and index. */
+static void dropout(float *out, const float *u, size_t n, float p, uint64_t key) {
+    const float keep = 1.0f / (1.0f - p);
+    const uint64_t thresh = (uint64_t)((double)p * 18446744073709551615.0);
+    for (size_t i = 0; i < n; i++) out[i] = mix64(key + 0x9E3779B97F4A7C15ULL * (i + 1)) < thresh ? 0.0f : u[i] * keep;
+}
+
+static uint64_t drop_key(const lf_train_mode *md, int l, int p, int i) {
+    return mix64(md->seed ^ mix64(((uint64_t)l << 32) ^ ((uint64_t)p << 16) ^ (uint64_t)i));
+}
+
+/* ============================ fused projection ============================ */
+
+/* Stack matrix rows [off, off + r) of A as their own matrix. */
+static lf_mat rows_of(const lf_mat *A, int off, int r) {
+    lf_mat v = *A;
+    v.data = (const uint8_t *)A->data + (size_t)off * A->cols * lf_dtype_size(A->dtype);
+    v.rows = r;
+    return v;
+}
+
+typedef struct {
+    float *tmp;    /* [T, max(in, r)] */
+    float *z2;     /* [T, R] */
+} proj_scratch;
+
+/* y = W0 u + sum_i w_i c_i B_i A_i drop_i(u); z [T, R] receives A_i drop_i(u)
+ * (unscaled) for the backward pass.  w: [T, k] or NULL (base only). */
+static void proj_forward(float *y, float *z, const float *u, const lf_mat *W, const lf_lora_stack *st, const float *w,
+                         int k, int T, const lf_train_mode *md, int l, int p, proj_scratch *s) {
+    lf_matmul(y, u, W, T, 0);
+    if (!w || !st->R) return;
+    const int R = st->R, in = W->cols;
+    for (int i = 0; i < k; i++) {
+        const int r = st->rank[i];
+        if (!r) continue;
+        const float *ui = u;
+        if (md->dropout > 0) {
+            dropout(s->tmp, u, (size_t)T * in, md->dropout, drop_key(md, l, p, i));
+            ui = s->tmp;
+        }
+        lf_mat Ai = rows_of(&st->A, st->off[i], r);
+        lf_matmul(s->z2, ui, &Ai, T, 0); /* [T, r] */
+        for (int t = 0; t < T; t++) memcpy(z + (size_t)t * R + st->off[i], s->z2 + (size_t)t * r, (size_t)r * sizeof(float));
+    }
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++) {
+            const float f = w[(size_t)t * k + i] * st->scale[i];
+            for (int j = 0; j < st->rank[i]; j++) s->z2[(size_t)t * R + st->off[i] + j] = z[(size_t)t * R + st->off[i] + j] * f;
+        }
+    lf_matmul(y, s->z2, &st->B, T, 1);
+}
+
+/* Backward of proj_forward: du += d/du, dw [T, k] += d/dw, and the
+ * parameter gradients of the trained sets.  g: scratch [T, R]. */
+static void proj_backward(float *du, float *dw, const float *dy, const float *u, const float *z, const lf_mat *W,
+                          const lf_lora_stack *st, const float *w, int k, int T, const lf_train_mode *md, int l, int p,
+                          float *dW, float *dA, float *dB, proj_scratch *s, float *g) {
+    const int in = W->cols, out = W->rows;
+    lf_matmul_tn(du, dy, W, T, 1);
+    if (dW) lf_matmul_wgrad(dW, dy, u, T, out, in);
+    if (!w || !st->R) return;
+    const int R = st->R;
+    lf_matmul_tn(g, dy, &st->B, T, 0); /* g = B_cat^T dy: [T, R] */
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++) {
+            if (!st->rank[i]) continue;
+            double acc = 0;
+            for (int j = 0; j < st->rank[i]; j++) acc += (double)g[(size_t)t * R + st->off[i] + j] * z[(size_t)t * R + st->off[i] + j];
+            dw[(size_t)t * k + i] += (float)(st->scale[i] * acc);
+        }
+    if (dB) { /* dB += dy^T (w c z) */
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < k; i++) {
+                const float f = w[(size_t)t * k + i] * st->scale[i];
+                for (int j = 0; j < st->rank[i]; j++) s->z2[(size_t)t * R + st->off[i] + j] = z[(size_t)t * R + st->off[i] + j] * f;
+            }
+        lf_matmul_wgrad(dB, dy, s->z2, T, out, R);
+    }
+    /* gs = g scaled by w c: the gradient of A_i drop_i(u) */
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++) {
+            const float f = w[(size_t)t * k + i] * st->scale[i];
+            for (int j = 0; j < st->rank[i]; j++) g[(size_t)t * R + st->off[i] + j] *= f;
+        }
+    for (int i = 0; i < k; i++) {
+        const int r = st->rank[i];
+        if (!r) continue;
+        for (int t = 0; t < T; t++) memcpy(s->z2 + (size_t)t * r, g + (size_t)t * R + st->off[i], (size_t)r * sizeof(float));
+        lf_mat Ai = rows_of(&st->A, st->off[i], r);
+        if (dA) {
+            const float *ui = u;
+            if (md->dropout > 0) {
+                dropout(s->tmp, u, (size_t)T * in, md->dropout, drop_key(md, l, p, i));
+                ui = s->tmp;
+            }
+            lf_matmul_wgrad(dA + (size_t)st->off[i] * in, s->z2, ui, T, r, in);
+        }
+        if (md->dropout > 0) {
+            /* du += drop_i(A_i^T gs_i): the same mask applied to the gradient */
+            lf_matmul_tn(s->tmp, s->z2, &Ai, T, 0);
+            float *masked = s->tmp;
+            const float keep = 1.0f / (1.0f - md->dropout);
+            const uint64_t key = drop_key(md, l, p, i);
+            const uint64_t thresh = (uint64_t)((double)md->dropout * 18446744073709551615.0);
+            for (size_t q = 0; q < (size_t)T * in; q++)
+                du[q] += mix64(key + 0x9E3779B97F4A7C15ULL * (q + 1)) < thresh ? 0.0f : masked[q] * keep;
+        } else {
+            lf_matmul_tn(du, s->z2, &Ai, T, 1);
+        }
+    }
+}
+
+/* ============================ gate ============================ */
+
+/* w [T, k] = softmax(s / Tm) + b with s = x W_gate^T; p [T, k] keeps the softmax. */
+static void gate_forward(float *w, float *p, float *s_out, const lf_gate *g, int l, const float *x, int T, float Tm) {
+    const int k = g->k;
+    for (int t = 0; t < T; t++) {
+        lf_gate_weights(g, l, x + (size_t)t * g->H, Tm, w + (size_t)t * k, s_out ? s_out + (size_t)t * k : NULL);
+        for (int i = 0; i < k; i++) p[(size_t)t * k + i] = w[(size_t)t * k + i] - g->b[(size_t)l * k + i];
+    }
+}
+
+/* dx += ds W_gate, dW_gate += ds^T x, db += sum_t dw,  ds = softmax' (dw) / Tm. */
+static void gate_backward(float *dx, float *dWg, float *dbg, const float *dw, const float *p, const lf_gate *g, int l,
+                          const float *x, int T, float Tm) {
+    const int k = g->k, H = g->H;
+    for (int t = 0; t < T; t++) {
+        const float *pt = p + (size_t)t * k, *dwt = dw + (size_t)t * k;
+        double dot = 0;
+        for (int i = 0; i < k; i++) dot += (double)pt[i] * dwt[i];
+        for (int i = 0; i < k; i++) {
+            const float ds = (float)(pt[i] * (dwt[i] - dot) / Tm);
+            if (dbg) dbg[(size_t)l * k + i] += dwt[i];
+            const float *row = g->W + ((size_t)l * k + i) * H;
+            float *dxt = dx + (size_t)t * H;
+            const float *xt = x + (size_t)t * H;
+            for (int j = 0; j < H; j++) dxt[j] += ds * row[j];
+            if (dWg) {
+                float *drow = dWg + ((size_t)l * k + i) * H;
+                for (int j = 0; j < H; j++) drow[j] += ds * xt[j];
+            }
+        }
+    }
+}
+
+/* ============================ rope and attention ============================ */
+
+/* Rotate each head vector by +angle (dir = 1) or -angle (dir = -1, the backward). */
+static void rope_apply(float *v, int T, int n_heads, int hd, const float *inv_freq, int dir) {
+    const int half = hd / 2;
+    for (int t = 0; t < T; t++) {
+        for (int j = 0; j < half; j++) {
+            const double a = (double)t * inv_freq[j];
+            const float c = (float)cos(a), sn = (float)(dir * sin(a));
+            for (int h = 0; h < n_heads; h++) {
+                float *x = v + ((size_t)t * n_heads + h) * hd;
+                const float x0 = x[j], x1 = x[j + half];
+                x[j] = x0 * c - x1 * sn;
+                x[j + half] = x1 * c + x0 * sn;
+            }
+        }
+    }
+}
+
+/* out [T, qd] = causal softmax(q k^T / sqrt(hd)) v, per query head. */
+static void attn_forward(float *out, const float *q, const float *k, const float *v, const lf_config *c, int T) {
+    const int hd = c->head_dim, nh = c->n_heads, kvd = c->n_kv_heads * hd, group = nh / c->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel
+    {
+        float *sc = malloc((size_t)T * sizeof(float));
+        if (!sc) abort();
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int h = 0; h < nh; h++)
+            for (int t = 0; t < T; t++) {
+                const float *qt = q + (size_t)t * nh * hd + (size_t)h * hd;
+                const int kh = h / group;
+                for (int j = 0; j <= t; j++) {
+                    const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
+                    float d = 0;
+                    for (int i = 0; i < hd; i++) d += qt[i] * kj[i];
+                    sc[j] = d * scale;
+                }
+                lf_softmax(sc, t + 1);
+                float *o = out + (size_t)t * nh * hd + (size_t)h * hd;
+                memset(o, 0, (size_t)hd * sizeof(float));
+                for (int j = 0; j <= t; j++) {
+                    const float *vj = v + (size_t)j * kvd + (size_t)kh * hd;
+                    for (int i = 0; i < hd; i++) o[i] += sc[j] * vj[i];
+                }
+            }
+        free(sc);
+    }
+}
+
+/* Backward of attn_forward: dq, dk, dv (+)= from dout.  The probabilities are
+ * recomputed row by row; a thread owns one key/value head (and its group of
+ * query heads), so no two threads write the same dk/dv. */
+static void attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, const lf_config *c, int T) {
+    const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, kvd = nkv * hd, group = nh / nkv;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel
+    {
+        float *pr = malloc((size_t)T * sizeof(float)), *dp = malloc((size_t)T * sizeof(float));
+        if (!pr || !dp) abort();
+#pragma omp for schedule(dynamic, 1)
+        for (int kh = 0; kh < nkv; kh++) {
+            for (int h = kh * group; h < (kh + 1) * group; h++) {
+                for (int t = 0; t < T; t++) {
+                    const float *qt = q + (size_t)t * nh * hd + (size_t)h * hd;
+                    const float *dot_ = dout + (size_t)t * nh * hd + (size_t)h * hd;
+                    for (int j = 0; j <= t; j++) {
+                        const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
+                        float d = 0;
+                        for (int i = 0; i < hd; i++) d += qt[i] * kj[i];
+                        pr[j] = d * scale;
+                    }
+                    lf_softmax(pr, t + 1);
+                    double sum = 0;
+                    for (int j = 0; j <= t; j++) {
+                        const float *vj = v + (size_t)j * kvd + (size_t)kh * hd;
+                        float d = 0;
+                        for (int i = 0; i < hd; i++) d += dot_[i] * vj[i];
+                        dp[j] = d;
+                        sum += (double)pr[j] * d;
+                    }
+                    float *dqt = dq + (size_t)t * nh * hd + (size_t)h * hd;
+                    for (int j = 0; j <= t; j++) {
+                        const float ds = pr[j] * (dp[j] - (float)sum) * scale;
+                        const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
+                        float *dkj = dk + (size_t)j * kvd + (size_t)kh * hd;
+                        float *dvj = dv + (size_t)j * kvd + (size_t)kh * hd;
+                        for (int i = 0; i < hd; i++) {
+                            dqt[i] += ds * kj[i];
+                            dkj[i] += ds * qt[i];
+                            dvj[i] += pr[j] * dot_[i];
+                        }
+                    }
+                }
+            }
+        }
+        free(pr);
+        free(dp);
+    }
+}
+
+/* ============================ one layer ============================ */
+
+typedef struct {
+    float *h1, *q, *k, *v, *att, *xm, *h2, *g, *u, *act;   /* activations */
+    float *w, *p;                                          /* fusion weights, gate softmax [T, k] */
+    float *z[LF_NPROJ];                                    /* A_i drop_i(u) [T, R] */
+    /* gradients */
+    float *dh, *dq, *dk, *dv, *datt, *dxm, *dg, *du, *dact, *dw, *gR;
+    proj_scratch ps;
+} layer_cache;
+
+static void cache_free(layer_cache *c) {
+    float **f[] = {&c->h1, &c->q, &c->k, &c->v, &c->att, &c->xm, &c->h2, &c->g, &c->u, &c->act, &c->w, &c->p,
+                   &c->dh, &c->dq, &c->dk, &c->dv, &c->datt, &c->dxm, &c->dg, &c->du, &c->dact, &c->dw, &c->gR,
+                   &c->ps.tmp, &c->ps.z2};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
+    for (int p = 0; p < LF_NPROJ; p++) { free(c->z[p]); c->z[p] = NULL; }
+}
+
+static int cache_alloc(layer_cache *c, const lf_model *m, int T) {
+    const lf_config *cf = &m->cfg;
+    const size_t H = (size_t)cf->hidden_size, I = (size_t)cf->intermediate_size;
+    const size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
+    const size_t k = (size_t)(m->n_adapters ? m->n_adapters : 1);
+    size_t R = 1, wide = I > qd ? I : qd;
+    if (H > wide) wide = H;
+    for (int l = 0; l < cf->n_layers; l++)
+        for (int p = 0; p < LF_NPROJ; p++)
+            if ((size_t)m->layers[l].lora[p].R > R) R = (size_t)m->layers[l].lora[p].R;
+    memset(c, 0, sizeof *c);
+    const size_t n = (size_t)T;
+    int ok = (c->h1 = lf_calloc(n * H, 4, "activations")) && (c->q = lf_calloc(n * qd, 4, "activations")) &&
+             (c->k = lf_calloc(n * kvd, 4, "activations")) && (c->v = lf_calloc(n * kvd, 4, "activations")) &&
+             (c->att = lf_calloc(n * qd, 4, "activations")) && (c->xm = lf_calloc(n * H, 4, "activations")) &&
+             (c->h2 = lf_calloc(n * H, 4, "activations")) && (c->g = lf_calloc(n * I, 4, "activations")) &&
+             (c->u = lf_calloc(n * I, 4, "activations")) && (c->act = lf_calloc(n * I, 4, "activations")) &&
+             (c->w = lf_calloc(n * k, 4, "activations")) && (c->p = lf_calloc(n * k, 4, "activations")) &&
+             (c->dh = lf_calloc(n * H, 4, "gradients")) && (c->dq = lf_calloc(n * qd, 4, "gradients")) &&
+             (c->dk = lf_calloc(n * kvd, 4, "gradients")) && (c->dv = lf_calloc(n * kvd, 4, "gradients")) &&
+             (c->datt = lf_calloc(n * qd, 4, "gradients")) && (c->dxm = lf_calloc(n * H, 4, "gradients")) &&
+             (c->dg = lf_calloc(n * I, 4, "gradients")) && (c->du = lf_calloc(n * I, 4, "gradients")) &&
+             (c->dact = lf_calloc(n * I, 4, "gradients")) && (c->dw = lf_calloc(n * k, 4, "gradients")) &&
+             (c->gR = lf_calloc(n * R, 4, "gradients")) && (c->ps.tmp = lf_calloc(n * wide, 4, "scratch")) &&
+             (c->ps.z2 = lf_calloc(n * R, 4, "scratch"));
+    for (int p = 0; ok && p < LF_NPROJ; p++) ok = (c->z[p] = lf_calloc(n * R, 4, "adapter activations")) != NULL;
+    if (!ok) cache_free(c);
+    return ok ? 0 : -1;
+}
+
+static float *inv_freq_table(const lf_config *c) {
+    float *f = lf_malloc((size_t)c->head_dim / 2 * sizeof(float), "rope table");
+    if (f)
+        for (int j = 0; j < c->head_dim / 2; j++) f[j] = (float)pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+    return f;
+}
+
+/* Fusion weights of layer l into c->w (and the gate softmax into c->p). */
+static void layer_weights(layer_cache *c, const lf_train_mode *md, int l, const float *x, int T, int k, float *s_out) {
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++) {
+            c->w[(size_t)t * k + i] = md->mode == LF_FUSE_STATIC ? md->static_w[i] : 0.0f;
+            c->p[(size_t)t * k + i] = 0;
+        }
+    if (md->mode == LF_FUSE_GATE) gate_forward(c->w, c->p, s_out, md->gate, l, x, T, md->temperature);
+}
+
+/* x_out = layer l (x), keeping the internals in c. */
+static void layer_forward(float *x_out, const float *x, lf_model *m, int l, const lf_train_mode *md, layer_cache *c,
+                          int T, const float *inv_freq) {
+    const lf_config *cf = &m->cfg;
+    const lf_layer *ly = &m->layers[l];
+    const int H = cf->hidden_size, k = m->n_adapters;
+    const float *w = md->mode != LF_FUSE_BASE && k > 0 ? c->w : NULL;
+    layer_weights(c, md, l, x, T, k, NULL);
+    lf_rmsnorm(c->h1, x, ly->attn_norm, T, H, cf->rms_norm_eps);
+    proj_forward(c->q, c->z[LF_PROJ_Q], c->h1, &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, T, md, l, LF_PROJ_Q, &c->ps);
+    proj_forward(c->k, c->z[LF_PROJ_K], c->h1, &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, T, md, l, LF_PROJ_K, &c->ps);
+    proj_forward(c->v, c->z[LF_PROJ_V], c->h1, &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, T, md, l, LF_PROJ_V, &c->ps);
+    rope_apply(c->q, T, cf->n_heads, cf->head_dim, inv_freq, 1);
+    rope_apply(c->k, T, cf->n_kv_heads, cf->head_dim, inv_freq, 1);
+    attn_forward(c->att, c->q, c->k, c->v, cf, T);
+    proj_forward(c->xm, c->z[LF_PROJ_O], c->att, &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, T, md, l, LF_PROJ_O, &c->ps);
+    for (size_t i = 0; i < (size_t)T * H; i++) c->xm[i] += x[i];
+    lf_rmsnorm(c->h2, c->xm, ly->ffn_norm, T, H, cf->rms_norm_eps);
+    proj_forward(c->g, c->z[LF_PROJ_GATE], c->h2, &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, T, md, l, LF_PROJ_GATE, &c->ps);
+    proj_forward(c->u, c->z[LF_PROJ_UP], c->h2, &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, T, md, l, LF_PROJ_UP, &c->ps);
+    const size_t nI = (size_t)T * cf->intermediate_size;
+    memcpy(c->act, c->g, nI * sizeof(float));
+    lf_swiglu(c->act, c->u, nI);
+    proj_forward(x_out, c->z[LF_PROJ_DOWN], c->act, &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k, T, md, l, LF_PROJ_DOWN, &c->ps);
+    for (size_t i = 0; i < (size_t)T * H; i++) x_out[i] += c->xm[i];
+}
+
+/* Given dx_out (gradient of the layer output), dx = gradient of its input
+ * (overwritten); parameter gradients accumulate into tr. */
+static void layer_backward(float *dx, const float *dx_out, const float *x, lf_model *m, int l, const lf_train_mode *md,
+                           layer_cache *c, int T, const float *inv_freq, lf_trainable *tr) {
+    const lf_config *cf = &m->cfg;
+    const lf_layer *ly = &m->layers[l];
+    const int H = cf->hidden_size, I = cf->intermediate_size, k = m->n_adapters;
+    const size_t nH = (size_t)T * H, nI = (size_t)T * I;
+    const size_t nq = (size_t)T * cf->n_heads * cf->head_dim, nkv = (size_t)T * cf->n_kv_heads * cf->head_dim;
+    const float *w = md->mode != LF_FUSE_BASE && k > 0 ? c->w : NULL;
+    const int base = tr && (tr->what & LF_TRAIN_BASE), lora = tr && (tr->what & LF_TRAIN_LORA);
+#define PGRADS(P) base ? tr->d_W[l * LF_NPROJ + (P)] : NULL, lora ? tr->d_lora_A[l * LF_NPROJ + (P)] : NULL, \
+                  lora ? tr->d_lora_B[l * LF_NPROJ + (P)] : NULL
+    memset(c->dw, 0, (size_t)T * (k ? k : 1) * sizeof(float));
+
+    /* MLP: x_out = xm + down(silu(g) * u) */
+    memset(c->dact, 0, nI * sizeof(float));
+    proj_backward(c->dact, c->dw, dx_out, c->act, c->z[LF_PROJ_DOWN], &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k,
+                  T, md, l, LF_PROJ_DOWN, PGRADS(LF_PROJ_DOWN), &c->ps, c->gR);
+    for (size_t i = 0; i < nI; i++) {
+        const float gi = c->g[i], sg = 1.0f / (1.0f + expf(-gi));
+        c->du[i] = c->dact[i] * gi * sg;                                  /* d up */
+        c->dg[i] = c->dact[i] * c->u[i] * sg * (1.0f + gi * (1.0f - sg)); /* d gate */
+    }
+    memset(c->dh, 0, nH * sizeof(float));
+    proj_backward(c->dh, c->dw, c->dg, c->h2, c->z[LF_PROJ_GATE], &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, T,
+                  md, l, LF_PROJ_GATE, PGRADS(LF_PROJ_GATE), &c->ps, c->gR);
+    proj_backward(c->dh, c->dw, c->du, c->h2, c->z[LF_PROJ_UP], &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, T, md, l,
+                  LF_PROJ_UP, PGRADS(LF_PROJ_UP), &c->ps, c->gR);
+    memcpy(c->dxm, dx_out, nH * sizeof(float));
+    lf_rmsnorm_backward(c->dxm, base ? tr->d_ffn_norm[l] : NULL, c->dh, c->xm, ly->ffn_norm, T, H, cf->rms_norm_eps);
+
+    /* attention: xm = x + o(attn(rope(q), rope(k), v)) */
+    memset(c->datt, 0, nq * sizeof(float));
+    proj_backward(c->datt, c->dw, c->dxm, c->att, c->z[LF_PROJ_O], &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, T, md, l,
+                  LF_PROJ_O, PGRADS(LF_PROJ_O), &c->ps, c->gR);
+    memset(c->dq, 0, nq * sizeof(float));
+    memset(c->dk, 0, nkv * sizeof(float));
+    memset(c->dv, 0, nkv * sizeof(float));
+    attn_backward(c->dq, c->dk, c->dv, c->datt, c->q, c->k, c->v, cf, T);
+    rope_apply(c->dq, T, cf->n_heads, cf->head_dim, inv_freq, -1);
+    rope_apply(c->dk, T, cf->n_kv_heads, cf->head_dim, inv_freq, -1);
+    memset(c->dh, 0, nH * sizeof(float));
+    proj_backward(c->dh, c->dw, c->dq, c->h1, c->z[LF_PROJ_Q], &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, T, md, l,
+                  LF_PROJ_Q, PGRADS(LF_PROJ_Q), &c->ps, c->gR);
+    proj_backward(c->dh, c->dw, c->dk, c->h1, c->z[LF_PROJ_K], &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, T, md, l,
+                  LF_PROJ_K, PGRADS(LF_PROJ_K), &c->ps, c->gR);
+    proj_backward(c->dh, c->dw, c->dv, c->h1, c->z[LF_PROJ_V], &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, T, md, l,
+                  LF_PROJ_V, PGRADS(LF_PROJ_V), &c->ps, c->gR);
+#undef PGRADS
+    memcpy(dx, c->dxm, nH * sizeof(float));
+    lf_rmsnorm_backward(dx, base ? tr->d_attn_norm[l] : NULL, c->dh, x, ly->attn_norm, T, H, cf->rms_norm_eps);
+
+    /* the gate reads x: its gradient flows into x and into W_gate, b */
+    if (md->mode == LF_FUSE_GATE) {
+        const int gt = tr && (tr->what & LF_TRAIN_GATE);
+        gate_backward(dx, gt ? tr->d_gate_W : NULL, gt ? tr->d_gate_b : NULL, c->dw, c->p, md->gate, l, x, T,
+                      md->temperature);
+    }
+}
+
+/* ============================ the whole sequence ============================ */
+
+#define CE_CHUNK 64 /* loss positions whose logits are held at once */
+
+int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, const int32_t *ids,
+                      const int32_t *labels, int T, float scale, double *loss_sum, int *n_tokens,
+                      float *fusion_weights) {
+    const lf_config *cf = &m->cfg;
+    const int H = cf->hidden_size, L = cf->n_layers, V = cf->vocab_size, k = m->n_adapters;
+    *loss_sum = 0;
+    *n_tokens = 0;
+    if (T < 1) {
+        lf_set_error("training example with no tokens");
+        return -1;
+    }
+    if (md->mode == LF_FUSE_GATE && (!md->gate || md->gate->k != k)) {
+        lf_set_error("the gate does not match the %d attached adapters", k);
+        return -1;
+    }
+    for (int t = 0; t < T; t++) {
+        if (ids[t] < 0 || ids[t] >= V) {
+            lf_set_error("token id %d at position %d is outside the vocabulary [0, %d)", ids[t], t, V);
+            return -1;
+        }
+        if (labels[t] != -100 && (labels[t] < 0 || labels[t] >= V)) {
+            lf_set_error("label %d at position %d is outside the vocabulary [0, %d) (use -100 to ignore)", labels[t], t, V);
+            return -1;
+        }
+    }
+    /* loss positions: t predicts labels[t + 1] */
+    int *pos = lf_malloc((size_t)T * sizeof(int), "loss positions");
+    if (!pos) return -1;
+    int np = 0;
+    for (int t = 0; t + 1 < T; t++)
+        if (labels[t + 1] != -100) pos[np++] = t;
+
+    const size_t nH = (size_t)T * H;
+    float *xs = lf_calloc((size_t)(L + 1) * nH, sizeof(float), "layer inputs (checkpoints)");
+    float *hf = lf_calloc(nH, sizeof(float), "final hidden");
+    float *dxa = lf_calloc(nH, sizeof(float), "gradients"), *dxb = lf_calloc(nH, sizeof(float), "gradients");
+    float *inv_freq = inv_freq_table(cf);
+    float *rows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
+    float *drows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
+    float *logits = lf_calloc((size_t)CE_CHUNK * V, sizeof(float), "logits");
+    layer_cache c;
+    int rc = -1;
+    if (!xs || !hf || !dxa || !dxb || !inv_freq || !rows || !drows || !logits || cache_alloc(&c, m, T)) {
+        free(xs); free(hf); free(dxa); free(dxb); free(inv_freq); free(rows); free(drows); free(logits); free(pos);
+        return -1;
+    }
+
+    /* forward, keeping every layer's input */
+    for (int t = 0; t < T; t++) lf_to_f32(xs + (size_t)t * H, m->embed.data, m->embed.dtype, (size_t)ids[t] * H, (size_t)H);
+    for (int l = 0; l < L; l++) {
+        layer_forward(xs + (size_t)(l + 1) * nH, xs + (size_t)l * nH, m, l, md, &c, T, inv_freq);
+        if (fusion_weights && k) memcpy(fusion_weights + (size_t)l * T * k, c.w, (size_t)T * k * sizeof(float));
+    }
+    const float *xL = xs + (size_t)L * nH;
+    lf_rmsnorm(hf, xL, m->final_norm, T, H, cf->rms_norm_eps);
+
+    /* cross-entropy over the loss positions, in chunks; dhf = d loss / d hf */
+    float *dhf = dxa;
+    memset(dhf, 0, nH * sizeof(float));
+    const int base = tr && (tr->what & LF_TRAIN_BASE);
+    double loss = 0;
+    for (int c0 = 0; c0 < np; c0 += CE_CHUNK) {
+        const int nc = np - c0 < CE_CHUNK ? np - c0 : CE_CHUNK;
+        for (int i = 0; i < nc; i++) memcpy(rows + (size_t)i * H, hf + (size_t)pos[c0 + i] * H, (size_t)H * sizeof(float));
+        lf_matmul(logits, rows, &m->lm_head, nc, 0);
+        for (int i = 0; i < nc; i++) {
+            float *lg = logits + (size_t)i * V;
+            const int y = labels[pos[c0 + i] + 1];
+            const float lse = lf_logsumexp(lg, V);
+            loss += lse - lg[y];
+            for (int v = 0; v < V; v++) lg[v] = expf(lg[v] - lse) * scale; /* d/dlogits = (softmax - onehot) * scale */
+            lg[y] -= scale;
+        }
+        if (tr) {
+            lf_matmul_tn(drows, logits, &m->lm_head, nc, 0);
+            for (int i = 0; i < nc; i++) {
+                float *d = dhf + (size_t)pos[c0 + i] * H;
+                for (int j = 0; j < H; j++) d[j] += drows[(size_t)i * H + j];
+            }
+            if (base) lf_matmul_wgrad(tr->d_lm_head, logits, rows, nc, V, H);
+        }
+    }
+    *loss_sum = loss;
+    *n_tokens = np;
+    if (!tr) { rc = 0; goto out; }
+
+    /* backward: final norm, then the layers from the last, recomputing each */
+    float *dcur = dxb;
+    memset(dcur, 0, nH * sizeof(float));
+    lf_rmsnorm_backward(dcur, base ? tr->d_final_norm : NULL, dhf, xL, m->final_norm, T, H, cf->rms_norm_eps);
+    float *dnext = dxa;
+    float *scratch_out = hf; /* the recomputed layer output is not needed */
+    for (int l = L - 1; l >= 0; l--) {
+        const float *xl = xs + (size_t)l * nH;
+        layer_forward(scratch_out, xl, m, l, md, &c, T, inv_freq);
+        layer_backward(dnext, dcur, xl, m, l, md, &c, T, inv_freq, tr);
+        float *sw = dcur; dcur = dnext; dnext = sw;
+    }
+    if (base)
+        for (int t = 0; t < T; t++) {
+            float *de = tr->d_embed + (size_t)ids[t] * H;
+            const float *d = dcur + (size_t)t * H;
+            for (int j = 0; j < H; j++) de[j] += d[j];
+        }
+    rc = 0;
+out:
+    cache_free(&c);
+    free(xs); free(hf); free(dxa); free(dxb); free(inv_freq); free(rows); free(drows); free(logits); free(pos);
+    return rc;
+}

@@ -1,0 +1,55 @@
+/* train.h: the training forward/backward pass over one sequence
+ * (model layer, internal).  Layers are checkpointed: the forward pass keeps
+ * only the residual stream entering each layer; the backward pass recomputes
+ * one layer's internals at a time and backpropagates through it. */
+#ifndef LF_TRAIN_H
+#define LF_TRAIN_H
+
+#include "model.h"
+
+/* What gets gradients. */
+enum { LF_TRAIN_GATE = 1, LF_TRAIN_LORA = 2, LF_TRAIN_BASE = 4 };
+
+/* One trainable tensor: the value (float32, updated in place) and its gradient. */
+typedef struct {
+    char name[192];
+    float *w, *g;
+    size_t n;
+    int ndim;
+    int64_t shape[2];
+    int decay;           /* weight decay applies (not to norms or biases) */
+    int own_grad;        /* g was allocated for this parameter alone */
+} lf_param;
+
+typedef struct lf_trainable lf_trainable;
+
+/* Make the chosen set trainable.  LF_TRAIN_GATE needs gate (updated in
+ * place); LF_TRAIN_LORA converts the stacked adapters to float32 in place;
+ * LF_TRAIN_BASE makes float32 copies of every base weight (the model uses
+ * them until lf_trainable_free restores the originals). */
+lf_trainable *lf_trainable_new(lf_model *m, lf_gate *gate, int what);
+void lf_trainable_free(lf_trainable *tr);
+int lf_trainable_count(const lf_trainable *tr);
+lf_param *lf_trainable_param(lf_trainable *tr, int i);
+void lf_trainable_zero_grad(lf_trainable *tr);
+
+/* The fusion mode used during training (as lf_session_set_*). */
+typedef struct {
+    int mode;                       /* LF_FUSE_BASE, LF_FUSE_STATIC, LF_FUSE_GATE */
+    float static_w[LF_MAX_ADAPTERS];
+    const lf_gate *gate;
+    float temperature;
+    float dropout;                  /* LoRA dropout on the adapters' inputs (0 = off) */
+    uint64_t seed;                  /* dropout masks: a function of (seed, layer, projection, adapter) */
+} lf_train_mode;
+
+/* Forward and backward over one sequence ids [T] with labels [T] (-100 =
+ * ignored; position t predicts labels[t + 1]).  Accumulates into the
+ * gradients of tr the gradient of scale * (sum of the cross-entropies), and
+ * returns that sum (unscaled) in *loss_sum and the number of label tokens in
+ * *n_tokens.  tr may be NULL (loss only).  fusion_weights: NULL or [L, T, k]. */
+int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *mode, const int32_t *ids,
+                      const int32_t *labels, int T, float scale, double *loss_sum, int *n_tokens,
+                      float *fusion_weights);
+
+#endif

@@ -1,0 +1,109 @@
+/* train_kernels.c: transposed products, weight gradients and the RMSNorm
+ * backward step. */
+#include "train_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ============================ dx = dy W ============================ */
+
+void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int accumulate) {
+    const int rows = W->rows, cols = W->cols;
+    float *row = malloc((size_t)cols * sizeof(float));
+    double *acc = calloc((size_t)T * cols, sizeof(double));
+    if (!row || !acc) abort();
+    for (int r = 0; r < rows; r++) {
+        lf_to_f32(row, W->data, W->dtype, (size_t)r * cols, (size_t)cols);
+        for (int t = 0; t < T; t++) {
+            const double d = dy[(size_t)t * rows + r];
+            for (int c = 0; c < cols; c++) acc[(size_t)t * cols + c] += d * row[c];
+        }
+    }
+    for (size_t i = 0; i < (size_t)T * cols; i++) dx[i] = accumulate ? dx[i] + (float)acc[i] : (float)acc[i];
+    free(row);
+    free(acc);
+}
+
+#define TN_ROWS 32   /* weight rows converted per block */
+#define TN_COLS 512  /* output columns per task: a thread owns its columns */
+
+/* Threads split the columns of dx (no two threads write the same value);
+ * each converts blocks of TN_ROWS weight rows (its column slice) once and
+ * applies them to every token. */
+void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumulate) {
+    const int rows = W->rows, cols = W->cols;
+    const int ncb = (cols + TN_COLS - 1) / TN_COLS;
+    if (!accumulate) memset(dx, 0, (size_t)T * cols * sizeof(float));
+#pragma omp parallel if ((size_t)rows * cols * (size_t)T >= 65536)
+    {
+        float *buf = malloc((size_t)TN_ROWS * TN_COLS * sizeof(float));
+        if (!buf) abort();
+#pragma omp for schedule(dynamic, 1)
+        for (int cb = 0; cb < ncb; cb++) {
+            const int c0 = cb * TN_COLS, nc = cols - c0 < TN_COLS ? cols - c0 : TN_COLS;
+            for (int r0 = 0; r0 < rows; r0 += TN_ROWS) {
+                const int nr = rows - r0 < TN_ROWS ? rows - r0 : TN_ROWS;
+                for (int i = 0; i < nr; i++)
+                    lf_to_f32(buf + (size_t)i * nc, W->data, W->dtype, (size_t)(r0 + i) * cols + c0, (size_t)nc);
+                for (int t = 0; t < T; t++) {
+                    float *o = dx + (size_t)t * cols + c0;
+                    const float *d = dy + (size_t)t * rows + r0;
+                    for (int i = 0; i < nr; i++) {
+                        const float di = d[i];
+                        if (di == 0.0f) continue;
+                        const float *wr = buf + (size_t)i * nc;
+                        for (int c = 0; c < nc; c++) o[c] += di * wr[c];
+                    }
+                }
+            }
+        }
+        free(buf);
+    }
+}
+
+/* ============================ dW += dy^T x ============================ */
+
+void lf_matmul_wgrad_ref(float *dW, const float *dy, const float *x, int T, int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += (double)dy[(size_t)t * rows + r] * x[(size_t)t * cols + c];
+            dW[(size_t)r * cols + c] += (float)s;
+        }
+}
+
+/* Threads split the rows of dW; each row is an axpy over the tokens. */
+void lf_matmul_wgrad(float *dW, const float *dy, const float *x, int T, int rows, int cols) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols * (size_t)T >= 65536)
+    for (int r = 0; r < rows; r++) {
+        float *o = dW + (size_t)r * cols;
+        for (int t = 0; t < T; t++) {
+            const float d = dy[(size_t)t * rows + r];
+            if (d == 0.0f) continue;
+            const float *xt = x + (size_t)t * cols;
+            for (int c = 0; c < cols; c++) o[c] += d * xt[c];
+        }
+    }
+}
+
+/* ============================ RMSNorm ============================ */
+
+/* y_i = g_i x_i inv;  dx_j = inv (g_j dy_j) - x_j inv^3 / n * sum_i g_i dy_i x_i */
+void lf_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, const float *g,
+                         int T, int n, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * n, *dyt = dy + (size_t)t * n;
+        float *dxt = dx + (size_t)t * n;
+        double ss = 0, dot = 0;
+        for (int i = 0; i < n; i++) {
+            ss += (double)xt[i] * xt[i];
+            dot += (double)g[i] * dyt[i] * xt[i];
+        }
+        const double inv = 1.0 / sqrt(ss / n + eps);
+        const double k = dot * inv * inv * inv / n;
+        for (int i = 0; i < n; i++) dxt[i] += (float)(inv * g[i] * dyt[i] - k * xt[i]);
+        if (dg)
+            for (int i = 0; i < n; i++) dg[i] += (float)(dyt[i] * xt[i] * inv);
+    }
+}

@@ -1,0 +1,283 @@
+/* test_grad.c: the backward pass.  The gate gradients and losses of the
+ * fixture (tiny-loraflow/expected/train.safetensors), and finite
+ * differences for every trainable set (gate, LoRA, all weights) on a small
+ * random model with grouped-query attention, with and without dropout. */
+#include "common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/util.h"
+#include "../src/model/train.h"
+#include "../src/tensor/train_kernels.h"
+
+#define FIX "fixtures/tiny-loraflow/"
+
+static uint64_t rng = 0x1234567ULL;
+static float frand(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* ---------- kernels against their references ---------- */
+
+static void test_train_kernels(void **state) {
+    (void)state;
+    const lf_dtype types[] = {LF_F32, LF_F16, LF_BF16};
+    for (int ti = 0; ti < 3; ti++) {
+        const int rows = 37, cols = 600, T = 5;
+        void *buf = malloc((size_t)rows * cols * 4);
+        for (int i = 0; i < rows * cols; i++) {
+            float v = frand();
+            if (types[ti] == LF_F32) ((float *)buf)[i] = v;
+            else if (types[ti] == LF_F16) ((uint16_t *)buf)[i] = lf_f32_to_f16(v);
+            else ((uint16_t *)buf)[i] = lf_f32_to_bf16(v);
+        }
+        lf_mat W = {types[ti], buf, rows, cols};
+        float *dy = malloc((size_t)T * rows * 4), *a = malloc((size_t)T * cols * 4), *b = malloc((size_t)T * cols * 4);
+        for (int i = 0; i < T * rows; i++) dy[i] = frand();
+        for (int acc = 0; acc < 2; acc++) {
+            for (int i = 0; i < T * cols; i++) a[i] = b[i] = frand();
+            lf_matmul_tn_ref(a, dy, &W, T, acc);
+            lf_matmul_tn(b, dy, &W, T, acc);
+            lf_test_check_close("matmul_tn", b, a, (size_t)T * cols, 1e-4);
+        }
+        float *x = malloc((size_t)T * cols * 4), *g1 = calloc((size_t)rows * cols, 4), *g2 = calloc((size_t)rows * cols, 4);
+        for (int i = 0; i < T * cols; i++) x[i] = frand();
+        lf_matmul_wgrad_ref(g1, dy, x, T, rows, cols);
+        lf_matmul_wgrad(g2, dy, x, T, rows, cols);
+        lf_test_check_close("matmul_wgrad", g2, g1, (size_t)rows * cols, 1e-5);
+        free(buf); free(dy); free(a); free(b); free(x); free(g1); free(g2);
+    }
+    /* rmsnorm backward by finite differences (double-checked in float) */
+    const int n = 8;
+    float x[8], g[8], dy[8], dx[8] = {0}, dg[8] = {0}, y1[8], y2[8];
+    for (int i = 0; i < n; i++) { x[i] = frand(); g[i] = frand(); dy[i] = frand(); }
+    lf_rmsnorm_backward(dx, dg, dy, x, g, 1, n, 1e-5f);
+    for (int i = 0; i < n; i++) {
+        const float e = 1e-3f, s = x[i];
+        x[i] = s + e; lf_rmsnorm(y1, x, g, 1, n, 1e-5f);
+        x[i] = s - e; lf_rmsnorm(y2, x, g, 1, n, 1e-5f);
+        x[i] = s;
+        double num = 0;
+        for (int j = 0; j < n; j++) num += dy[j] * (y1[j] - y2[j]) / (2 * e);
+        assert_true(fabs(num - dx[i]) < 1e-3 * (1 + fabs(num)));
+    }
+}
+
+/* ---------- fixture: loss and gate gradients ---------- */
+
+static void check_fixture_group(const char *group, lf_model *m, lf_gate *gate, const lf_tensorset *ref) {
+    char name[256];
+    snprintf(name, sizeof name, "%s.input_ids", group);
+    const lf_tensor *ids_t = lf_tensorset_find(ref, name);
+    snprintf(name, sizeof name, "%s.labels", group);
+    const lf_tensor *lab_t = lf_tensorset_find(ref, name);
+    snprintf(name, sizeof name, "%s.attention_mask", group);
+    const lf_tensor *mask_t = lf_tensorset_find(ref, name);
+    assert_non_null(ids_t);
+    assert_non_null(lab_t);
+    const int rows = ids_t->ndim == 2 ? (int)ids_t->shape[0] : 1;
+    const int Tmax = (int)ids_t->shape[ids_t->ndim - 1];
+    lf_trainable *tr = lf_trainable_new(m, gate, LF_TRAIN_GATE);
+    assert_non_null(tr);
+    lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
+    /* total label tokens of the batch (the loss is their mean) */
+    int total = 0;
+    for (int r = 0; r < rows; r++)
+        for (int t = 1; t < Tmax; t++) total += ((const int64_t *)lab_t->data)[(size_t)r * Tmax + t] != -100;
+    double loss = 0;
+    int32_t *ids = malloc((size_t)Tmax * 4), *lab = malloc((size_t)Tmax * 4);
+    for (int r = 0; r < rows; r++) {
+        /* drop the left padding (attention_mask 0): positions count from the first real token */
+        int T = 0;
+        for (int t = 0; t < Tmax; t++) {
+            size_t i = (size_t)r * Tmax + t;
+            if (mask_t && ((const int64_t *)mask_t->data)[i] == 0) continue;
+            ids[T] = (int32_t)((const int64_t *)ids_t->data)[i];
+            lab[T++] = (int32_t)((const int64_t *)lab_t->data)[i];
+        }
+        double ls;
+        int nt;
+        assert_int_equal(lf_train_sequence(m, tr, &md, ids, lab, T, 1.0f / total, &ls, &nt, NULL), 0);
+        loss += ls;
+    }
+    loss /= total;
+    snprintf(name, sizeof name, "%s.loss", group);
+    const float ref_loss = *(const float *)lf_tensorset_find(ref, name)->data;
+    if (!(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss))) {
+        print_error("%s: loss %.8g, expected %.8g\n", group, loss, (double)ref_loss);
+        fail();
+    }
+    /* every gradient tensor, tolerance 1e-4 * the largest |ref| of the group */
+    double G = 0;
+    for (int i = 0; i < lf_trainable_count(tr); i++) {
+        snprintf(name, sizeof name, "%s.grad.%s", group, lf_trainable_param(tr, i)->name);
+        const lf_tensor *g = lf_tensorset_find(ref, name);
+        assert_non_null(g);
+        for (int64_t j = 0; j < lf_tensor_numel(g); j++) G = fmax(G, fabs(((const float *)g->data)[j]));
+    }
+    for (int i = 0; i < lf_trainable_count(tr); i++) {
+        lf_param *p = lf_trainable_param(tr, i);
+        snprintf(name, sizeof name, "%s.grad.%s", group, p->name);
+        const lf_tensor *g = lf_tensorset_find(ref, name);
+        assert_int_equal((size_t)lf_tensor_numel(g), p->n);
+        lf_test_check_close(name, p->g, g->data, p->n, 1e-4 * G);
+    }
+    free(ids);
+    free(lab);
+    lf_trainable_free(tr);
+}
+
+static void test_fixture_gradients(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    lf_model *m = lf_model_load(lf_test_path(FIX "base"));
+    assert_non_null(m);
+    assert_int_equal(lf_model_add_adapter(m, "lang", lf_test_path(FIX "lora_lang")), 0);
+    assert_int_equal(lf_model_add_adapter(m, "task", lf_test_path(FIX "lora_task")), 1);
+    lf_gate *gate = lf_gate_load(lf_test_path(FIX "gate.pt"), m);
+    assert_non_null(gate);
+    lf_tensorset ref;
+    lf_tensorset_init(&ref);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/train.safetensors"), &ref), 0);
+    check_fixture_group("single", m, gate, &ref);
+    check_fixture_group("batch", m, gate, &ref);
+    lf_tensorset_free(&ref);
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
+/* ---------- finite differences on a small random model ---------- */
+
+static lf_model *small_model(const char *dir, lf_gate **gate) {
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.cfg = (lf_config){32, 48, 2, 4, 2, 8, 64, 64, 1e-5f, 10000.0f, 0, 1, 2};
+    sp.dtype = LF_F32;
+    sp.adapter_dtype = LF_F32;
+    sp.n_adapters = 2;
+    sp.rank = 4;
+    sp.alpha = 8;
+    sp.gate = 1;
+    sp.seed = 11;
+    assert_int_equal(lf_synth_model(dir, &sp, NULL, NULL), 0);
+    lf_model *m = lf_model_load(dir);
+    assert_non_null(m);
+    char p[600];
+    snprintf(p, sizeof p, "%s/lora_0", dir);
+    assert_int_equal(lf_model_add_adapter(m, "a", p), 0);
+    snprintf(p, sizeof p, "%s/lora_1", dir);
+    assert_int_equal(lf_model_add_adapter(m, "b", p), 1);
+    snprintf(p, sizeof p, "%s/gate.safetensors", dir);
+    *gate = lf_gate_load(p, m);
+    assert_non_null(*gate);
+    return m;
+}
+
+static double seq_loss(lf_model *m, const lf_train_mode *md, const int32_t *ids, const int32_t *lab, int T) {
+    double ls;
+    int nt;
+    assert_int_equal(lf_train_sequence(m, NULL, md, ids, lab, T, 1.0f, &ls, &nt, NULL), 0);
+    return ls / nt;
+}
+
+/* Compare d loss / d theta with central differences on sampled entries of every parameter. */
+static void fd_check(lf_model *m, lf_gate *gate, int what, const lf_train_mode *md, const char *label) {
+    const int T = 12;
+    int32_t ids[12], lab[12];
+    for (int t = 0; t < T; t++) {
+        ids[t] = 3 + (t * 17) % 60;
+        lab[t] = t < 4 ? -100 : (5 + t * 11) % 64;
+    }
+    lf_trainable *tr = lf_trainable_new(m, gate, what);
+    assert_non_null(tr);
+    double ls;
+    int nt;
+    assert_int_equal(lf_train_sequence(m, tr, md, ids, lab, T, 1.0f / 8, &ls, &nt, NULL), 0);
+    assert_int_equal(nt, 8);
+    int checked = 0, bad = 0;
+    double worst = 0;
+    for (int i = 0; i < lf_trainable_count(tr); i++) {
+        lf_param *p = lf_trainable_param(tr, i);
+        for (int s = 0; s < 3; s++) {
+            size_t j = (size_t)((frand() * 0.5f + 0.5f) * (float)(p->n - 1));
+            const float keep = p->w[j], e = 2e-3f;
+            p->w[j] = keep + e;
+            double lp = seq_loss(m, md, ids, lab, T);
+            p->w[j] = keep - e;
+            double lm = seq_loss(m, md, ids, lab, T);
+            p->w[j] = keep;
+            const double num = (lp - lm) / (2 * e), ana = p->g[j];
+            const double err = fabs(num - ana) / (fabs(num) + fabs(ana) + 1e-2);
+            if (err > worst) worst = err;
+            if (err > 2e-2) {
+                print_error("%s: %s[%zu]: analytic %.6g, numeric %.6g\n", label, p->name, j, ana, num);
+                bad++;
+            }
+            checked++;
+        }
+    }
+    print_message("%s: %d entries checked, worst relative error %.2g\n", label, checked, worst);
+    assert_int_equal(bad, 0);
+    lf_trainable_free(tr);
+}
+
+static void test_finite_differences(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/small", lf_test_tmpdir());
+    lf_gate *gate;
+    lf_model *m = small_model(dir, &gate);
+    lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
+    fd_check(m, gate, LF_TRAIN_GATE, &gm, "gate");
+    lf_train_mode gd = gm;
+    gd.dropout = 0.1f;
+    gd.seed = 99;
+    fd_check(m, gate, LF_TRAIN_GATE, &gd, "gate with dropout");
+    fd_check(m, gate, LF_TRAIN_LORA, &gd, "LoRA with dropout, gate mode");
+    lf_train_mode st = {.mode = LF_FUSE_STATIC, .static_w = {0.7f, -0.4f}};
+    fd_check(m, gate, LF_TRAIN_LORA, &st, "LoRA, static mode");
+    fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode");
+    lf_train_mode base = {.mode = LF_FUSE_BASE};
+    fd_check(m, gate, LF_TRAIN_BASE, &base, "all weights, base mode");
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
+/* The training forward pass gives the loss of the inference forward pass. */
+static void test_loss_matches_inference(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/small2", lf_test_tmpdir());
+    lf_gate *gate;
+    lf_model *m = small_model(dir, &gate);
+    const int T = 10;
+    int32_t ids[10], lab[10];
+    for (int t = 0; t < T; t++) { ids[t] = 3 + (t * 29) % 60; lab[t] = ids[t]; }
+    lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
+    double ls = seq_loss(m, &md, ids, lab, T) * (T - 1);
+    lf_session *s = lf_session_new(m, T);
+    assert_int_equal(lf_session_set_gate(s, gate, 1.0f), 0);
+    float logits[10 * 64];
+    lf_outputs o = {.logits = logits};
+    assert_int_equal(lf_session_forward(s, ids, T, &o), 0);
+    double ref = 0;
+    for (int t = 0; t + 1 < T; t++) ref += lf_logsumexp(logits + t * 64, 64) - logits[t * 64 + ids[t + 1]];
+    assert_true(fabs(ls - ref) < 1e-4 * fabs(ref));
+    lf_session_free(s);
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_train_kernels),
+        cmocka_unit_test(test_fixture_gradients),
+        cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_loss_matches_inference),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
