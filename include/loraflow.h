@@ -110,6 +110,29 @@ typedef struct lf_model lf_model;
  * float32. */
 lf_model *lf_model_load(const char *dir);
 void lf_model_free(lf_model *m);
+
+/* Where the weights live while the model runs. */
+#define LF_PLACE_AUTO 0 /* copy when the weights fit in the available memory with room to spare, else map */
+#define LF_PLACE_MMAP 1 /* read-only memory map of the files (4 KiB pages, shared with the page cache) */
+#define LF_PLACE_COPY 2 /* anonymous memory with transparent huge pages, filled once at load */
+/* Base-weight formats chosen at load. */
+#define LF_QUANT_NONE 0 /* as stored (F32, F16 or BF16) */
+#define LF_QUANT_Q8 1   /* 8-bit codes with one F16 scale per block of 32 values (implies a copy) */
+
+typedef struct {
+    int placement; /* LF_PLACE_* */
+    int quantize;  /* LF_QUANT_*: the projections and lm_head (embeddings, norms and adapters stay as stored) */
+} lf_load_options;
+
+/* lf_model_load with options (NULL: the defaults, which the environment
+ * variables LORAFLOW_PLACEMENT=mmap|copy and LORAFLOW_QUANTIZE=q8 override). */
+lf_model *lf_model_load_opts(const char *dir, const lf_load_options *o);
+/* LF_PLACE_MMAP or LF_PLACE_COPY: where the weights ended up. */
+int lf_model_placement(const lf_model *m);
+/* Bytes of weights one decoding step reads: every projection of every
+ * layer and lm_head (one embedding row aside), plus the stacked adapters
+ * when with_adapters. */
+size_t lf_model_decode_bytes(const lf_model *m, int with_adapters);
 const lf_config *lf_model_config(const lf_model *m);
 
 typedef struct {
@@ -243,6 +266,137 @@ int lf_synth_shape(const char *name, lf_config *cfg);
  * written so far and the total. */
 int lf_synth_model(const char *dir, const lf_synth_spec *spec,
                    void (*progress)(size_t done, size_t total, void *user), void *user);
+
+/* ============================ training data ============================ */
+
+/* One training sequence: ids [n] and labels [n] (-100 where no loss;
+ * position t is trained to predict labels[t + 1]). */
+typedef struct {
+    int32_t *ids, *labels;
+    int n;
+} lf_example;
+
+typedef struct lf_dataset lf_dataset;
+
+/* The step-by-step suffix the authors' trainer appends to every prompt. */
+#define LF_STEP_BY_STEP "\xe8\xae\xa9\xe6\x88\x91\xe4\xbb\xac\xe4\xb8\x80\xe6\xad\xa5\xe4\xb8\x80\xe6\xad\xa5\xe5\x9c\xb0\xe6\x80\x9d\xe8\x80\x83\xe3\x80\x82"
+
+/* Build one example as the authors' data builder does (METHOD.md section 4):
+ * prompt "<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{question} [/INST]" + LF_STEP_BY_STEP
+ * (or "<s>[INST] {question} [/INST]" + suffix without a system prompt),
+ * response "{answer} </s>", each piece tokenized with LF_TOK_SPECIAL;
+ * labels -100 on the prompt; cut at the tail to max_len tokens. */
+int lf_example_build(const lf_tokenizer *tok, const char *system, const char *question, const char *answer,
+                     int max_len, lf_example *ex);
+void lf_example_free(lf_example *ex);
+
+/* Read a JSONL file, one example per line, in any of these forms:
+ *   {"query": Q, "response": A}            (the authors' math files)
+ *   {"data": [Q, A]}                       (the authors' code files)
+ *   {"question": Q, "answer": A}           (dev files with worked answers)
+ *   {"text": T}                            (plain text: BOS + T + EOS, every token a label)
+ *   {"input_ids": [...], "labels": [...]}  (pre-tokenized; an "attention_mask" drops padding)
+ * A line may carry its own "system" (a string, or null for none) instead of
+ * the file-wide one.  tok may be NULL for pre-tokenized files.  Errors name
+ * the file and line. */
+lf_dataset *lf_dataset_load(const char *path, const lf_tokenizer *tok, const char *system, int max_len);
+int lf_dataset_size(const lf_dataset *d);
+const lf_example *lf_dataset_get(const lf_dataset *d, int i);
+/* Number of label tokens (positions with a loss) of example i. */
+int lf_example_label_count(const lf_example *ex);
+void lf_dataset_free(lf_dataset *d);
+
+/* The system prompt stored under key in a JSON object file such as the
+ * authors' system_prompts.json (malloc'd). */
+char *lf_system_prompt_from_file(const char *path, const char *key);
+
+/* ============================ training ============================ */
+
+/* What a training run updates (the rest stays frozen). */
+#define LF_TRAIN_GATES 1 /* the LoRA-Flow gates (W_gate and bias of every layer) */
+#define LF_TRAIN_LORAS 2 /* the A and B matrices of the attached adapters */
+#define LF_TRAIN_ALL 4   /* every weight of the base model */
+
+typedef struct {
+    int step, total_steps, epoch, epochs;
+    double loss;           /* mean cross-entropy of this step's batch */
+    double lr;
+    double tokens_per_s;
+    double eta_s;          /* estimated seconds left */
+    int epoch_end;         /* this report closes an epoch */
+    double dev_loss;       /* at an epoch end with a dev set, else NaN */
+    int best;              /* the dev loss is the best so far */
+} lf_train_report;
+
+typedef void (*lf_train_callback)(const lf_train_report *r, void *user);
+
+typedef struct {
+    int what;              /* LF_TRAIN_GATES, LF_TRAIN_LORAS or LF_TRAIN_ALL */
+    float lr;              /* peak learning rate (1e-3) */
+    int batch;             /* examples per micro-batch (4) */
+    int grad_accum;        /* micro-batches per optimizer step (1) */
+    int epochs;            /* passes over the data (5) */
+    uint64_t seed;         /* data order and dropout masks */
+    float dropout;         /* LoRA dropout during training (0.1) */
+    float weight_decay;    /* AdamW (0.1) */
+    float beta1, beta2, eps; /* AdamW (0.9, 0.95, 1e-5) */
+    float clip;            /* global gradient norm clip (1.0; 0 = off) */
+    float warmup;          /* share of the steps with linear warm-up (0.2), then cosine decay */
+    float temperature;     /* gate temperature during training (1.0) */
+    const float *static_w; /* fusion weights when no gate is trained (NULL: 1 for every adapter) */
+    const char *checkpoint;/* checkpoint file (NULL: none), written atomically */
+    int checkpoint_every;  /* steps between checkpoints (0: at epoch ends only) */
+    int resume;            /* continue from the checkpoint file */
+    int max_steps;         /* stop after this many steps of the schedule (0: run to the end) */
+    lf_train_callback progress;
+    void *user;
+} lf_train_params;
+
+/* The authors' recipe (METHOD.md section 5) for training the gates. */
+void lf_train_defaults(lf_train_params *p);
+
+typedef struct {
+    int steps_done;
+    double last_loss;
+    double best_dev_loss;  /* NaN without a dev set */
+    int best_epoch;        /* 1-based, 0 without a dev set */
+} lf_train_result;
+
+/* Train on train (and evaluate on dev each epoch, keeping the best weights:
+ * at the end the model/gate hold the best dev weights, or the last ones
+ * without dev).  gate: the gate to train (LF_TRAIN_GATES) or to fuse with
+ * while training LoRAs or weights (may be NULL).  Under MPI (lf_dist_init)
+ * every rank calls this with the same data and the global batch is split
+ * over the ranks. */
+int lf_train(lf_model *m, lf_gate *gate, const lf_dataset *train, const lf_dataset *dev,
+             const lf_train_params *p, lf_train_result *res);
+
+/* Mean cross-entropy over the label tokens of a data set (no dropout). */
+int lf_eval_loss(lf_model *m, const lf_gate *gate, float temperature, const float *static_w,
+                 const lf_dataset *d, double *loss, int *n_tokens);
+
+/* Loss and gradients of one batch (every example of d), no update: the
+ * gradient of the mean cross-entropy with respect to every tensor of the
+ * chosen set, written to a safetensors file as F32 under the tensors' own
+ * names, with "loss" [1]. */
+int lf_grad_to_file(lf_model *m, lf_gate *gate, float temperature, int what, const lf_dataset *d,
+                    const char *path, double *loss);
+
+/* Attach a new adapter with fresh weights (A uniform in +-1/sqrt(in), B zero,
+ * as PEFT initialises them) on the projections in target_mask (bit p = the
+ * p-th of q,k,v,o,gate,up,down). */
+int lf_model_new_adapter(lf_model *m, const char *name, int r, float alpha, unsigned target_mask, uint64_t seed);
+/* Save adapter i as a PEFT folder (adapter_config.json + adapter_model.safetensors). */
+int lf_adapter_save(const lf_model *m, int i, const char *dir);
+/* Save the model as a Hugging Face folder (config.json + model.safetensors, F32). */
+int lf_model_save(const lf_model *m, const char *dir);
+
+/* Data parallelism over MPI (a no-op single process without Open MPI or
+ * outside mpirun). */
+int lf_dist_init(int *argc, char ***argv);
+int lf_dist_rank(void);
+int lf_dist_size(void);
+void lf_dist_finalize(void);
 
 /* ============================ traces ============================ */
 

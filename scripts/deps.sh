@@ -1,8 +1,11 @@
 #!/bin/sh
 # Installs the Debian packages loraflow needs to build and test, when missing.
 # As root it runs apt-get; otherwise it prints the exact command and stops.
+# `scripts/deps.sh fuzz` checks (and installs) what `make fuzz` needs instead:
+# clang with libFuzzer (libclang-rt-14-dev) and clang's OpenMP (libomp-dev).
 set -e
-PKGS="build-essential libcjson-dev libcmocka-dev"
+PKGS="build-essential libcjson-dev libcmocka-dev libopenmpi-dev openmpi-bin"
+[ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -67,5 +67,9 @@ int cmd_generate(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_train_gate(int argc, char **argv);
+int cmd_train_lora(int argc, char **argv);
+int cmd_train_base(int argc, char **argv);
 
 #endif

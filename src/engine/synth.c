@@ -194,7 +194,7 @@ static int write_tokenizer(const char *dir, int V) {
     }
     cJSON *model = cJSON_AddObjectToObject(j, "model");
     cJSON_AddStringToObject(model, "type", "BPE");
-    cJSON_AddBoolToObject(model, "byte_fallback", 1);
+    cJSON_AddBoolToObject(model, "byte_fallback", V >= 3 + 256); /* a tiny vocabulary has no room for the byte pieces */
     cJSON_AddBoolToObject(model, "fuse_unk", 1);
     cJSON_AddStringToObject(model, "unk_token", "<unk>");
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");

@@ -23,5 +23,7 @@ void lf_gate_weights(const lf_gate *g, int l, const float *x, float T, float *w,
 int lf_fusion_restack(lf_model *m);
 /* Release every attached adapter (lf_model_free). */
 void lf_adapters_free(lf_model *m);
+/* mkdir that accepts an existing folder. */
+int lf_make_dir(const char *dir);
 
 #endif

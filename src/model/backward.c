@@ -238,6 +238,21 @@ void lf_trainable_free(lf_trainable *tr) {
     free(tr);
 }
 
+int lf_trainable_keep_weights(lf_trainable *tr) {
+    lf_model *m = tr->m;
+    if (!tr->n_owned) return 0;
+    void **no = lf_realloc(m->owned, (size_t)(m->n_owned + tr->n_owned) * sizeof *no, "weight table");
+    if (!no) return -1;
+    m->owned = no;
+    for (int i = 0; i < tr->n_owned; i++) m->owned[m->n_owned++] = tr->owned[i];
+    free(tr->owned);
+    tr->owned = NULL;
+    tr->n_owned = 0;
+    free(tr->saved); /* nothing to restore */
+    tr->saved = NULL;
+    return 0;
+}
+
 int lf_trainable_count(const lf_trainable *tr) { return tr->n; }
 lf_param *lf_trainable_param(lf_trainable *tr, int i) { return i >= 0 && i < tr->n ? &tr->p[i] : NULL; }
 

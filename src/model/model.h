@@ -60,6 +60,8 @@ struct lf_model {
     lf_layer *layers;      /* [L] */
     lf_adapter adapters[LF_MAX_ADAPTERS];
     int n_adapters;
+    void **owned;          /* buffers the model frees (weights made by training) */
+    int n_owned;
 };
 
 struct lf_gate {

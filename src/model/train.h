@@ -29,6 +29,9 @@ typedef struct lf_trainable lf_trainable;
  * them until lf_trainable_free restores the originals). */
 lf_trainable *lf_trainable_new(lf_model *m, lf_gate *gate, int what);
 void lf_trainable_free(lf_trainable *tr);
+/* LF_TRAIN_BASE: hand the trained float32 weights to the model (they stay
+ * in use after lf_trainable_free instead of the originals). */
+int lf_trainable_keep_weights(lf_trainable *tr);
 int lf_trainable_count(const lf_trainable *tr);
 lf_param *lf_trainable_param(lf_trainable *tr, int i);
 void lf_trainable_zero_grad(lf_trainable *tr);
