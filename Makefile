@@ -19,6 +19,15 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -
 LDLIBS  += -lcjson -lm -lpthread
 LDFLAGS += -fopenmp $(SANFLAGS)
 
+# Data-parallel training over MPI is part of the build when Open MPI is
+# installed (scripts/deps.sh installs it); without it loraflow runs as one
+# process and says so when started by mpirun.
+MPICC := $(shell command -v mpicc 2>/dev/null)
+ifneq ($(MPICC),)
+  CFLAGS += -DLF_HAVE_MPI $(shell mpicc --showme:compile)
+  LDLIBS += $(shell mpicc --showme:link)
+endif
+
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
 TOOL_SRC := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
@@ -34,7 +43,11 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .PHONY: all test bench clean deps demo
 all: $(BUILD)/loraflow $(BUILD)/libloraflow.a
 
-$(BUILD)/obj/%.o: %.c
+# Objects are rebuilt when the flags change (e.g. Open MPI installed).
+FLAGS_STAMP := $(BUILD)/.flags
+$(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) $(LDLIBS)' | cmp -s - $(FLAGS_STAMP) || echo '$(CC) $(CFLAGS) $(LDLIBS)' > $(FLAGS_STAMP))
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -73,3 +86,76 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ======================= fuzzing and valgrind (docs/SECURITY.md) =======================
+# `make fuzz [FUZZ_SECONDS=N]` builds the libFuzzer targets with clang
+# (AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer, in
+# build/fuzz/), writes their seed corpora into fuzz-out/seeds/ (from
+# ../shared when present, see fuzz/make_seeds.c) and runs each target N
+# seconds in turn on one core (fuzz/run.sh).  Crashes go to fuzz-out/crashes/.
+# `make fuzz-build` only builds them.
+# `make test-valgrind` runs the test suite (and every loraflow command it
+# starts) under valgrind's memcheck with leak checking.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build/fuzz
+# One entry per fuzz/fuzz_<name>.c target (adapter_config and adapter_weights
+# are both fuzz/fuzz_adapter.c).
+# TODO(training): add "jsonl" (fuzz/fuzz_jsonl.c over src/io/jsonl.c) when the
+# JSONL data readers land.
+FUZZ_TARGETS := safetensors st_index ptzip pickle config adapter_config adapter_weights gate \
+                tokenizer_load tokenize
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -Iinclude \
+                -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+SHARED_DIR   ?= $(if $(LORAFLOW_SHARED),$(LORAFLOW_SHARED),../shared)
+
+.PHONY: fuzz fuzz-build fuzz-seeds test-valgrind
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libloraflow.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_adapter_config: fuzz/fuzz_adapter.c fuzz/fuzz.h $(FUZZ_BUILD)/libloraflow.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+
+$(FUZZ_BUILD)/fuzz_adapter_weights: fuzz/fuzz_adapter.c fuzz/fuzz.h $(FUZZ_BUILD)/libloraflow.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_ADAPTER_WEIGHTS -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/tok_build.h $(FUZZ_BUILD)/libloraflow.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+
+$(FUZZ_BUILD)/make_seeds: fuzz/make_seeds.c fuzz/fuzz.h fuzz/tok_build.h $(FUZZ_BUILD)/libloraflow.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+
+fuzz-build:
+	@scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory fuzz-bins
+
+.PHONY: fuzz-bins
+fuzz-bins: $(FUZZ_BIN) $(FUZZ_BUILD)/make_seeds
+	@:
+
+fuzz-seeds: fuzz-build
+	@rm -rf fuzz-out/seeds && mkdir -p fuzz-out
+	@$(FUZZ_BUILD)/make_seeds fuzz-out/seeds $(SHARED_DIR)
+
+fuzz: fuzz-seeds
+	@fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+VALGRIND ?= valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite --track-origins=yes
+test-valgrind: deps
+	@$(MAKE) --no-print-directory all-tests
+	@mkdir -p $(BUILD)/valgrind
+	@for t in $(TEST_BIN) $(BUILD)/loraflow; do \
+	    printf '#!/bin/sh\nexec %s %s "$$@"\n' "$(VALGRIND)" "$(CURDIR)/$$t" >$(BUILD)/valgrind/$$(basename $$t); \
+	    chmod +x $(BUILD)/valgrind/$$(basename $$t); done
+	@LORAFLOW_BIN=$(BUILD)/valgrind/loraflow BUILD=$(BUILD) tests/run.sh \
+	    $(patsubst $(BUILD)/tests/%,$(BUILD)/valgrind/%,$(TEST_BIN))
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
+# ===================== end of fuzzing and valgrind section =====================

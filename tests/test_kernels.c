@@ -53,28 +53,139 @@ static void *rand_mat(lf_mat *W, lf_dtype t, int rows, int cols) {
     return buf;
 }
 
+static const int isas[] = {LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512};
+
+/* Every path (portable, AVX2, AVX-512: the ones this CPU has) and every
+ * dtype against the reference, over shapes that exercise the edges: rows
+ * not a multiple of 4 / 16 / 32, columns not a multiple of 8 / 16 and past
+ * one 256-column slice, token counts on both sides of the decode/GEMM
+ * switch and not multiples of the micro-kernel tiles. */
 static void test_matmul(void **state) {
     (void)state;
     const lf_dtype types[] = {LF_F32, LF_F16, LF_BF16};
-    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {17, 33, 1}, {64, 64, 4}, {100, 129, 70}, {256, 96, 1}};
-    for (int ti = 0; ti < 3; ti++) {
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-            int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
-            lf_mat W;
-            void *buf = rand_mat(&W, types[ti], rows, cols);
-            float *x = malloc((size_t)T * cols * sizeof(float));
-            for (int i = 0; i < T * cols; i++) x[i] = frand();
-            float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
-            for (int acc = 0; acc < 2; acc++) {
-                for (int i = 0; i < T * rows; i++) y1[i] = y2[i] = frand();
-                lf_matmul_ref(y1, x, &W, T, acc);
-                lf_matmul(y2, x, &W, T, acc);
-                /* float32 accumulation of `cols` products of magnitude <= 1 */
-                lf_test_check_close("matmul", y2, y1, (size_t)T * rows, 1e-5 * cols + 1e-6);
+    const int shapes[][3] = {{1, 1, 1},   {3, 7, 5},    {17, 33, 1},  {64, 64, 4},  {100, 129, 70},
+                             {256, 96, 1}, {33, 300, 13}, {70, 520, 5}, {40, 17, 25}, {5, 1000, 2}};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        int prev = lf_kernels_set_isa(isas[ii]);
+        for (int ti = 0; ti < 3; ti++) {
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
+                lf_mat W;
+                void *buf = rand_mat(&W, types[ti], rows, cols);
+                float *x = malloc((size_t)T * cols * sizeof(float));
+                for (int i = 0; i < T * cols; i++) x[i] = frand();
+                float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
+                for (int acc = 0; acc < 2; acc++) {
+                    for (int i = 0; i < T * rows; i++) y1[i] = y2[i] = frand();
+                    lf_matmul_ref(y1, x, &W, T, acc);
+                    lf_matmul(y2, x, &W, T, acc);
+                    /* float32 accumulation of `cols` products of magnitude <= 1 */
+                    lf_test_check_close(lf_kernels_isa_name(lf_kernels_isa()), y2, y1, (size_t)T * rows,
+                                        1e-5 * cols + 1e-6);
+                }
+                free(buf); free(x); free(y1); free(y2);
             }
-            free(buf); free(x); free(y1); free(y2);
         }
+        lf_kernels_set_isa(prev);
     }
+}
+
+/* Q8: the stored values are within half a step of the originals; the
+ * GEMM path (float32 activations) matches the reference on the dequantised
+ * weights; the decoding path (activations quantised to 8 bits per block of
+ * 32) is within the bound that quantising x allows:
+ * |sum w (x - x^)| <= sum |w| d_x / 2. */
+static void test_q8(void **state) {
+    (void)state;
+    const int shapes[][3] = {{1, 1, 1}, {9, 31, 1}, {13, 256, 3}, {37, 300, 1}, {64, 520, 17}, {8, 1024, 2}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
+        lf_mat W, Q;
+        void *buf = rand_mat(&W, LF_F32, rows, cols);
+        void *qb = malloc(lf_q8_bytes(rows, cols));
+        lf_q8_quantize(qb, &W, &Q);
+        assert_int_equal(lf_mat_bytes(&Q), lf_q8_bytes(rows, cols));
+        float *deq = malloc((size_t)rows * cols * sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            lf_mat_row_f32(deq + (size_t)r * cols, &Q, r);
+            for (int b = 0; b < cols; b += 32) {
+                float amax = 0;
+                for (int c = b; c < cols && c < b + 32; c++) amax = fmaxf(amax, fabsf(((float *)buf)[(size_t)r * cols + c]));
+                for (int c = b; c < cols && c < b + 32; c++) {
+                    float e = fabsf(deq[(size_t)r * cols + c] - ((float *)buf)[(size_t)r * cols + c]);
+                    assert_true(e <= amax / 254.0f * 1.002f + 1e-7f);
+                }
+            }
+        }
+        lf_mat D = {LF_F32, deq, rows, cols};
+        float *x = malloc((size_t)T * cols * sizeof(float));
+        for (int i = 0; i < T * cols; i++) x[i] = frand();
+        float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+            int prev = lf_kernels_set_isa(isas[ii]);
+            lf_matmul_ref(y1, x, &D, T, 0);
+            lf_matmul(y2, x, &Q, T, 0);
+            if (T > 4) {
+                lf_test_check_close("q8 gemm", y2, y1, (size_t)T * rows, 1e-5 * cols + 1e-6);
+            } else {
+                for (int t = 0; t < T; t++) {
+                    const float *xt = x + (size_t)t * cols;
+                    for (int r = 0; r < rows; r++) {
+                        double bound = 1e-5 * cols + 1e-6;
+                        for (int b = 0; b < cols; b += 32) {
+                            float amax = 0;
+                            for (int c = b; c < cols && c < b + 32; c++) amax = fmaxf(amax, fabsf(xt[c]));
+                            for (int c = b; c < cols && c < b + 32; c++)
+                                bound += fabs(deq[(size_t)r * cols + c]) * amax / 254.0 * 1.001;
+                        }
+                        double e = fabs(y2[(size_t)t * rows + r] - y1[(size_t)t * rows + r]);
+                        if (e > bound) fail_msg("q8 decode %s: row %d token %d error %g > bound %g",
+                                                lf_kernels_isa_name(lf_kernels_isa()), r, t, e, bound);
+                    }
+                }
+            }
+            lf_kernels_set_isa(prev);
+        }
+        free(buf); free(qb); free(deq); free(x); free(y1); free(y2);
+    }
+}
+
+/* A batch of products with the adapters' second factor fused in equals
+ * the separate products; every path, with accumulation and without. */
+static void test_matvec_batch(void **state) {
+    (void)state;
+    const int rows[3] = {70, 256, 5}, cols[3] = {300, 64, 33}, R = 24;
+    lf_mat W[3], B[3];
+    void *bufs[6];
+    float *x[3], *z[3], *y1[3], *y2[3];
+    for (int j = 0; j < 3; j++) {
+        bufs[j] = rand_mat(&W[j], j == 0 ? LF_F16 : j == 1 ? LF_BF16 : LF_F32, rows[j], cols[j]);
+        bufs[3 + j] = rand_mat(&B[j], j == 2 ? LF_F32 : LF_F16, rows[j], R);
+        x[j] = malloc((size_t)cols[j] * sizeof(float));
+        z[j] = malloc((size_t)R * sizeof(float));
+        y1[j] = malloc((size_t)rows[j] * sizeof(float));
+        y2[j] = malloc((size_t)rows[j] * sizeof(float));
+        for (int i = 0; i < cols[j]; i++) x[j][i] = frand();
+        for (int i = 0; i < R; i++) z[j][i] = frand();
+    }
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        int prev = lf_kernels_set_isa(isas[ii]);
+        for (int acc = 0; acc < 2; acc++) {
+            lf_matvec_job jobs[3];
+            for (int j = 0; j < 3; j++) {
+                for (int i = 0; i < rows[j]; i++) y1[j][i] = y2[j][i] = frand();
+                lf_matmul_ref(y1[j], x[j], &W[j], 1, acc);
+                if (j != 1) lf_matmul_ref(y1[j], z[j], &B[j], 1, 1);
+                jobs[j] = (lf_matvec_job){&W[j], x[j], y2[j], acc, j != 1 ? &B[j] : NULL, z[j]};
+            }
+            lf_matvec(jobs, 3);
+            for (int j = 0; j < 3; j++)
+                lf_test_check_close("matvec batch", y2[j], y1[j], (size_t)rows[j], 1e-5 * (cols[j] + R) + 1e-6);
+        }
+        lf_kernels_set_isa(prev);
+    }
+    for (int j = 0; j < 3; j++) { free(x[j]); free(z[j]); free(y1[j]); free(y2[j]); }
+    for (int j = 0; j < 6; j++) free(bufs[j]);
 }
 
 /* The stacked projection equals computing each adapter separately. */
@@ -125,7 +236,8 @@ static void test_small_kernels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_project_stacked),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_q8),
+        cmocka_unit_test(test_matvec_batch), cmocka_unit_test(test_project_stacked),
         cmocka_unit_test(test_small_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

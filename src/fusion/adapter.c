@@ -47,6 +47,12 @@ static int read_adapter_config(const char *path, lf_adapter *a, int targets[LF_N
         lf_set_error("%s: field 'lora_alpha' must be a number", path);
         goto out;
     }
+    /* range-checked before narrowing: a double beyond FLT_MAX is undefined as float */
+    if (al && !(fabs(al->valuedouble) <= 1e30)) {
+        lf_set_error("%s: field 'lora_alpha' is %g, expected a finite number of magnitude at most 1e30", path,
+                     al->valuedouble);
+        goto out;
+    }
     a->alpha = al ? (float)al->valuedouble : 8.0f; /* PEFT's default */
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "use_rslora");
     a->use_rslora = cJSON_IsTrue(rs);
@@ -235,8 +241,9 @@ static int load_adapter(lf_model *m, lf_adapter *a, const char *name, const char
                 goto out;
             }
             const lf_mat *W = &m->layers[l].W[p];
-            int rank = A->ndim == 2 ? (int)A->shape[0] : -1;
-            if (!has_rank_pattern && rank != a->r) rank = a->r;
+            /* with a rank_pattern the rank of each module is its lora_A's row count */
+            int rank = A->ndim == 2 && A->shape[0] >= 1 && A->shape[0] <= 65536 ? (int)A->shape[0] : -1;
+            if (!has_rank_pattern) rank = a->r;
             int64_t ea[2] = {rank, W->cols}, eb[2] = {W->rows, rank};
             char s1[96], s2[96];
             if (A->ndim != 2 || A->shape[0] != ea[0] || A->shape[1] != ea[1]) {

@@ -75,6 +75,33 @@ static int check_adapter_order(const char *path, const char *names, const lf_mod
     return 0;
 }
 
+static int cmp_tensor_ptr(const void *a, const void *b) {
+    return strcmp((*(const lf_tensor *const *)a)->name, (*(const lf_tensor *const *)b)->name);
+}
+
+/* Lookup in the tensors sorted by name: a hostile file may hold a million
+ * tensors, and one linear search per layer would then take hours. */
+static const lf_tensor *find_sorted(const lf_tensor **idx, int n, const char *name) {
+    lf_tensor key;
+    memset(&key, 0, sizeof key);
+    key.name = (char *)name;
+    const lf_tensor *kp = &key;
+    const lf_tensor **hit = n ? bsearch(&kp, idx, (size_t)n, sizeof *idx, cmp_tensor_ptr) : NULL;
+    return hit ? *hit : NULL;
+}
+
+/* The layer number of "encoder.layers.<l>.<rest>", or -1 for other names
+ * (and LONG_MAX-like values beyond int for absurd numbers). */
+static long name_layer(const char *name) {
+    static const char pre[] = "encoder.layers.";
+    if (strncmp(name, pre, sizeof pre - 1) != 0) return -1;
+    const char *p = name + sizeof pre - 1;
+    if (*p < '0' || *p > '9') return -1;
+    long v = 0;
+    for (; *p >= '0' && *p <= '9'; p++) v = v > 100000000L ? v : v * 10 + (*p - '0');
+    return *p == '.' && p[1] ? v : -1;
+}
+
 lf_gate *lf_gate_load(const char *path, const lf_model *m) {
     lf_tensorset ts;
     lf_tensorset_init(&ts);
@@ -83,8 +110,12 @@ lf_gate *lf_gate_load(const char *path, const lf_model *m) {
     const int L = m->cfg.n_layers, H = m->cfg.hidden_size;
     lf_gate *g = NULL;
     char name[128], s1[96];
+    const lf_tensor **idx = lf_malloc((size_t)(ts.n ? ts.n : 1) * sizeof *idx, "gate tensor index");
+    if (!idx) goto fail;
+    for (int i = 0; i < ts.n; i++) idx[i] = &ts.tensors[i];
+    if (ts.n > 1) qsort(idx, (size_t)ts.n, sizeof *idx, cmp_tensor_ptr);
     /* k from layer 0 */
-    const lf_tensor *w0 = lf_tensorset_find(&ts, "encoder.layers.0.lora_fusion_gate.weight");
+    const lf_tensor *w0 = find_sorted(idx, ts.n, "encoder.layers.0.lora_fusion_gate.weight");
     if (!w0) {
         lf_set_error("%s: tensor 'encoder.layers.0.lora_fusion_gate.weight' missing: not a LoRA-Flow gate", path);
         goto fail;
@@ -102,28 +133,29 @@ lf_gate *lf_gate_load(const char *path, const lf_model *m) {
     }
     /* layer count: every layer present, no extra */
     int nl = 0;
-    for (;; nl++) {
+    for (; nl <= L; nl++) {
         snprintf(name, sizeof name, "encoder.layers.%d.lora_fusion_gate.weight", nl);
-        if (!lf_tensorset_find(&ts, name)) break;
+        if (!find_sorted(idx, ts.n, name)) break;
     }
     if (nl != L) {
-        lf_set_error("%s: the gate has %d layers, the model has %d", path, nl, L);
+        lf_set_error("%s: the gate has %s%d layers, the model has %d", path, nl > L ? "more than " : "",
+                     nl > L ? L : nl, L);
         goto fail;
     }
     for (int i = 0; i < ts.n; i++) {
-        int li;
-        char rest[64];
-        if (sscanf(ts.tensors[i].name, "encoder.layers.%d.%63s", &li, rest) == 2 && (li < 0 || li >= L)) {
-            lf_set_error("%s: tensor '%s' is for layer %d, the model has %d layers", path, ts.tensors[i].name, li, L);
+        long li = name_layer(ts.tensors[i].name);
+        if (li >= L) {
+            lf_set_error("%s: tensor '%s' is for layer %ld, the model has %d layers", path, ts.tensors[i].name,
+                         li, L);
             goto fail;
         }
     }
     if (!(g = gate_alloc(k, L, H))) goto fail;
     for (int l = 0; l < L; l++) {
         snprintf(name, sizeof name, "encoder.layers.%d.lora_fusion_gate.weight", l);
-        const lf_tensor *w = lf_tensorset_find(&ts, name);
+        const lf_tensor *w = find_sorted(idx, ts.n, name);
         snprintf(name, sizeof name, "encoder.layers.%d.weight_bias", l);
-        const lf_tensor *b = lf_tensorset_find(&ts, name);
+        const lf_tensor *b = find_sorted(idx, ts.n, name);
         if (!b) {
             lf_set_error("%s: tensor '%s' missing", path, name);
             goto fail;
@@ -148,11 +180,21 @@ lf_gate *lf_gate_load(const char *path, const lf_model *m) {
         lf_to_f32(g->b + (size_t)l * k, b->data, b->dtype, 0, (size_t)k);
     }
     const char *tmeta = lf_tensorset_meta(&ts, "temperature");
-    if (tmeta) g->temperature = strtof(tmeta, NULL);
+    if (tmeta) {
+        char *end;
+        double T = strtod(tmeta, &end);
+        if (end == tmeta || *end || !(T >= 0 && T <= 1e30)) { /* also refuses NaN and inf */
+            lf_set_error("%s: metadata 'temperature' is '%.40s', expected a number >= 0", path, tmeta);
+            goto fail;
+        }
+        g->temperature = (float)T;
+    }
     if (check_adapter_order(path, lf_tensorset_meta(&ts, "adapters"), m) != 0) goto fail;
+    free(idx);
     lf_tensorset_free(&ts);
     return g;
 fail:
+    free(idx);
     lf_gate_free(g);
     lf_tensorset_free(&ts);
     return NULL;

@@ -139,7 +139,15 @@ static int get_token_id(const char *path, const cJSON *root, const char *key, in
     char d[80];
     const cJSON *v = field(path, root, key, &err);
     if (err) return -1;
-    if (!v) { *out = def; return 0; }
+    if (!v) {
+        if (def >= vocab) { /* the Llama default must be a token too */
+            lf_set_error("%s: field '%s' is missing and its default %d is outside the vocabulary "
+                         "of %d tokens", path, key, def, vocab);
+            return -1;
+        }
+        *out = def;
+        return 0;
+    }
     const cJSON *x = cJSON_IsArray(v) ? v->child : v;
     double id = x && cJSON_IsNumber(x) ? x->valuedouble : NAN;
     if (!(id == floor(id)) || id < 0 || id >= vocab) {

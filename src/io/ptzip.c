@@ -27,7 +27,13 @@
 #error "ptzip.c maps little-endian tensor data in place and needs a little-endian host"
 #endif
 
+/* Limits; each error that hits one names it. */
 #define ZIP_MAX_ENTRIES (1 << 20)
+/* Strided or misaligned tensors are copied out of the map.  Views share
+ * storages, so a small file could otherwise name one large strided view
+ * under a million keys and ask for terabytes of copies: all copies of one
+ * file together may take at most twice the file's size plus 1 MiB. */
+#define PT_COPY_LIMIT(file_size) (2 * (uint64_t)(file_size) + ((uint64_t)1 << 20))
 #define SIG_LOCAL 0x04034b50u
 #define SIG_CENTRAL 0x02014b50u
 #define SIG_EOCD 0x06054b50u
@@ -153,7 +159,8 @@ static int read_eocd(zarchive *z, uint64_t *count, uint64_t *cd_limit) {
     }
     if (disk != 0 || cd_disk != 0 || n_disk != n) return zerr(z, "multi-disk zip archives are not supported");
     if (n > ZIP_MAX_ENTRIES)
-        return zerr(z, "%llu entries exceed the zip entry count limit (%d)", (unsigned long long)n, ZIP_MAX_ENTRIES);
+        return zerr(z, "%llu entries exceed the zip entry count limit (%d, ZIP_MAX_ENTRIES in src/io/ptzip.c)",
+                    (unsigned long long)n, ZIP_MAX_ENTRIES);
     if (cd_off > *cd_limit || cd_size > *cd_limit - cd_off)
         return zerr(z, "central directory (offset %llu, %llu bytes) lies outside the file",
                     (unsigned long long)cd_off, (unsigned long long)cd_size);
@@ -451,8 +458,9 @@ static int check_storage(const zarchive *z, const char *top, const lf_pk_tensor 
 }
 
 /* Fills dst from one unpickled tensor: a pointer into the map when the tensor
- * is contiguous and aligned, else a copy owned by s. */
-static int make_tensor(const zarchive *z, lf_tensorset *s, const lf_pk_tensor *t, const zentry *e, lf_tensor *dst) {
+ * is contiguous and aligned, else a copy owned by s (counted in *copied). */
+static int make_tensor(const zarchive *z, lf_tensorset *s, const lf_pk_tensor *t, const zentry *e, lf_tensor *dst,
+                       uint64_t *copied) {
     size_t es = lf_dtype_size(t->dtype);
     const uint8_t *storage = z->base + e->data_off;
     int64_t numel = 1, span = 1;
@@ -468,6 +476,11 @@ static int make_tensor(const zarchive *z, lf_tensorset *s, const lf_pk_tensor *t
     if (numel == 0) { dst->data = first; dst->nbytes = 0; return 0; }
     int contiguous = is_contiguous(t);
     if (contiguous && (uintptr_t)first % es == 0) { dst->data = first; return 0; }
+    *copied += dst->nbytes;
+    if (*copied > PT_COPY_LIMIT(z->size))
+        return zerr(z, "tensor '%s': strided or misaligned tensors need %llu bytes of copies in all, more than "
+                    "twice the file's size plus 1 MiB (the limit PT_COPY_LIMIT in src/io/ptzip.c; many keys "
+                    "naming strided views of one storage?)", t->name, (unsigned long long)*copied);
     void *copy;
     if (contiguous) { /* misaligned for its type (not torch-written): copy so it can be read as an array */
         copy = lf_malloc(dst->nbytes, "misaligned tensor copy");
@@ -492,23 +505,50 @@ static void rollback(lf_tensorset *s, int n0) {
     s->n = n0;
 }
 
+static int cmp_tensor_ptr(const void *a, const void *b) {
+    return strcmp((*(const lf_tensor *const *)a)->name, (*(const lf_tensor *const *)b)->name);
+}
+
+/* A tensor of the first n of s named like t, or NULL; idx: those n sorted by name. */
+static const lf_tensor *already_loaded(const lf_tensor **idx, int n, const char *name) {
+    lf_tensor key;
+    memset(&key, 0, sizeof key);
+    key.name = (char *)name;
+    const lf_tensor *kp = &key;
+    const lf_tensor **hit = n ? bsearch(&kp, idx, (size_t)n, sizeof *idx, cmp_tensor_ptr) : NULL;
+    return hit ? *hit : NULL;
+}
+
 static int add_tensors(const zarchive *z, lf_tensorset *s, const lf_pk_tensor *pt, int n, const zentry **ent,
                        int source) {
     int n0 = s->n;
+    uint64_t copied = 0;
+    /* The pickle's keys are unique (the unpickler checked); against the
+     * tensors already in the set, a sorted index keeps this O(n log n)
+     * even for a dict of a million keys. */
+    const lf_tensor **idx = lf_malloc((size_t)(n0 ? n0 : 1) * sizeof *idx, "tensor name index");
+    if (!idx) return -1;
+    for (int i = 0; i < n0; i++) idx[i] = &s->tensors[i];
+    if (n0 > 1) qsort(idx, (size_t)n0, sizeof *idx, cmp_tensor_ptr);
     for (int i = 0; i < n; i++) {
-        const lf_tensor *dup = lf_tensorset_find(s, pt[i].name);
+        const lf_tensor *dup = already_loaded(idx, n0, pt[i].name);
         if (dup) {
             zerr(z, "tensor '%s' is already loaded from %s", pt[i].name,
                  dup->source >= 0 && dup->source < s->npaths ? s->paths[dup->source] : "another file");
             goto fail;
         }
+    }
+    free(idx); /* s->tensors may move from here on */
+    idx = NULL;
+    for (int i = 0; i < n; i++) {
         lf_tensor *t = lf_tensorset_add(s, pt[i].name);
         if (!t) goto fail;
         t->source = source;
-        if (make_tensor(z, s, &pt[i], ent[i], t)) goto fail;
+        if (make_tensor(z, s, &pt[i], ent[i], t, &copied)) goto fail;
     }
     return 0;
 fail:
+    free(idx);
     rollback(s, n0);
     return -1;
 }

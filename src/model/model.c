@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 const char *const lf_proj_path[LF_NPROJ] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -172,7 +173,136 @@ static int bind_weights(lf_model *m) {
     return 0;
 }
 
-lf_model *lf_model_load(const char *dir) {
+/* ============================ weight placement ============================ */
+
+/* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
+static size_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Every matrix the forward pass streams, and whether it may be quantised
+ * (the embeddings are read one row at a time and stay as stored). */
+static int collect_mats(lf_model *m, lf_mat **mats, int *quantizable) {
+    int n = 0;
+    mats[n] = &m->embed; quantizable[n++] = 0;
+    if (m->lm_head.data != m->embed.data || m->lm_head.dtype != m->embed.dtype) {
+        mats[n] = &m->lm_head; quantizable[n++] = 1;
+    } else {
+        mats[n] = &m->lm_head; quantizable[n++] = 2; /* tied: shares embed unless quantised */
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < LF_NPROJ; p++) { mats[n] = &m->layers[l].W[p]; quantizable[n++] = 1; }
+    return n;
+}
+
+/* Drop the pages of [p, p + n) from this process's memory map: they were
+ * copied, and a later access would read them again from the file. */
+static void drop_mapped(const void *p, size_t n) {
+    const uintptr_t pg = 4096, a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + n) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Bytes a matrix takes once placed (64-byte aligned). */
+static size_t placed_bytes(const lf_mat *W, int q8) {
+    size_t b = q8 ? lf_q8_bytes(W->rows, W->cols) : lf_mat_bytes(W);
+    return (b + 63) & ~(size_t)63;
+}
+
+/* Copy (or quantise) the weights into one block of anonymous memory
+ * backed by transparent huge pages: the TLB then covers 2 MiB per entry
+ * instead of 4 KiB, and decoding streams every weight once per token. */
+static int copy_weights(lf_model *m, int q8) {
+    const int nmax = 2 + m->cfg.n_layers * LF_NPROJ;
+    lf_mat **mats = lf_calloc((size_t)nmax, sizeof *mats, "weight list");
+    int *qz = lf_calloc((size_t)nmax, sizeof *qz, "weight list");
+    if (!mats || !qz) { free(mats); free(qz); return -1; }
+    const int n = collect_mats(m, mats, qz);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (qz[i] == 2 && !q8) continue;
+        total += placed_bytes(mats[i], q8 && qz[i]);
+    }
+    const size_t huge = 2u << 20, size = (total + huge - 1) / huge * huge;
+    void **own = lf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *own, "weights");
+    uint8_t *arena = NULL;
+    if (own) {
+        m->owned = own;
+        arena = aligned_alloc(huge, size ? size : huge);
+    }
+    if (!arena) {
+        lf_set_error("%s: out of memory copying %.2f GiB of weights (use the memory-mapped placement)", m->dir,
+                     total / 1073741824.0);
+        free(mats); free(qz);
+        return -1;
+    }
+    m->owned[m->n_owned++] = arena;
+    madvise(arena, size, MADV_HUGEPAGE);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        lf_mat *W = mats[i];
+        if (qz[i] == 2 && !q8) { *W = m->embed; continue; } /* tied lm_head: embed was placed first */
+        const void *src = W->data;
+        const size_t src_bytes = lf_mat_bytes(W);
+        uint8_t *dst = arena + at;
+        if (q8 && qz[i]) {
+            lf_q8_quantize(dst, W, W);
+        } else {
+#pragma omp parallel for schedule(static)
+            for (size_t c = 0; c < src_bytes; c += (1u << 20))
+                memcpy(dst + c, (const uint8_t *)src + c, src_bytes - c < (1u << 20) ? src_bytes - c : (1u << 20));
+            W->data = dst;
+        }
+        at += placed_bytes(W, W->dtype == LF_Q8);
+        if (qz[i] != 2) drop_mapped(src, src_bytes); /* keeps resident memory at one copy */
+    }
+    free(mats);
+    free(qz);
+    return 0;
+}
+
+static int place_weights(lf_model *m, const lf_load_options *o) {
+    int placement = o->placement;
+    const int q8 = o->quantize == LF_QUANT_Q8;
+    if (q8) placement = LF_PLACE_COPY;
+    if (placement == LF_PLACE_AUTO) {
+        /* Copy when the weights fit with 2 GiB to spare (the page cache of
+         * the file is reclaimable and does not count against this). */
+        size_t bytes = 0;
+        for (int i = 0; i < m->ts.n; i++) bytes += m->ts.tensors[i].nbytes;
+        size_t avail = mem_available();
+        placement = avail && bytes + (2ull << 30) <= avail ? LF_PLACE_COPY : LF_PLACE_MMAP;
+    }
+    if (placement != LF_PLACE_COPY) return 0;
+    return copy_weights(m, q8);
+}
+
+static void default_options(lf_load_options *o) {
+    memset(o, 0, sizeof *o);
+    const char *e = getenv("LORAFLOW_PLACEMENT");
+    if (e && !strcmp(e, "mmap")) o->placement = LF_PLACE_MMAP;
+    if (e && !strcmp(e, "copy")) o->placement = LF_PLACE_COPY;
+    e = getenv("LORAFLOW_QUANTIZE");
+    if (e && !strcmp(e, "q8")) o->quantize = LF_QUANT_Q8;
+}
+
+lf_model *lf_model_load(const char *dir) { return lf_model_load_opts(dir, NULL); }
+
+lf_model *lf_model_load_opts(const char *dir, const lf_load_options *opts) {
+    lf_load_options o;
+    if (opts) o = *opts;
+    else default_options(&o);
+    if (o.placement < LF_PLACE_AUTO || o.placement > LF_PLACE_COPY || o.quantize < LF_QUANT_NONE ||
+        o.quantize > LF_QUANT_Q8) {
+        lf_set_error("load options: placement %d / quantize %d out of range", o.placement, o.quantize);
+        return NULL;
+    }
     lf_model *m = lf_calloc(1, sizeof *m, "model");
     if (!m) return NULL;
     lf_tensorset_init(&m->ts);
@@ -187,10 +317,32 @@ lf_model *lf_model_load(const char *dir) {
     }
     if (read_weights(dir, &m->ts) != 0) goto fail;
     if (bind_weights(m) != 0) goto fail;
+    if (place_weights(m, &o) != 0) goto fail;
     return m;
 fail:
     lf_model_free(m);
     return NULL;
+}
+
+int lf_model_placement(const lf_model *m) {
+    const uint8_t *p = m->layers && m->cfg.n_layers ? m->layers[0].W[0].data : m->embed.data;
+    for (int i = 0; i < m->ts.nmaps; i++) {
+        const uint8_t *a = m->ts.maps[i].addr;
+        if (a && p >= a && p < a + m->ts.maps[i].size) return LF_PLACE_MMAP;
+    }
+    return LF_PLACE_COPY;
+}
+
+size_t lf_model_decode_bytes(const lf_model *m, int with_adapters) {
+    size_t b = lf_mat_bytes(&m->lm_head);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        for (int p = 0; p < LF_NPROJ; p++) {
+            b += lf_mat_bytes(&m->layers[l].W[p]);
+            if (with_adapters && m->layers[l].lora[p].R)
+                b += lf_mat_bytes(&m->layers[l].lora[p].A) + lf_mat_bytes(&m->layers[l].lora[p].B);
+        }
+    }
+    return b;
 }
 
 static void free_stack(lf_lora_stack *s) {
@@ -211,6 +363,8 @@ void lf_model_free(lf_model *m) {
     free(m->layers);
     free(m->final_norm);
     lf_adapters_free(m);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
     lf_tensorset_free(&m->ts);
     free(m->dir);
     free(m);

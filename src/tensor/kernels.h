@@ -2,7 +2,9 @@
  *
  * Every hot loop has a plain reference version (suffix _ref) that the fast
  * version is tested against.  Weights are [rows = out, cols = in] matrices in
- * F32, F16 or BF16, converted to float32 on the fly; accumulation is float32. */
+ * F32, F16, BF16 or Q8 (int8, see below), converted to float32 on the fly;
+ * accumulation is float32.  Fast paths: AVX-512, AVX2 and portable C, chosen
+ * at run time (simd.h); threads come from OpenMP's pool. */
 #ifndef LF_KERNELS_H
 #define LF_KERNELS_H
 
@@ -10,9 +12,18 @@
 #include <stdint.h>
 #include "loraflow.h"
 
-/* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout). */
+/* Internal weight type: 8-bit weights with one scale per block of 32
+ * values (the --quantize q8 load option).  Not a file dtype: it never
+ * appears in a tensorset, only in an lf_mat. */
+#define LF_Q8 ((lf_dtype)16)
+#define LF_Q8_BLOCK 32
+#define LF_Q8_GROUP 256  /* 8 blocks stored interleaved (see lf_q8_quantize) */
+
+/* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout).
+ * Q8: data holds rows * lf_q8_row_bytes(cols) bytes of codes, then the
+ * F16 block scales [rows][lf_q8_row_bytes(cols) / 32]. */
 typedef struct {
-    lf_dtype dtype;   /* LF_F32, LF_F16 or LF_BF16 */
+    lf_dtype dtype;   /* LF_F32, LF_F16, LF_BF16 or LF_Q8 */
     const void *data;
     int rows, cols;
 } lf_mat;
@@ -28,6 +39,24 @@ uint16_t lf_f32_to_bf16(float f); /* round to nearest even */
 
 /* Convert n values of dtype t starting at element i0 of src into dst (F32). */
 void lf_to_f32(float *dst, const void *src, lf_dtype t, size_t i0, size_t n);
+
+/* Bytes of the storage of W (any dtype, Q8 scales included). */
+size_t lf_mat_bytes(const lf_mat *W);
+/* Row r of W as float32 (any dtype) into dst [W->cols]. */
+void lf_mat_row_f32(float *dst, const lf_mat *W, int r);
+
+/* ---- 8-bit weights ----
+ * Each block of 32 values gets a scale d = max|w| / 127 (stored as F16) and
+ * codes q = round(w / d) in [-127, 127], stored as q + 128 (unsigned: the
+ * operand order of the VNNI instruction).  A row is padded with zero blocks
+ * to a multiple of LF_Q8_GROUP; inside each group of 8 blocks the codes are
+ * interleaved 4 at a time (byte (c * 8 + j) * 4 + b is value j * 32 + c * 4 + b)
+ * so that one vector lane accumulates one block. */
+size_t lf_q8_row_bytes(int cols);  /* codes per row: cols rounded up to LF_Q8_GROUP */
+size_t lf_q8_bytes(int rows, int cols);
+/* Quantise src (F32/F16/BF16 [rows, cols]) into dst (lf_q8_bytes) and set
+ * out as the Q8 matrix over dst. */
+void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out);
 
 /* ---- matrix products ---- */
 /* y[t, r] (+)= sum_c W[r, c] * x[t, c] for t < T.
@@ -45,7 +74,33 @@ float lf_logsumexp(const float *x, int n);
 /* silu(a) * b into a, n values. */
 void lf_swiglu(float *a, const float *b, size_t n);
 
+/* One matrix-vector product of a batch (decoding, one token):
+ * y (+)= W x, and then y += B z when B is set (B [W->rows, R], z [R]):
+ * the base projection and the stacked adapters' second factor in one pass
+ * over the rows.  y must not alias x or z. */
+typedef struct {
+    const lf_mat *W;
+    const float *x;
+    float *y;
+    int accumulate;
+    const lf_mat *B;   /* or NULL */
+    const float *z;
+} lf_matvec_job;
+/* Run the jobs with the threads splitting the rows of all of them by
+ * bytes (one wake-up of the thread team for several matrices). */
+void lf_matvec(const lf_matvec_job *jobs, int n);
+
 /* Threads used by the kernels (OpenMP). */
 void lf_kernels_set_threads(int n);
+int lf_kernels_threads(void);
+
+/* Instruction-set paths.  lf_kernels_set_isa caps the path (tests run
+ * every path in one process); it returns the previous cap.  The
+ * environment variable LORAFLOW_NO_SIMD=1 forces LF_ISA_PORTABLE and
+ * LORAFLOW_ISA=avx2|portable caps the detected path. */
+enum { LF_ISA_PORTABLE = 0, LF_ISA_AVX2 = 1, LF_ISA_AVX512 = 2 };
+int lf_kernels_set_isa(int isa);
+int lf_kernels_isa(void);
+const char *lf_kernels_isa_name(int isa);
 
 #endif

@@ -391,11 +391,24 @@ static int push_pair(const lf_tokenizer *t, workspace *w, int32_t left) {
     return heap_push(w, &c);
 }
 
-static void add_symbol(workspace *w, int32_t id, int can_merge) {
-    /* cap_sym was sized for the worst case (one symbol per input byte + 1) */
+static int add_symbol(workspace *w, int32_t id, int can_merge) {
+    /* Usually one symbol per input byte, but a space whose "▁" is not a
+     * piece falls back to its 3 bytes, so the array grows when needed. */
+    if (w->n_sym == w->cap_sym) {
+        if (w->cap_sym > INT32_MAX / 2) {
+            lf_set_error("lf_tokenize: more than %d symbols", (int)(INT32_MAX / 2));
+            return -1;
+        }
+        int cap = 2 * w->cap_sym;
+        symbol *s = lf_realloc(w->sym, (size_t)cap * sizeof *s, "tokenizer symbols");
+        if (!s) return -1;
+        w->sym = s;
+        w->cap_sym = cap;
+    }
     int i = w->n_sym++;
     w->sym[i] = (symbol){.id = id, .prev = i - 1, .next = -1, .can_merge = (uint8_t)can_merge};
     if (i > 0) w->sym[i - 1].next = i;
+    return 0;
 }
 
 /* Length of the UTF-8 character at s (n bytes left); 1 for an invalid
@@ -411,40 +424,45 @@ static int utf8_char_len(const unsigned char *s, size_t n) {
 
 /* One character (the bytes s[0..len)) becomes one symbol, or its bytes as
  * <0xXX> symbols when it is not a piece, or <unk> without byte fallback. */
-static void add_char(const lf_tokenizer *t, workspace *w, const char *s, size_t len) {
+static int add_char(const lf_tokenizer *t, workspace *w, const char *s, size_t len) {
     int32_t id = lf_tok_find2(t, s, len, "", 0);
-    if (id >= 0 && (t->type[id] == LF_PIECE_NORMAL || t->type[id] == LF_PIECE_USER)) {
-        add_symbol(w, id, 1);
-    } else if (t->byte_fallback) {
-        for (size_t i = 0; i < len; i++) add_symbol(w, t->byte_id[(uint8_t)s[i]], 0);
-    } else if (!(w->n_sym > 0 && w->sym[w->n_sym - 1].id == t->unk_id)) {
-        add_symbol(w, t->unk_id, 0); /* runs of unknown characters give one <unk> */
+    if (id >= 0 && (t->type[id] == LF_PIECE_NORMAL || t->type[id] == LF_PIECE_USER))
+        return add_symbol(w, id, 1);
+    if (t->byte_fallback) {
+        for (size_t i = 0; i < len; i++)
+            if (add_symbol(w, t->byte_id[(uint8_t)s[i]], 0) != 0) return -1;
+        return 0;
     }
+    if (!(w->n_sym > 0 && w->sym[w->n_sym - 1].id == t->unk_id))
+        return add_symbol(w, t->unk_id, 0); /* runs of unknown characters give one <unk> */
+    return 0;
 }
 
 /* Split a text piece into symbols, with the SentencePiece pre-processing:
  * optional whitespace clean-up, dummy prefix, spaces as "▁". */
-static void split_symbols(const lf_tokenizer *t, workspace *w, const char *s, size_t n) {
+static int split_symbols(const lf_tokenizer *t, workspace *w, const char *s, size_t n) {
     static const char space_mark[] = "\xE2\x96\x81"; /* U+2581 "▁" */
     if (t->remove_extra_ws) {
         while (n > 0 && s[0] == ' ') s++, n--;
         while (n > 0 && s[n - 1] == ' ') n--;
     }
     w->n_sym = 0;
-    if (n == 0) return; /* empty text: no dummy prefix, no tokens */
+    if (n == 0) return 0; /* empty text: no dummy prefix, no tokens */
     const char *space = t->escape_spaces ? space_mark : " ";
     size_t space_len = strlen(space);
-    if (t->add_dummy_prefix) add_char(t, w, space, space_len);
+    if (t->add_dummy_prefix && add_char(t, w, space, space_len) != 0) return -1;
     for (size_t i = 0; i < n;) {
         if (s[i] == ' ') {
-            if (!(t->remove_extra_ws && i > 0 && s[i - 1] == ' ')) add_char(t, w, space, space_len);
+            if (!(t->remove_extra_ws && i > 0 && s[i - 1] == ' ') && add_char(t, w, space, space_len) != 0)
+                return -1;
             i++;
             continue;
         }
         int len = utf8_char_len((const unsigned char *)s + i, n - i);
-        add_char(t, w, s + i, (size_t)len);
+        if (add_char(t, w, s + i, (size_t)len) != 0) return -1;
         i += (size_t)len;
     }
+    return 0;
 }
 
 static int out_push(workspace *w, int32_t id) {
@@ -461,7 +479,7 @@ static int out_push(workspace *w, int32_t id) {
 
 /* Encode one text piece (no special strings inside) and append its ids. */
 static int encode_piece(const lf_tokenizer *t, workspace *w, const char *s, size_t n) {
-    split_symbols(t, w, s, n);
+    if (split_symbols(t, w, s, n) != 0) return -1;
     w->n_heap = 0;
     for (int32_t i = 0; i < w->n_sym; i++)
         if (push_pair(t, w, i) != 0) return -1;
@@ -535,8 +553,9 @@ int lf_tokenize(const lf_tokenizer *t, const char *text, int flags, int32_t **id
         return -1;
     }
     workspace w = {0};
-    /* every input byte gives at most one symbol, plus the dummy prefix */
-    w.cap_sym = (int)len + 1;
+    /* usually one symbol per input byte, plus the dummy prefix (add_symbol
+     * grows the array for spaces that fall back to the bytes of "▁") */
+    w.cap_sym = (int)len + 4;
     w.sym = lf_malloc((size_t)w.cap_sym * sizeof *w.sym, "tokenizer symbols");
     int rc = w.sym ? encode_text(t, &w, text, flags) : -1;
     free(w.sym);

@@ -1,0 +1,281 @@
+/* gemm.c: y [T, rows] (+)= x [T, cols] W^T for many tokens (prompt
+ * processing), cache-blocked, with float32 arithmetic on any weight dtype.
+ *
+ * Blocking (the usual GotoBLAS/BLIS scheme, with the weights in the role of
+ * the packed right-hand panel):
+ *   - x is packed once into tiles of MR tokens, [cols][MR] each, so that the
+ *     micro-kernel broadcasts MR consecutive floats;
+ *   - the columns are cut into slices of KC; for each slice a thread packs
+ *     NR weight rows at a time into a float32 panel [KC][NR] (converted from
+ *     F16/BF16/Q8 once per slice, not once per token), which stays in L1
+ *     while every token tile of the slice runs over it;
+ *   - the micro-kernel keeps an MR x NR block of y in registers for the
+ *     whole slice: per column, NR/16 panel loads and MR broadcasts feed
+ *     MR * NR / 16 FMAs.
+ * The threads split the rows (panels), so each weight is read and converted
+ * once per product.  MR x NR: 12 x 32 (AVX-512, 24 accumulators),
+ * 6 x 16 (AVX2, 12 accumulators), 4 x 16 (portable C). */
+#include "simd.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef LF_X86
+#include <immintrin.h>
+#endif
+
+#define KC 256 /* a multiple of LF_Q8_GROUP: Q8 slices start on whole groups */
+
+static void *xaligned(size_t n) {
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) abort();
+    return p;
+}
+
+/* ============================ packing ============================ */
+
+/* x [T, cols] into tiles [ntiles][cols][mr], zero-padded past T. */
+static void pack_x(float *xp, const float *x, int T, int cols, int mr, int tile) {
+    float *dst = xp + (size_t)tile * cols * mr;
+    const int t0 = tile * mr;
+    for (int i = 0; i < mr; i++) {
+        if (t0 + i >= T) {
+            for (int c = 0; c < cols; c++) dst[(size_t)c * mr + i] = 0;
+            continue;
+        }
+        const float *src = x + (size_t)(t0 + i) * cols;
+        for (int c = 0; c < cols; c++) dst[(size_t)c * mr + i] = src[c];
+    }
+}
+
+/* tmp [nr][ld] (rows of the panel) transposed into panel [kc][nr]. */
+static void transpose_portable(float *panel, const float *tmp, int ld, int nr, int kc) {
+    for (int c = 0; c < kc; c++)
+        for (int i = 0; i < nr; i++) panel[(size_t)c * nr + i] = tmp[(size_t)i * ld + c];
+}
+
+#ifdef LF_X86
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* 16 x 16 float transpose: rows src + i * ls into dst + c * ld. */
+T_512 static void tr16(float *dst, size_t ld, const float *src, size_t ls) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ls);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    /* r[4q + s] now holds, in each 128-bit lane L, column 4L + s' of rows
+     * 4q .. 4q+3 (s' = 0, 1, 2, 3 for s = 0, 1, 2, 3) */
+    for (int q = 0; q < 4; q++)
+        for (int s = 0; s < 4; s++) t[q * 4 + s] = r[q * 4 + s];
+    for (int s = 0; s < 4; s++) {
+        __m512 a = _mm512_shuffle_f32x4(t[s], t[4 + s], 0x88);      /* lanes 0,2 of rows 0-3 | 0,2 of rows 4-7 */
+        __m512 b = _mm512_shuffle_f32x4(t[s], t[4 + s], 0xdd);      /* lanes 1,3 */
+        __m512 c = _mm512_shuffle_f32x4(t[8 + s], t[12 + s], 0x88);
+        __m512 d = _mm512_shuffle_f32x4(t[8 + s], t[12 + s], 0xdd);
+        r[s] = _mm512_shuffle_f32x4(a, c, 0x88);      /* lane 0 of all rows: column s */
+        r[8 + s] = _mm512_shuffle_f32x4(a, c, 0xdd);  /* lane 2: column 8 + s */
+        r[4 + s] = _mm512_shuffle_f32x4(b, d, 0x88);  /* lane 1: column 4 + s */
+        r[12 + s] = _mm512_shuffle_f32x4(b, d, 0xdd); /* lane 3: column 12 + s */
+    }
+    for (int c = 0; c < 16; c++) _mm512_storeu_ps(dst + c * ld, r[c]);
+}
+
+T_512 static void transpose_avx512(float *panel, const float *tmp, int ld, int nr, int kc) {
+    int c = 0;
+    for (; c + 16 <= kc; c += 16)
+        for (int i = 0; i < nr; i += 16) tr16(panel + (size_t)c * nr + i, (size_t)nr, tmp + (size_t)i * ld + c, (size_t)ld);
+    for (; c < kc; c++)
+        for (int i = 0; i < nr; i++) panel[(size_t)c * nr + i] = tmp[(size_t)i * ld + c];
+}
+
+/* 8 x 8 float transpose. */
+T_AVX2 static void tr8(float *dst, size_t ld, const float *src, size_t ls) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * ls);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int s = 0; s < 4; s++) {
+        t[s] = _mm256_permute2f128_ps(r[s], r[4 + s], 0x20);
+        t[4 + s] = _mm256_permute2f128_ps(r[s], r[4 + s], 0x31);
+    }
+    for (int c = 0; c < 8; c++) _mm256_storeu_ps(dst + c * ld, t[c]);
+}
+
+T_AVX2 static void transpose_avx2(float *panel, const float *tmp, int ld, int nr, int kc) {
+    int c = 0;
+    for (; c + 8 <= kc; c += 8)
+        for (int i = 0; i < nr; i += 8) tr8(panel + (size_t)c * nr + i, (size_t)nr, tmp + (size_t)i * ld + c, (size_t)ld);
+    for (; c < kc; c++)
+        for (int i = 0; i < nr; i++) panel[(size_t)c * nr + i] = tmp[(size_t)i * ld + c];
+}
+#endif
+
+/* ============================ micro-kernels ============================ */
+
+/* One MR x NR block of y over kc columns: y[t0+i, o0+j] (+)= sum_k xp[k][i] panel[k][j].
+ * mv, nv: valid tokens and rows of the block; load: start from y (else 0). */
+typedef void (*ukernel_fn)(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                           int load);
+
+static void ukernel_portable(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                             int load) {
+    enum { MR = 4, NR = 16 };
+    float c[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) c[i][j] = load && i < mv && j < nv ? y[(size_t)i * ldy + j] : 0.0f;
+    for (int k = 0; k < kc; k++) {
+        const float *w = panel + (size_t)k * NR, *xk = xp + (size_t)k * MR;
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) c[i][j] += xk[i] * w[j];
+    }
+    for (int i = 0; i < mv; i++)
+        for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = c[i][j];
+}
+
+#ifdef LF_X86
+T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                                int load) {
+    enum { MR = 6, NR = 16 };
+    __m256 c0[MR], c1[MR];
+    float tmp[MR][NR];
+    if (load) {
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) tmp[i][j] = i < mv && j < nv ? y[(size_t)i * ldy + j] : 0.0f;
+        for (int i = 0; i < MR; i++) { c0[i] = _mm256_loadu_ps(tmp[i]); c1[i] = _mm256_loadu_ps(tmp[i] + 8); }
+    } else {
+        for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m256 w0 = _mm256_loadu_ps(panel + (size_t)k * NR), w1 = _mm256_loadu_ps(panel + (size_t)k * NR + 8);
+        const float *xk = xp + (size_t)k * MR;
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            __m256 b = _mm256_broadcast_ss(xk + i);
+            c0[i] = _mm256_fmadd_ps(w0, b, c0[i]);
+            c1[i] = _mm256_fmadd_ps(w1, b, c1[i]);
+        }
+    }
+    if (mv == MR && nv == NR) {
+        for (int i = 0; i < MR; i++) {
+            _mm256_storeu_ps(y + (size_t)i * ldy, c0[i]);
+            _mm256_storeu_ps(y + (size_t)i * ldy + 8, c1[i]);
+        }
+        return;
+    }
+    for (int i = 0; i < MR; i++) { _mm256_storeu_ps(tmp[i], c0[i]); _mm256_storeu_ps(tmp[i] + 8, c1[i]); }
+    for (int i = 0; i < mv; i++)
+        for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = tmp[i][j];
+}
+
+T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                                 int load) {
+    enum { MR = 12, NR = 32 };
+    const __mmask16 m0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
+    const __mmask16 m1 = (__mmask16)(nv >= 32 ? 0xffff : nv <= 16 ? 0 : (1u << (nv - 16)) - 1);
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (load && i < mv) {
+            c0[i] = _mm512_maskz_loadu_ps(m0, y + (size_t)i * ldy);
+            c1[i] = _mm512_maskz_loadu_ps(m1, y + (size_t)i * ldy + 16);
+        } else {
+            c0[i] = c1[i] = _mm512_setzero_ps();
+        }
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m512 w0 = _mm512_load_ps(panel + (size_t)k * NR), w1 = _mm512_load_ps(panel + (size_t)k * NR + 16);
+        const float *xk = xp + (size_t)k * MR;
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            __m512 b = _mm512_set1_ps(xk[i]);
+            c0[i] = _mm512_fmadd_ps(w0, b, c0[i]);
+            c1[i] = _mm512_fmadd_ps(w1, b, c1[i]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (i < mv) {
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy, m0, c0[i]);
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m1, c1[i]);
+        }
+    }
+}
+#endif
+
+/* ============================ driver ============================ */
+
+typedef struct {
+    int mr, nr;
+    ukernel_fn kernel;
+    void (*transpose)(float *panel, const float *tmp, int ld, int nr, int kc);
+} gemm_shape;
+
+static gemm_shape shape_for(int isa) {
+#ifdef LF_X86
+    if (isa == LF_ISA_AVX512) return (gemm_shape){12, 32, ukernel_avx512, transpose_avx512};
+    if (isa == LF_ISA_AVX2) return (gemm_shape){6, 16, ukernel_avx2, transpose_avx2};
+#else
+    (void)isa;
+#endif
+    return (gemm_shape){4, 16, ukernel_portable, transpose_portable};
+}
+
+void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
+    const int rows = W->rows, cols = W->cols;
+    if (rows <= 0 || T <= 0) return;
+    if (cols <= 0) {
+        if (!accumulate) memset(y, 0, (size_t)T * rows * sizeof(float));
+        return;
+    }
+    const gemm_shape sh = shape_for(lf_isa());
+    const int mr = sh.mr, nr = sh.nr;
+    const int ntiles = (T + mr - 1) / mr, npanels = (rows + nr - 1) / nr;
+    float *xp = xaligned((size_t)ntiles * cols * mr * sizeof(float));
+    const double flops = 2.0 * T * rows * cols;
+    const int nt = flops >= 4e6 ? lf_kernels_threads() : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int p = omp_get_thread_num(), np = omp_get_num_threads();
+#pragma omp for schedule(static)
+        for (int t = 0; t < ntiles; t++) pack_x(xp, x, T, cols, mr, t);
+        /* implicit barrier: every thread needs every tile */
+        const int pb0 = (int)((long)npanels * p / np), pb1 = (int)((long)npanels * (p + 1) / np);
+        float *tmp = xaligned((size_t)nr * KC * sizeof(float));
+        float *panel = xaligned((size_t)nr * KC * sizeof(float));
+        for (int k0 = 0; k0 < cols; k0 += KC) {
+            const int kc = cols - k0 < KC ? cols - k0 : KC;
+            const int load = accumulate || k0 > 0;
+            for (int pb = pb0; pb < pb1; pb++) {
+                const int o0 = pb * nr, nv = rows - o0 < nr ? rows - o0 : nr;
+                lf_mat_rows_f32(tmp, KC, W, o0, nr, k0, kc);
+                sh.transpose(panel, tmp, KC, nr, kc);
+                for (int t = 0; t < ntiles; t++) {
+                    const int mv = T - t * mr < mr ? T - t * mr : mr;
+                    sh.kernel(kc, xp + ((size_t)t * cols + k0) * mr, panel, y + (size_t)t * mr * rows + o0, rows, mv,
+                              nv, load);
+                }
+            }
+        }
+        free(tmp);
+        free(panel);
+    }
+    free(xp);
+}

@@ -1,0 +1,258 @@
+/* q8.c: 8-bit weights (one F16 scale per block of 32 values) and their
+ * decoding kernels.
+ *
+ * Layout (kernels.h): codes q + 128 as bytes, rows padded to groups of 8
+ * blocks (256 values), and inside a group the blocks interleaved 4 bytes at
+ * a time.  With that order one 32-bit lane of a vector register meets four
+ * values of one block, so an integer multiply-add (VNNI vpdpbusd, or
+ * pmaddubsw + pmaddwd on AVX2) leaves the 8 block sums of a group in 8 lanes,
+ * ready to be scaled, with no horizontal shuffles.  The activation x is
+ * quantised the same way once per product (lf_q8_act).
+ *
+ * Unsigned weight codes suit vpdpbusd (unsigned x signed bytes):
+ * sum (q_w + 128) q_x = sum q_w q_x + 128 sum q_x, and the second term
+ * depends on x alone (lf_q8_act.corr). */
+#include "simd.h"
+#include "../core/util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef LF_X86
+#include <immintrin.h>
+#endif
+
+size_t lf_q8_row_bytes(int cols) {
+    return ((size_t)cols + LF_Q8_GROUP - 1) / LF_Q8_GROUP * LF_Q8_GROUP;
+}
+
+size_t lf_q8_bytes(int rows, int cols) {
+    size_t rb = lf_q8_row_bytes(cols);
+    return (size_t)rows * rb + (size_t)rows * (rb / LF_Q8_BLOCK) * sizeof(uint16_t);
+}
+
+/* Byte offset inside a row of value c. */
+static inline size_t q8_pos(size_t c) {
+    size_t g = c / LF_Q8_GROUP, v = c % LF_Q8_GROUP;
+    size_t j = v / 32, ch = (v % 32) / 4, b = v % 4;
+    return g * LF_Q8_GROUP + (ch * 8 + j) * 4 + b;
+}
+
+static inline const uint8_t *q8_codes(const lf_mat *W, int r) {
+    return (const uint8_t *)W->data + (size_t)r * lf_q8_row_bytes(W->cols);
+}
+
+static inline const uint16_t *q8_scales(const lf_mat *W, int r) {
+    size_t rb = lf_q8_row_bytes(W->cols);
+    return (const uint16_t *)((const uint8_t *)W->data + (size_t)W->rows * rb) + (size_t)r * (rb / LF_Q8_BLOCK);
+}
+
+/* Quantise one block of up to 32 values: F16 scale, codes + 128. */
+static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t block_base) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(v[i]));
+    float d = amax / 127.0f;
+    if (d > 65504.0f) d = 65504.0f;
+    uint16_t dh = lf_f32_to_f16(d);
+    float dq = lf_f16_to_f32(dh); /* quantise with the scale as stored */
+    float inv = dq > 0 ? 1.0f / dq : 0.0f;
+    for (int i = 0; i < LF_Q8_BLOCK; i++) {
+        int q = 0;
+        if (i < n) {
+            float t = rintf(v[i] * inv);
+            q = t > 127 ? 127 : t < -127 ? -127 : (int)t;
+        }
+        codes_out[q8_pos(block_base + (size_t)i)] = (uint8_t)(q + 128);
+    }
+    return dh;
+}
+
+void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
+    const int rows = src->rows, cols = src->cols;
+    const size_t rb = lf_q8_row_bytes(cols), nb = rb / LF_Q8_BLOCK;
+    uint8_t *codes = dst;
+    uint16_t *scales = (uint16_t *)(codes + (size_t)rows * rb);
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)cols * sizeof(float));
+        if (!row) abort();
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            lf_mat_row_f32(row, src, r);
+            uint8_t *cr = codes + (size_t)r * rb;
+            for (size_t b = 0; b < nb; b++) {
+                size_t c0 = b * LF_Q8_BLOCK;
+                int n = c0 >= (size_t)cols ? 0 : (int)((size_t)cols - c0 < LF_Q8_BLOCK ? (size_t)cols - c0 : LF_Q8_BLOCK);
+                scales[(size_t)r * nb + b] = quant_block(row + c0, n, cr, c0);
+            }
+        }
+        free(row);
+    }
+    *out = (lf_mat){LF_Q8, dst, rows, cols};
+}
+
+void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc) {
+    const uint8_t *q = q8_codes(W, r);
+    const uint16_t *s = q8_scales(W, r);
+    for (int i = 0; i < nc; i++) {
+        size_t c = (size_t)c0 + i;
+        dst[i] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c)] - 128);
+    }
+}
+
+/* ============================ activations ============================ */
+
+int lf_q8_act_init(lf_q8_act *a, int n) {
+    memset(a, 0, sizeof *a);
+    a->n = n;
+    a->npad = (int)lf_q8_row_bytes(n);
+    int nb = a->npad / LF_Q8_BLOCK;
+    a->q = aligned_alloc(64, (size_t)a->npad);
+    a->d = malloc((size_t)nb * sizeof(float));
+    a->corr = malloc((size_t)nb * sizeof(int32_t));
+    if (!a->q || !a->d || !a->corr) {
+        lf_q8_act_free(a);
+        lf_set_error("out of memory (q8 activations of %d values)", n);
+        return -1;
+    }
+    return 0;
+}
+
+void lf_q8_act_free(lf_q8_act *a) {
+    free(a->q);
+    free(a->d);
+    free(a->corr);
+    memset(a, 0, sizeof *a);
+}
+
+void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
+    const int nb = a->npad / LF_Q8_BLOCK;
+    for (int b = 0; b < nb; b++) {
+        const int c0 = b * LF_Q8_BLOCK;
+        const int n = c0 >= a->n ? 0 : (a->n - c0 < LF_Q8_BLOCK ? a->n - c0 : LF_Q8_BLOCK);
+        float amax = 0;
+        for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[c0 + i]));
+        const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int i = 0; i < LF_Q8_BLOCK; i++) {
+            int q = 0;
+            if (i < n) {
+                float t = rintf(x[c0 + i] * inv);
+                q = t > 127 ? 127 : t < -127 ? -127 : (int)t;
+            }
+            a->q[q8_pos((size_t)c0 + i)] = (int8_t)q;
+            sum += q;
+        }
+        a->d[b] = d;
+        a->corr[b] = 128 * sum;
+    }
+}
+
+/* ============================ dot products ============================ */
+
+void lf_rowdot_portable_q8(const lf_mat *W, int r0, int nr, const void *xv, float *out) {
+    const lf_q8_act *x = xv;
+    const int ng = x->npad / LF_Q8_GROUP;
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *q = q8_codes(W, r0 + i);
+        const uint16_t *s = q8_scales(W, r0 + i);
+        float acc = 0;
+        for (int g = 0; g < ng; g++) {
+            int32_t blk[8] = {0};
+            const uint8_t *qg = q + (size_t)g * LF_Q8_GROUP;
+            const int8_t *xg = x->q + (size_t)g * LF_Q8_GROUP;
+            for (int ch = 0; ch < 8; ch++)
+                for (int j = 0; j < 8; j++)
+                    for (int b = 0; b < 4; b++) {
+                        int k = (ch * 8 + j) * 4 + b;
+                        blk[j] += ((int)qg[k] - 128) * xg[k];
+                    }
+            for (int j = 0; j < 8; j++)
+                acc += lf_f16_to_f32(s[g * 8 + j]) * x->d[g * 8 + j] * (float)blk[j];
+        }
+        out[i] = acc;
+    }
+}
+
+#ifdef LF_X86
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+T_AVX2 static inline float hsum8(__m256 s) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+/* The 8 block sums of one group (AVX2, no VNNI): signed codes by flipping
+ * the top bit, then |x| (unsigned) times sign-adjusted w (signed) so that
+ * pmaddubsw cannot saturate (2 * 127 * 127 < 32768). */
+T_AVX2 static inline __m256i group_sums_avx2(const uint8_t *w, const int8_t *x) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int ch = 0; ch < 8; ch++) {
+        __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + ch * 32)), flip);
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(x + ch * 32));
+        __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+    }
+    return acc;
+}
+
+T_AVX2 void lf_rowdot_avx2_q8(const lf_mat *W, int r0, int nr, const void *xv, float *out) {
+    const lf_q8_act *x = xv;
+    const int ng = x->npad / LF_Q8_GROUP;
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *q = q8_codes(W, r0 + i);
+        const uint16_t *s = q8_scales(W, r0 + i);
+        __m256 acc = _mm256_setzero_ps();
+        for (int g = 0; g < ng; g++) {
+            __m256i blk = group_sums_avx2(q + (size_t)g * LF_Q8_GROUP, x->q + (size_t)g * LF_Q8_GROUP);
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g * 8)));
+            __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(blk), dw);
+            acc = _mm256_fmadd_ps(f, _mm256_loadu_ps(x->d + g * 8), acc);
+        }
+        out[i] = hsum8(acc);
+    }
+}
+
+#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+/* One group of one row: four vpdpbusd leave chunk pairs in the two halves,
+ * which one add folds into the 8 block sums. */
+T_VNNI static inline __m256 group_vnni(const uint8_t *w, const __m512i x[4], const uint16_t *s,
+                                       __m256i corr, __m256 dx, __m256 acc) {
+    __m512i a = _mm512_setzero_si512();
+    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)w), x[0]);
+    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(w + 64)), x[1]);
+    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(w + 128)), x[2]);
+    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(w + 192)), x[3]);
+    __m256i blk = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+    blk = _mm256_sub_epi32(blk, corr);
+    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
+    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(blk), dw), dx, acc);
+}
+
+T_VNNI void lf_rowdot_avx512_q8(const lf_mat *W, int r0, int nr, const void *xv, float *out) {
+    const lf_q8_act *x = xv;
+    const int ng = x->npad / LF_Q8_GROUP;
+    const size_t rb = lf_q8_row_bytes(W->cols);
+    const uint8_t *q0 = q8_codes(W, r0);
+    const uint16_t *s0 = q8_scales(W, r0);
+    const size_t sb = rb / LF_Q8_BLOCK;
+    __m256 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+    for (int g = 0; g < ng; g++) {
+        const int8_t *xg = x->q + (size_t)g * LF_Q8_GROUP;
+        __m512i xq[4];
+        for (int k = 0; k < 4; k++) xq[k] = _mm512_loadu_si512((const void *)(xg + 64 * k));
+        __m256i corr = _mm256_loadu_si256((const __m256i *)(x->corr + g * 8));
+        __m256 dx = _mm256_loadu_ps(x->d + g * 8);
+        for (int i = 0; i < nr; i++)
+            acc[i] = group_vnni(q0 + (size_t)i * rb + (size_t)g * LF_Q8_GROUP, xq, s0 + (size_t)i * sb + g * 8,
+                                corr, dx, acc[i]);
+    }
+    for (int i = 0; i < nr; i++) out[i] = hsum8(acc[i]);
+}
+#endif

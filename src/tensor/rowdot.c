@@ -1,0 +1,242 @@
+/* rowdot.c: dot products of up to 4 weight rows with one float32 vector,
+ * straight from the weights' storage (F32, F16, BF16): the decoding kernel.
+ *
+ * Decoding reads every weight byte once per token, so these loops are bound
+ * by memory bandwidth: they only have to convert and multiply faster than
+ * the bytes arrive.  Four rows at a time give the prefetchers four streams
+ * and share each load of x; two accumulators per row hide the FMA latency.
+ * The Q8 rows are in q8.c. */
+#include "simd.h"
+
+#include <string.h>
+
+#ifdef LF_X86
+#include <immintrin.h>
+#endif
+
+/* ============================ portable ============================ */
+
+static inline float ld_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+static inline float ld_f16(const void *p, size_t i) { return lf_f16_to_f32(((const uint16_t *)p)[i]); }
+static inline float ld_bf16(const void *p, size_t i) { return lf_bf16_to_f32(((const uint16_t *)p)[i]); }
+
+/* Eight partial sums per row so that the compiler may vectorise. */
+#define PORTABLE_ROWDOT(NAME, ES, LD)                                                  \
+    void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {          \
+        const int n = W->cols;                                                         \
+        const float *x = xv;                                                           \
+        for (int i = 0; i < nr; i++) {                                                 \
+            const void *w = (const char *)W->data + ((size_t)r0 + i) * n * (ES);       \
+            float s[8] = {0};                                                          \
+            int c = 0;                                                                 \
+            for (; c + 8 <= n; c += 8)                                                 \
+                for (int j = 0; j < 8; j++) s[j] += LD(w, (size_t)c + j) * x[c + j];   \
+            float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); \
+            for (; c < n; c++) r += LD(w, (size_t)c) * x[c];                           \
+            out[i] = r;                                                                \
+        }                                                                              \
+    }
+
+PORTABLE_ROWDOT(lf_rowdot_portable_f32, 4, ld_f32)
+PORTABLE_ROWDOT(lf_rowdot_portable_f16, 2, ld_f16)
+PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
+
+#ifdef LF_X86
+/* ============================ AVX2 ============================ */
+
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+T_AVX2 static inline __m256 v8_f32(const void *p, size_t i) { return _mm256_loadu_ps((const float *)p + i); }
+T_AVX2 static inline __m256 v8_f16(const void *p, size_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+}
+T_AVX2 static inline __m256 v8_bf16(const void *p, size_t i) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+T_AVX2 static inline float hsum8(__m256 s) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+/* Four rows (nr == 4) share the loads of x; fewer rows go one at a time. */
+#define AVX2_ROWDOT(NAME, ES, V8, LD)                                                  \
+    T_AVX2 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {   \
+        const int n = W->cols;                                                         \
+        const float *x = xv;                                                           \
+        const size_t ld = (size_t)n * (ES);                                            \
+        const char *w0 = (const char *)W->data + (size_t)r0 * ld;                      \
+        if (nr == 4) {                                                                 \
+            const char *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;                    \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                \
+            __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                 \
+            int c = 0;                                                                 \
+            for (; c + 16 <= n; c += 16) {                                             \
+                __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);   \
+                a0 = _mm256_fmadd_ps(V8(w0, c), x0, a0);                               \
+                a1 = _mm256_fmadd_ps(V8(w1, c), x0, a1);                               \
+                a2 = _mm256_fmadd_ps(V8(w2, c), x0, a2);                               \
+                a3 = _mm256_fmadd_ps(V8(w3, c), x0, a3);                               \
+                b0 = _mm256_fmadd_ps(V8(w0, c + 8), x1, b0);                           \
+                b1 = _mm256_fmadd_ps(V8(w1, c + 8), x1, b1);                           \
+                b2 = _mm256_fmadd_ps(V8(w2, c + 8), x1, b2);                           \
+                b3 = _mm256_fmadd_ps(V8(w3, c + 8), x1, b3);                           \
+            }                                                                          \
+            for (; c + 8 <= n; c += 8) {                                               \
+                __m256 x0 = _mm256_loadu_ps(x + c);                                    \
+                a0 = _mm256_fmadd_ps(V8(w0, c), x0, a0);                               \
+                a1 = _mm256_fmadd_ps(V8(w1, c), x0, a1);                               \
+                a2 = _mm256_fmadd_ps(V8(w2, c), x0, a2);                               \
+                a3 = _mm256_fmadd_ps(V8(w3, c), x0, a3);                               \
+            }                                                                          \
+            float s0 = hsum8(_mm256_add_ps(a0, b0)), s1 = hsum8(_mm256_add_ps(a1, b1)); \
+            float s2 = hsum8(_mm256_add_ps(a2, b2)), s3 = hsum8(_mm256_add_ps(a3, b3)); \
+            for (; c < n; c++) {                                                       \
+                s0 += LD(w0, (size_t)c) * x[c];                                        \
+                s1 += LD(w1, (size_t)c) * x[c];                                        \
+                s2 += LD(w2, (size_t)c) * x[c];                                        \
+                s3 += LD(w3, (size_t)c) * x[c];                                        \
+            }                                                                          \
+            out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                        \
+            return;                                                                    \
+        }                                                                              \
+        for (int i = 0; i < nr; i++) {                                                 \
+            const char *w = w0 + (size_t)i * ld;                                       \
+            __m256 a = _mm256_setzero_ps(), b = a;                                     \
+            int c = 0;                                                                 \
+            for (; c + 16 <= n; c += 16) {                                             \
+                a = _mm256_fmadd_ps(V8(w, c), _mm256_loadu_ps(x + c), a);              \
+                b = _mm256_fmadd_ps(V8(w, c + 8), _mm256_loadu_ps(x + c + 8), b);      \
+            }                                                                          \
+            for (; c + 8 <= n; c += 8) a = _mm256_fmadd_ps(V8(w, c), _mm256_loadu_ps(x + c), a); \
+            float s = hsum8(_mm256_add_ps(a, b));                                      \
+            for (; c < n; c++) s += LD(w, (size_t)c) * x[c];                           \
+            out[i] = s;                                                                \
+        }                                                                              \
+    }
+
+AVX2_ROWDOT(lf_rowdot_avx2_f32, 4, v8_f32, ld_f32)
+AVX2_ROWDOT(lf_rowdot_avx2_f16, 2, v8_f16, ld_f16)
+AVX2_ROWDOT(lf_rowdot_avx2_bf16, 2, v8_bf16, ld_bf16)
+
+/* ============================ AVX-512 ============================ */
+
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+/* Loads of 16 values; the masked forms read only the first k (tails). */
+T_512 static inline __m512 v16_f32(const void *p, size_t i) { return _mm512_loadu_ps((const float *)p + i); }
+T_512 static inline __m512 v16_f16(const void *p, size_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+}
+T_512 static inline __m512 v16_bf16(const void *p, size_t i) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+T_512 static inline __m512 m16_f32(const void *p, size_t i, __mmask16 k) {
+    return _mm512_maskz_loadu_ps(k, (const float *)p + i);
+}
+T_512 static inline __m512 m16_f16(const void *p, size_t i, __mmask16 k) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)p + i));
+}
+T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, (const uint16_t *)p + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+#define AVX512_ROWDOT(NAME, ES, V16, M16)                                              \
+    T_512 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {    \
+        const int n = W->cols;                                                         \
+        const float *x = xv;                                                           \
+        const size_t ld = (size_t)n * (ES);                                            \
+        const char *w0 = (const char *)W->data + (size_t)r0 * ld;                      \
+        const int tail = n & 15;                                                       \
+        const __mmask16 km = (__mmask16)((1u << tail) - 1);                            \
+        if (nr == 4) {                                                                 \
+            const char *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;                    \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                \
+            __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                 \
+            int c = 0;                                                                 \
+            for (; c + 32 <= n; c += 32) {                                             \
+                __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16); \
+                a0 = _mm512_fmadd_ps(V16(w0, c), x0, a0);                              \
+                a1 = _mm512_fmadd_ps(V16(w1, c), x0, a1);                              \
+                a2 = _mm512_fmadd_ps(V16(w2, c), x0, a2);                              \
+                a3 = _mm512_fmadd_ps(V16(w3, c), x0, a3);                              \
+                b0 = _mm512_fmadd_ps(V16(w0, c + 16), x1, b0);                         \
+                b1 = _mm512_fmadd_ps(V16(w1, c + 16), x1, b1);                         \
+                b2 = _mm512_fmadd_ps(V16(w2, c + 16), x1, b2);                         \
+                b3 = _mm512_fmadd_ps(V16(w3, c + 16), x1, b3);                         \
+            }                                                                          \
+            for (; c + 16 <= n; c += 16) {                                             \
+                __m512 x0 = _mm512_loadu_ps(x + c);                                    \
+                a0 = _mm512_fmadd_ps(V16(w0, c), x0, a0);                              \
+                a1 = _mm512_fmadd_ps(V16(w1, c), x0, a1);                              \
+                a2 = _mm512_fmadd_ps(V16(w2, c), x0, a2);                              \
+                a3 = _mm512_fmadd_ps(V16(w3, c), x0, a3);                              \
+            }                                                                          \
+            if (tail) {                                                                \
+                __m512 x0 = _mm512_maskz_loadu_ps(km, x + c);                          \
+                b0 = _mm512_fmadd_ps(M16(w0, c, km), x0, b0);                          \
+                b1 = _mm512_fmadd_ps(M16(w1, c, km), x0, b1);                          \
+                b2 = _mm512_fmadd_ps(M16(w2, c, km), x0, b2);                          \
+                b3 = _mm512_fmadd_ps(M16(w3, c, km), x0, b3);                          \
+            }                                                                          \
+            out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));                      \
+            out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));                      \
+            out[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));                      \
+            out[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));                      \
+            return;                                                                    \
+        }                                                                              \
+        for (int i = 0; i < nr; i++) {                                                 \
+            const char *w = w0 + (size_t)i * ld;                                       \
+            __m512 a = _mm512_setzero_ps(), b = a;                                     \
+            int c = 0;                                                                 \
+            for (; c + 32 <= n; c += 32) {                                             \
+                a = _mm512_fmadd_ps(V16(w, c), _mm512_loadu_ps(x + c), a);             \
+                b = _mm512_fmadd_ps(V16(w, c + 16), _mm512_loadu_ps(x + c + 16), b);  \
+            }                                                                          \
+            for (; c + 16 <= n; c += 16) a = _mm512_fmadd_ps(V16(w, c), _mm512_loadu_ps(x + c), a); \
+            if (tail) b = _mm512_fmadd_ps(M16(w, c, km), _mm512_maskz_loadu_ps(km, x + c), b); \
+            out[i] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));                        \
+        }                                                                              \
+    }
+
+AVX512_ROWDOT(lf_rowdot_avx512_f32, 4, v16_f32, m16_f32)
+AVX512_ROWDOT(lf_rowdot_avx512_f16, 2, v16_f16, m16_f16)
+AVX512_ROWDOT(lf_rowdot_avx512_bf16, 2, v16_bf16, m16_bf16)
+#endif
+
+lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa) {
+#ifdef LF_X86
+    if (isa == LF_ISA_AVX512) {
+        switch ((int)t) {
+        case LF_F32: return lf_rowdot_avx512_f32;
+        case LF_F16: return lf_rowdot_avx512_f16;
+        case LF_BF16: return lf_rowdot_avx512_bf16;
+        case (int)LF_Q8: return lf_cpu_vnni512() ? lf_rowdot_avx512_q8 : lf_rowdot_avx2_q8;
+        default: return NULL;
+        }
+    }
+    if (isa == LF_ISA_AVX2) {
+        switch ((int)t) {
+        case LF_F32: return lf_rowdot_avx2_f32;
+        case LF_F16: return lf_rowdot_avx2_f16;
+        case LF_BF16: return lf_rowdot_avx2_bf16;
+        case (int)LF_Q8: return lf_rowdot_avx2_q8;
+        default: return NULL;
+        }
+    }
+#else
+    (void)isa;
+#endif
+    switch ((int)t) {
+    case LF_F32: return lf_rowdot_portable_f32;
+    case LF_F16: return lf_rowdot_portable_f16;
+    case LF_BF16: return lf_rowdot_portable_bf16;
+    case (int)LF_Q8: return lf_rowdot_portable_q8;
+    default: return NULL;
+    }
+}

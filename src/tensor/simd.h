@@ -1,0 +1,71 @@
+/* simd.h: instruction-set dispatch and the per-ISA kernels behind
+ * lf_matmul / lf_matvec (internal to src/tensor).
+ *
+ * Three paths: portable C (any CPU; LORAFLOW_NO_SIMD=1 forces it),
+ * AVX2+FMA+F16C, and AVX-512 (F, BW, VL, DQ; the q8 kernel also wants
+ * AVX512-VNNI and falls back to AVX2 without it).  The choice is made once
+ * at run time with __builtin_cpu_supports; the default build has no -march
+ * flag, each kernel carries its own target attribute. */
+#ifndef LF_SIMD_H
+#define LF_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kernels.h"
+
+#if defined(__x86_64__)
+#define LF_X86 1
+#endif
+
+/* ---- which path ---- */
+int lf_isa(void);         /* current LF_ISA_* (detected once, capped by the env and by lf_kernels_set_isa) */
+int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected) */
+
+/* ---- row dot products (decoding) ----
+ * out[i] = sum_c W[r0 + i, c] * x[c] for i < nr (nr <= 4), reading each
+ * weight byte once.  x is float32 for F32/F16/BF16 rows, a quantised
+ * activation (lf_q8_act) for Q8 rows. */
+typedef void (*lf_rowdot_fn)(const lf_mat *W, int r0, int nr, const void *x, float *out);
+lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa);
+
+void lf_rowdot_portable_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_portable_f16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_portable_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_portable_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
+#ifdef LF_X86
+void lf_rowdot_avx2_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx2_f16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx2_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx2_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512_f16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
+#endif
+
+/* ---- q8 internals ---- */
+/* A float vector quantised to int8 blocks of 32 in the weights' interleaved
+ * order (see kernels.h), for the integer dot products. */
+typedef struct {
+    int n, npad;      /* values, padded to a multiple of LF_Q8_GROUP */
+    int8_t *q;        /* [npad] interleaved like a Q8 weight row */
+    float *d;         /* [npad / 32] block scales */
+    int32_t *corr;    /* [npad / 32] 128 * sum of the block's q (the unsigned-weight offset) */
+} lf_q8_act;
+int lf_q8_act_init(lf_q8_act *a, int n);    /* 0 or -1 (out of memory) */
+void lf_q8_act_free(lf_q8_act *a);
+void lf_q8_act_quantize(lf_q8_act *a, const float *x);
+/* Values c0 .. c0+nc-1 of row r of a Q8 matrix as float32. */
+void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc);
+
+/* ---- products over many tokens ---- */
+/* y [T, rows] (+)= x [T, cols] W^T, cache-blocked (gemm.c); any T. */
+void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate);
+/* The same with each weight row read once for all T tokens (small T). */
+void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumulate);
+
+/* Convert columns c0 .. c0+nc-1 of rows r0 .. r0+nr-1 of W into float32
+ * dst [nr][ld]; rows past W->rows are zero.  fast: use the SIMD converters. */
+void lf_mat_rows_f32(float *dst, int ld, const lf_mat *W, int r0, int nr, int c0, int nc);
+
+#endif
