@@ -398,6 +398,31 @@ int lf_dist_rank(void);
 int lf_dist_size(void);
 void lf_dist_finalize(void);
 
+/* ============================ evaluation ============================ */
+
+/* The final number of a math answer: the first number after the last
+ * "The answer is" (or its Chinese, Russian and Spanish forms) when there is
+ * one, else the last number of the text.  Normalised: thousands separators
+ * and a trailing ".0" removed ("1,234.50" gives "1234.5").  Returns 0, or -1
+ * when the text holds no number. */
+int lf_math_extract(const char *text, char *buf, size_t n);
+/* Whether two answers are the same number (normalised, compared as values). */
+int lf_math_equal(const char *a, const char *b);
+
+/* A word list (whitespace-separated file) for "which language is this?". */
+typedef struct lf_wordset lf_wordset;
+lf_wordset *lf_wordset_load(const char *path);
+void lf_wordset_free(lf_wordset *w);
+/* Share of the words of text (split on whitespace, punctuation stripped,
+ * lowercased, numbers ignored) found in the list; -1 when it has no words. */
+double lf_wordset_share(const lf_wordset *w, const char *text);
+
+/* Run a Python program (a solution followed by its tests) with python3 in a
+ * subprocess: isolated mode, no network where the system allows it (a new
+ * network namespace), killed after timeout_s.  Returns 1 if it exits 0, 0 if
+ * it fails (why says how), -1 if python3 is not available. */
+int lf_code_check(const char *program, double timeout_s, char *why, size_t n);
+
 /* ============================ traces ============================ */
 
 /* The fusion weights of n tokens at every layer, as lf_session_trace gives

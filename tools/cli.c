@@ -205,8 +205,9 @@ int cli_setup(const cli_opts *o, int need_tok, int ctx, cli_env *env) {
             goto fail;
         }
     } else if (o->weights) {
-        float w[CLI_MAX_ADAPTERS];
+        float *w = env->static_w;
         if (parse_weights(o->weights, w, o->n_adapters) != 0) goto fail;
+        env->static_w_set = 1;
         if (lf_session_set_static(env->session, w, o->n_adapters) != 0) {
             fprintf(stderr, "loraflow: %s\n", lf_last_error());
             goto fail;

@@ -49,6 +49,8 @@ typedef struct {
     lf_gate *gate;
     lf_session *session;
     float temperature;
+    float static_w[CLI_MAX_ADAPTERS];  /* -w, when static_w_set */
+    int static_w_set;
 } cli_env;
 
 /* Load the model (and tokenizer when need_tok), attach -l adapters, read -g
@@ -71,5 +73,6 @@ int cmd_grad(int argc, char **argv);
 int cmd_train_gate(int argc, char **argv);
 int cmd_train_lora(int argc, char **argv);
 int cmd_train_base(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const struct {
     {"forward", cmd_forward, "run one forward pass and write logits, hidden states and fusion weights"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "describe a model folder"},
+    {"eval", cmd_eval, "generate answers for a test file and score them (math, code)"},
     {"grad", cmd_grad, "loss and gate gradients of one batch, no update"},
     {"train-gate", cmd_train_gate, "train LoRA-Flow fusion gates (the authors' recipe)"},
     {"train-lora", cmd_train_lora, "train a LoRA adapter, saved as a PEFT folder"},
