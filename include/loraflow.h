@@ -305,6 +305,8 @@ const lf_example *lf_dataset_get(const lf_dataset *d, int i);
 /* Number of label tokens (positions with a loss) of example i. */
 int lf_example_label_count(const lf_example *ex);
 void lf_dataset_free(lf_dataset *d);
+/* A new data set holding copies of the first n examples of d. */
+lf_dataset *lf_dataset_head(const lf_dataset *d, int n);
 
 /* The system prompt stored under key in a JSON object file such as the
  * authors' system_prompts.json (malloc'd). */
@@ -397,6 +399,17 @@ int lf_dist_init(int *argc, char ***argv);
 int lf_dist_rank(void);
 int lf_dist_size(void);
 void lf_dist_finalize(void);
+
+/* ============================ task-level weights ============================ */
+
+/* LoRA-Hub's baseline: one weight per adapter for a whole task, found by a
+ * gradient-free search (a seeded (1+lambda) evolution strategy with step-size
+ * adaptation, inside [-1.5, 1.5]^k) minimising the mean cross-entropy on d
+ * plus reg * sum |w_i| (LoRA-Hub's L1 term), in budget loss evaluations.
+ * w: in = the starting point, out = the best weights found. */
+typedef void (*lf_search_callback)(int evals, const float *w, int k, double objective, void *user);
+int lf_search_static_weights(lf_model *m, const lf_dataset *d, int budget, float reg, uint64_t seed, float *w,
+                             double *objective, lf_search_callback cb, void *user);
 
 /* ============================ evaluation ============================ */
 

@@ -264,10 +264,11 @@ static const char *small_model(void) {
 
 static void train_gate_cmd(char *buf, size_t n, const char *out, const char *extra) {
     const char *d = small_model();
-    snprintf(buf, n,
+    int w = snprintf(buf, n,
              "train-gate -m %s -l a=%s/lora_0 -l b=%s/lora_1 --data %s/data.jsonl --dev %s/data.jsonl -o %s "
              "--lr 2e-2 --dropout 0 --batch 2 --grad-accum 2 --epochs 3 --seed 7 -t 1 --quiet %s",
              d, d, d, d, d, out, extra);
+    assert_true(w > 0 && (size_t)w < n);
 }
 
 /* The gate's dev loss falls; interrupting and resuming changes nothing. */
@@ -411,6 +412,17 @@ static void test_train_lora_and_base(void **state) {
     print_message("train-lora: loss %.4f -> %.4f\n", before, after);
     assert_true(after < before - 0.05);
     lf_model_free(m);
+
+    /* search-weights (LoRA-Hub) puts weight on the trained LoRA, none on a random one */
+    assert_int_equal(run_tool(&out, "search-weights -m %s -l new=%s -l rnd=%s/lora_0 --data %s --budget 24 --seed 3 -t 1",
+                              d, tmp("newlora"), d, data), 0);
+    char *w = strstr(out, "-w ");
+    assert_non_null(w);
+    double ws0 = strtod(w + 3, &w), ws1 = strtod(w + 1, NULL);
+    print_message("search-weights: w = %.3f, %.3f\n", ws0, ws1);
+    assert_true(ws0 > 0.3);
+    assert_true(fabs(ws1) < ws0);
+    free(out);
 
     assert_int_equal(run_tool(&out, "train-base -m %s --data %s -o %s --lr 1e-2 --epochs 2 --batch 4 --quiet -t 1", d, data,
                               tmp("newbase")), 0);

@@ -74,5 +74,6 @@ int cmd_train_gate(int argc, char **argv);
 int cmd_train_lora(int argc, char **argv);
 int cmd_train_base(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_search_weights(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "describe a model folder"},
     {"eval", cmd_eval, "generate answers for a test file and score them (math, code)"},
+    {"search-weights", cmd_search_weights, "task-level static weights by gradient-free search (LoRA-Hub baseline)"},
     {"grad", cmd_grad, "loss and gate gradients of one batch, no update"},
     {"train-gate", cmd_train_gate, "train LoRA-Flow fusion gates (the authors' recipe)"},
     {"train-lora", cmd_train_lora, "train a LoRA adapter, saved as a PEFT folder"},

@@ -252,6 +252,27 @@ void lf_dataset_free(lf_dataset *d) {
     free(d);
 }
 
+lf_dataset *lf_dataset_head(const lf_dataset *d, int n) {
+    if (n > d->n) n = d->n;
+    lf_dataset *h = lf_calloc(1, sizeof *h, "data set");
+    if (!h) return NULL;
+    for (int i = 0; i < n; i++) {
+        const lf_example *src = &d->ex[i];
+        lf_example ex = {0};
+        ex.ids = lf_malloc((size_t)src->n * sizeof(int32_t), "example");
+        ex.labels = lf_malloc((size_t)src->n * sizeof(int32_t), "example");
+        if (!ex.ids || !ex.labels || dataset_push(h, &ex) != 0) {
+            lf_example_free(&ex);
+            lf_dataset_free(h);
+            return NULL;
+        }
+        memcpy(ex.ids, src->ids, (size_t)src->n * sizeof(int32_t));
+        memcpy(ex.labels, src->labels, (size_t)src->n * sizeof(int32_t));
+        h->ex[h->n - 1].n = src->n;
+    }
+    return h;
+}
+
 char *lf_system_prompt_from_file(const char *path, const char *key) {
     size_t len;
     char *txt = lf_read_file(path, &len, 16u << 20);
