@@ -74,13 +74,21 @@ test: deps
 	@BUILD=$(BUILD) tests/run.sh $(TEST_BIN)
 
 .PHONY: all-tests
-all-tests: all $(TEST_BIN)
+all-tests: all $(TEST_BIN) $(REPL_BIN)
 
 bench: all $(BENCH_BIN)
 
+# The replication benchmark (replication/README.md): its generator and its
+# scoring/search/table tool.  `make demo` trains what is not cached in
+# build/demo and prints the table (DEMO_ARGS=--small for the quick mode).
+REPL_BIN := $(BUILD)/replication/gen $(BUILD)/replication/bench
+$(BUILD)/replication/%: $(BUILD)/obj/replication/%.o $(BUILD)/libloraflow.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libloraflow.a $(LDLIBS)
+
 demo: deps
-	@$(MAKE) --no-print-directory all
-	@scripts/demo.sh $(BUILD)
+	@$(MAKE) --no-print-directory all $(REPL_BIN)
+	@scripts/demo.sh $(BUILD) $(DEMO_ARGS)
 
 clean:
 	rm -rf build build-san
@@ -109,6 +117,7 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -
                 -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=address,undefined \
                 -fno-sanitize-recover=undefined
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_LDLIBS  := -lcjson -lm -lpthread
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 SHARED_DIR   ?= $(if $(LORAFLOW_SHARED),$(LORAFLOW_SHARED),../shared)
 
@@ -121,16 +130,16 @@ $(FUZZ_BUILD)/libloraflow.a: $(FUZZ_LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(FUZZ_BUILD)/fuzz_adapter_config: fuzz/fuzz_adapter.c fuzz/fuzz.h $(FUZZ_BUILD)/libloraflow.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(FUZZ_LDLIBS)
 
 $(FUZZ_BUILD)/fuzz_adapter_weights: fuzz/fuzz_adapter.c fuzz/fuzz.h $(FUZZ_BUILD)/libloraflow.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_ADAPTER_WEIGHTS -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_ADAPTER_WEIGHTS -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(FUZZ_LDLIBS)
 
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/tok_build.h $(FUZZ_BUILD)/libloraflow.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(FUZZ_LDLIBS)
 
 $(FUZZ_BUILD)/make_seeds: fuzz/make_seeds.c fuzz/fuzz.h fuzz/tok_build.h $(FUZZ_BUILD)/libloraflow.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_BUILD)/libloraflow.a $(FUZZ_LDLIBS)
 
 fuzz-build:
 	@scripts/deps.sh fuzz

@@ -1,6 +1,8 @@
 /* util.c: thread-local error messages and checked allocation. */
 #include "util.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +86,18 @@ int lf_file_exists(const char *path) {
 }
 
 char *lf_read_file(const char *path, size_t *len, size_t max_len) {
+    return lf_read_file_limit(path, len, max_len, NULL);
+}
+
+static void too_large(const char *path, size_t max_len, const char *limit_name) {
+    if (limit_name)
+        lf_set_error("%s: file larger than the limit of %zu bytes for this kind of file (%s; raise it and "
+                     "rebuild if the file is genuine)", path, max_len, limit_name);
+    else
+        lf_set_error("%s: file larger than the limit of %zu bytes", path, max_len);
+}
+
+char *lf_read_file_limit(const char *path, size_t *len, size_t max_len, const char *limit_name) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         lf_set_error("%s: cannot open: %s", path, strerror(errno));
@@ -95,7 +109,7 @@ char *lf_read_file(const char *path, size_t *len, size_t max_len) {
     for (;;) {
         if (n + 1 >= cap) {
             if (cap > max_len) {
-                lf_set_error("%s: file larger than the limit of %zu bytes", path, max_len);
+                too_large(path, max_len, limit_name);
                 free(buf); fclose(f); return NULL;
             }
             char *nb = lf_realloc(buf, cap * 2, "file contents");
@@ -112,10 +126,36 @@ char *lf_read_file(const char *path, size_t *len, size_t max_len) {
     }
     fclose(f);
     if (n > max_len) {
-        lf_set_error("%s: file larger than the limit of %zu bytes", path, max_len);
+        too_large(path, max_len, limit_name);
         free(buf); return NULL;
     }
     buf[n] = 0;
     if (len) *len = n;
     return buf;
+}
+
+void lf_json_parse_error(const char *path, const char *what, const char *text, size_t len, const char *end) {
+    size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+    /* How deep do arrays and objects nest up to the error?  cJSON refuses
+     * more than CJSON_NESTING_LIMIT levels (it parses recursively). */
+    size_t depth = 0, deepest = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < at; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > deepest) deepest = depth;
+        } else if ((c == ']' || c == '}') && depth) {
+            depth--;
+        }
+    }
+    if (deepest >= CJSON_NESTING_LIMIT)
+        lf_set_error("%s: JSON nested deeper than %d levels near byte %zu of %zu (the limit of the cJSON "
+                     "parser, CJSON_NESTING_LIMIT)", path, (int)CJSON_NESTING_LIMIT, at, len);
+    else
+        lf_set_error("%s: %s (error near byte %zu of %zu)", path, what, at, len);
 }

@@ -36,5 +36,14 @@ static inline int lf_add_overflow(size_t a, size_t b, size_t *out) {
 
 /* Whole file into memory (NUL-terminated; *len excludes the NUL). */
 char *lf_read_file(const char *path, size_t *len, size_t max_len);
+/* The same; a file above max_len is refused with an error naming the limit
+ * (e.g. "CONFIG_FILE_LIMIT in src/io/hfconfig.c"). */
+char *lf_read_file_limit(const char *path, size_t *len, size_t max_len, const char *limit_name);
+
+/* Sets the error for a failed cJSON parse of text[0..len), where end is
+ * cJSON's error position: "<path>: <what> (error near byte N of M)" (what:
+ * e.g. "not valid JSON"), or, when arrays and objects nest deeper than cJSON
+ * allows, says that this limit was hit. */
+void lf_json_parse_error(const char *path, const char *what, const char *text, size_t len, const char *end);
 
 #endif

@@ -22,6 +22,9 @@
 #include <string.h>
 #include <time.h>
 
+_Static_assert(LF_TRAIN_GATES == LF_TRAIN_GATE && LF_TRAIN_LORAS == LF_TRAIN_LORA && LF_TRAIN_ALL == LF_TRAIN_BASE,
+               "the public and internal trainable-set flags agree");
+
 void lf_train_defaults(lf_train_params *p) {
     memset(p, 0, sizeof *p);
     p->what = LF_TRAIN_GATES;

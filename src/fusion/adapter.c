@@ -11,6 +11,8 @@
 
 /* ============================ adapter_config.json ============================ */
 
+#define ADAPTER_CONFIG_LIMIT ((size_t)16 << 20) /* bytes of adapter_config.json */
+
 static int json_nonempty_object(const cJSON *o) {
     return cJSON_IsObject(o) && o->child != NULL;
 }
@@ -20,9 +22,15 @@ static int json_nonempty_object(const cJSON *o) {
 static int read_adapter_config(const char *path, lf_adapter *a, int targets[LF_NPROJ],
                                unsigned char *layer_on, int L, int *has_rank_pattern) {
     size_t len;
-    char *txt = lf_read_file(path, &len, 16u << 20);
+    char *txt = lf_read_file_limit(path, &len, ADAPTER_CONFIG_LIMIT, "ADAPTER_CONFIG_LIMIT in src/fusion/adapter.c");
     if (!txt) return -1;
-    cJSON *j = cJSON_Parse(txt);
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(txt, len, &end, 0);
+    if (!j) {
+        lf_json_parse_error(path, "not valid JSON", txt, len, end);
+        free(txt);
+        return -1;
+    }
     free(txt);
     if (!cJSON_IsObject(j)) {
         lf_set_error("%s: not a JSON object", path);
@@ -244,6 +252,13 @@ static int load_adapter(lf_model *m, lf_adapter *a, const char *name, const char
             /* with a rank_pattern the rank of each module is its lora_A's row count */
             int rank = A->ndim == 2 && A->shape[0] >= 1 && A->shape[0] <= 65536 ? (int)A->shape[0] : -1;
             if (!has_rank_pattern) rank = a->r;
+            if (rank < 0) {
+                char s0[96];
+                lf_set_error("%s: adapter '%s': %s has shape %s; with a rank_pattern its first dimension is "
+                             "the rank, which must be 1..65536", file, name, A->name,
+                             lf_shape_str(A->shape, A->ndim, s0, sizeof s0));
+                goto out;
+            }
             int64_t ea[2] = {rank, W->cols}, eb[2] = {W->rows, rank};
             char s1[96], s2[96];
             if (A->ndim != 2 || A->shape[0] != ea[0] || A->shape[1] != ea[1]) {

@@ -14,6 +14,10 @@ void lf_project(float *y, const float *u, const lf_mat *W, const lf_lora_stack *
 void lf_project_ref(float *y, const float *u, const lf_mat *W, const lf_lora_stack *stack,
                     const float *w, int k, int n);
 
+/* Scale z [n, R] (= A_cat u) in place: block i of token t by w[t, i] * c_i
+ * (the step of lf_project between its two adapter products). */
+void lf_lora_scale(float *z, const lf_lora_stack *st, const float *w, int k, int n);
+
 /* w [k] = softmax(W_gate[l] x / T) + b[l] for one token x [H];
  * s_out [k] (optional) receives the raw gate logits W_gate[l] x. */
 void lf_gate_weights(const lf_gate *g, int l, const float *x, float T, float *w, float *s_out);

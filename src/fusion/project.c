@@ -5,12 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-void lf_project(float *y, const float *u, const lf_mat *W, const lf_lora_stack *st,
-                const float *w, int k, int n, float *z) {
-    lf_matmul(y, u, W, n, 0);
-    if (!w || st->R == 0) return;
+void lf_lora_scale(float *z, const lf_lora_stack *st, const float *w, int k, int n) {
     const int R = st->R;
-    lf_matmul(z, u, &st->A, n, 0); /* z = A_cat u: [n, R] */
     for (int t = 0; t < n; t++) {
         for (int i = 0; i < k; i++) {
             if (!st->rank[i]) continue;
@@ -19,6 +15,14 @@ void lf_project(float *y, const float *u, const lf_mat *W, const lf_lora_stack *
             for (int j = 0; j < st->rank[i]; j++) zi[j] *= f;
         }
     }
+}
+
+void lf_project(float *y, const float *u, const lf_mat *W, const lf_lora_stack *st,
+                const float *w, int k, int n, float *z) {
+    lf_matmul(y, u, W, n, 0);
+    if (!w || st->R == 0) return;
+    lf_matmul(z, u, &st->A, n, 0); /* z = A_cat u: [n, R] */
+    lf_lora_scale(z, st, w, k, n);
     lf_matmul(y, z, &st->B, n, 1); /* y += B_cat z */
 }
 

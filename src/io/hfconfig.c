@@ -67,8 +67,8 @@ static int get_int(const char *path, const cJSON *root, const char *key, int req
         return -1;
     }
     if (x > hi) {
-        lf_set_error("%s: field '%s' is %s, above the supported limit of %d", path, key,
-                     desc(v, d, sizeof d), hi);
+        lf_set_error("%s: field '%s' is %s, above the supported limit of %d (loraflow keeps sizes in "
+                     "32-bit arithmetic)", path, key, desc(v, d, sizeof d), hi);
         return -1;
     }
     *out = (int)x;
@@ -238,13 +238,12 @@ static int read_config(const char *path, const cJSON *root, lf_config *c) {
 
 int lf_config_read(const char *path, lf_config *out) {
     size_t len;
-    char *text = lf_read_file(path, &len, CONFIG_FILE_LIMIT);
+    char *text = lf_read_file_limit(path, &len, CONFIG_FILE_LIMIT, "CONFIG_FILE_LIMIT in src/io/hfconfig.c");
     if (!text) return -1;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        lf_set_error("%s: not valid JSON (error near byte %zu of %zu)", path, at, len);
+        lf_json_parse_error(path, "not valid JSON", text, len, end);
         free(text);
         return -1;
     }

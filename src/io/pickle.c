@@ -175,7 +175,8 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elsize, const char *
 
 static pk_obj *new_obj(pk_vm *vm, pk_kind kind) {
     if (vm->nobjs >= LF_PK_MAX_OBJECTS) {
-        vm_err(vm, "more than %d values: exceeds the object count limit", LF_PK_MAX_OBJECTS);
+        vm_err(vm, "more than %d values: exceeds the object count limit (LF_PK_MAX_OBJECTS in src/io/pickle.h)",
+               LF_PK_MAX_OBJECTS);
         return NULL;
     }
     pk_obj **objs = grow(vm->objs, &vm->objs_cap, vm->nobjs + 1, sizeof *objs, "pickle values");
@@ -194,8 +195,8 @@ static size_t fence(const pk_vm *vm) { return vm->nmarks ? vm->marks[vm->nmarks 
 static int push(pk_vm *vm, pk_obj *o) {
     if (!o) return -1;
     if (vm->sp >= LF_PK_MAX_STACK)
-        return vm_err(vm, "more than %d values on the stack: exceeds the stack depth limit",
-                      LF_PK_MAX_STACK);
+        return vm_err(vm, "more than %d values on the stack: exceeds the stack depth limit "
+                      "(LF_PK_MAX_STACK in src/io/pickle.h)", LF_PK_MAX_STACK);
     pk_obj **st = grow(vm->stack, &vm->stack_cap, vm->sp + 1, sizeof *st, "pickle stack");
     if (!st) return -1;
     vm->stack = st;
@@ -317,7 +318,8 @@ static int op_string(pk_vm *vm, int lenbytes, int is_signed, pk_kind kind) {
     if (rd_uint(vm, lenbytes, &n)) return -1;
     if (is_signed && (n & 0x80000000u)) return vm_err(vm, "negative string length");
     if (n > LF_PK_MAX_STRING)
-        return vm_err(vm, "string of %llu bytes exceeds the string length limit (%d bytes)",
+        return vm_err(vm, "string of %llu bytes exceeds the string length limit (%d bytes, LF_PK_MAX_STRING in "
+                      "src/io/pickle.h)",
                       (unsigned long long)n, LF_PK_MAX_STRING);
     if (need(vm, n)) return -1;
     pk_obj *o = new_obj(vm, kind);
@@ -371,7 +373,8 @@ static int rd_line(pk_vm *vm, const uint8_t **s, size_t *n) {
     const uint8_t *nl = memchr(start, '\n', left < max + 1 ? left : max + 1);
     if (!nl) {
         if (left <= max) return vm_err(vm, "truncated pickle: unterminated name");
-        return vm_err(vm, "name longer than %zu bytes exceeds the global name length limit", max);
+        return vm_err(vm, "name longer than %zu bytes exceeds the global name length limit (no allowed "
+                      "global is that long)", max);
     }
     *s = start;
     *n = (size_t)(nl - start);
@@ -401,7 +404,7 @@ static int op_put(pk_vm *vm, uint64_t idx) {
     pk_obj *o = top(vm);
     if (!o) return -1;
     if (idx >= LF_PK_MAX_MEMO)
-        return vm_err(vm, "memo index %llu exceeds the memo size limit (%d)",
+        return vm_err(vm, "memo index %llu exceeds the memo size limit (%d, LF_PK_MAX_MEMO in src/io/pickle.h)",
                       (unsigned long long)idx, LF_PK_MAX_MEMO);
     /* Picklers number memo entries 0, 1, 2, ...; requiring that keeps the
      * memo dense without letting one huge index allocate a huge table. */
@@ -429,7 +432,8 @@ static int op_get(pk_vm *vm, uint64_t idx) {
 
 static int op_mark(pk_vm *vm) {
     if (vm->nmarks >= LF_PK_MAX_MARKS)
-        return vm_err(vm, "more than %d open MARKs: exceeds the nesting depth limit", LF_PK_MAX_MARKS);
+        return vm_err(vm, "more than %d open MARKs: exceeds the nesting depth limit (LF_PK_MAX_MARKS in "
+                      "src/io/pickle.h)", LF_PK_MAX_MARKS);
     size_t *mk = grow(vm->marks, &vm->marks_cap, vm->nmarks + 1, sizeof *mk, "pickle marks");
     if (!mk) return -1;
     vm->marks = mk;
@@ -534,7 +538,7 @@ static int is_boolish(const pk_obj *o) { return o->kind == PK_BOOL || o->kind ==
 static int int_tuple(pk_vm *vm, const pk_obj *o, const char *what, int64_t *dims) {
     if (o->kind != PK_TUPLE) return vm_err(vm, "%s is a %s, not a tuple", what, kind_name(o->kind));
     if (o->u.seq.n > LF_MAX_DIMS)
-        return vm_err(vm, "%s has %zu dimensions: exceeds the dimension limit (%d)", what, o->u.seq.n,
+        return vm_err(vm, "%s has %zu dimensions: exceeds the dimension limit (%d, LF_MAX_DIMS)", what, o->u.seq.n,
                       LF_MAX_DIMS);
     for (size_t i = 0; i < o->u.seq.n; i++) {
         const pk_obj *d = o->u.seq.v[i];
@@ -588,7 +592,8 @@ static int rebuild_tensor(pk_vm *vm, const pk_obj *args) {
     if (n == 7 && a[6]->kind != PK_DICT && a[6]->kind != PK_NONE)
         return vm_err(vm, "%s: metadata is a %s, not a dict", fn, kind_name(a[6]->kind));
     if (vm->ntensors >= LF_PK_MAX_TENSORS)
-        return vm_err(vm, "more than %d tensors: exceeds the tensor count limit", LF_PK_MAX_TENSORS);
+        return vm_err(vm, "more than %d tensors: exceeds the tensor count limit (LF_PK_MAX_TENSORS in "
+                      "src/io/pickle.h)", LF_PK_MAX_TENSORS);
     pk_obj *t = new_obj(vm, PK_TENSOR);
     if (!t || !(t->u.tensor = lf_calloc(1, sizeof *t->u.tensor, "pickle tensor"))) return -1;
     int nd = int_tuple(vm, a[2], "size", t->u.tensor->size);
@@ -802,7 +807,8 @@ static int to_tensors(const pk_obj *d, lf_pk_tensor **out, int *n) {
     size_t count = d->u.seq.n / 2;
     /* one tensor may be referenced under many keys, so count the keys too */
     if (count > (size_t)LF_PK_MAX_TENSORS) {
-        lf_set_error("dict of %zu entries exceeds the tensor count limit (%d)", count, LF_PK_MAX_TENSORS);
+        lf_set_error("dict of %zu entries exceeds the tensor count limit (%d, LF_PK_MAX_TENSORS in src/io/pickle.h)",
+                     count, LF_PK_MAX_TENSORS);
         return -1;
     }
     lf_pk_tensor *t = lf_calloc(count, sizeof *t, "tensor list"); /* unfilled names stay NULL */

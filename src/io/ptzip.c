@@ -476,6 +476,11 @@ static int make_tensor(const zarchive *z, lf_tensorset *s, const lf_pk_tensor *t
     if (numel == 0) { dst->data = first; dst->nbytes = 0; return 0; }
     int contiguous = is_contiguous(t);
     if (contiguous && (uintptr_t)first % es == 0) { dst->data = first; return 0; }
+    /* A view with overlapping elements (e.g. an expanded, stride-0 tensor)
+     * would turn a small storage into an arbitrarily large copy. */
+    if (!contiguous && numel > span)
+        return zerr(z, "tensor '%s': strides overlap (%lld elements over a span of %lld); not supported",
+                    t->name, (long long)numel, (long long)span);
     *copied += dst->nbytes;
     if (*copied > PT_COPY_LIMIT(z->size))
         return zerr(z, "tensor '%s': strided or misaligned tensors need %llu bytes of copies in all, more than "
@@ -486,11 +491,6 @@ static int make_tensor(const zarchive *z, lf_tensorset *s, const lf_pk_tensor *t
         copy = lf_malloc(dst->nbytes, "misaligned tensor copy");
         if (copy) memcpy(copy, first, dst->nbytes);
     } else {
-        /* A view with overlapping elements (e.g. an expanded, stride-0 tensor)
-         * would turn a small storage into an arbitrarily large copy. */
-        if (numel > span)
-            return zerr(z, "tensor '%s': strides overlap (%lld elements over a span of %lld); not supported",
-                        t->name, (long long)numel, (long long)span);
         copy = gather(storage, t, es, (size_t)numel);
     }
     if (!copy) return zerr(z, "tensor '%s': %s", t->name, lf_last_error());

@@ -354,8 +354,7 @@ static int parse_json_header(const char *path, const unsigned char *p, size_t n,
     const char *end = NULL;
     h->root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
     if (!h->root) {
-        size_t at = end && end >= text && end <= text + n ? (size_t)(end - text) : 0;
-        lf_set_error("%s: header is not valid JSON (error near byte %zu of %zu)", path, at, n);
+        lf_json_parse_error(path, "header is not valid JSON", text, n, end);
         free(text);
         return -1;
     }
@@ -392,8 +391,8 @@ static int parse_file(const char *path, const unsigned char *file, size_t size, 
         return -1;
     }
     if (n > ST_HEADER_LIMIT) {
-        lf_set_error("%s: header length %llu exceeds the limit of %llu bytes", path,
-                     (unsigned long long)n, ST_HEADER_LIMIT);
+        lf_set_error("%s: header length %llu exceeds the limit of %llu bytes (ST_HEADER_LIMIT, the limit "
+                     "of the safetensors format itself)", path, (unsigned long long)n, ST_HEADER_LIMIT);
         return -1;
     }
     h->data = file + 8 + n;
@@ -613,13 +612,12 @@ static int check_weight_map(const char *path, const lf_tensorset *s, const cJSON
 
 int lf_safetensors_read_index(const char *index_path, lf_tensorset *s) {
     size_t len;
-    char *text = lf_read_file(index_path, &len, ST_INDEX_LIMIT);
+    char *text = lf_read_file_limit(index_path, &len, ST_INDEX_LIMIT, "ST_INDEX_LIMIT in src/io/safetensors.c");
     if (!text) return -1;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        lf_set_error("%s: not valid JSON (error near byte %zu of %zu)", index_path, at, len);
+        lf_json_parse_error(index_path, "not valid JSON", text, len, end);
         free(text);
         return -1;
     }

@@ -121,37 +121,44 @@ static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq) 
     }
 }
 
+/* The KV cache of one layer is [n_kv_heads][max_ctx][head_dim]: the keys
+ * (and values) of one head are contiguous, so one query's attention is a
+ * single pass over two [len, head_dim] blocks (lf_attend). */
+static size_t kv_off(const lf_session *s, int l, int kvh, int p) {
+    const lf_config *c = &s->m->cfg;
+    return (((size_t)l * c->n_kv_heads + kvh) * s->max_ctx + p) * c->head_dim;
+}
+
+/* Store the keys and values of the n new tokens (k, v: [n, kvd]). */
+static void kv_store(lf_session *s, int l, const float *k, const float *v, int n) {
+    const lf_config *c = &s->m->cfg;
+    const int hd = c->head_dim, kvd = c->n_kv_heads * hd;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < c->n_kv_heads; h++) {
+            memcpy(s->kcache + kv_off(s, l, h, s->pos + t), k + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
+            memcpy(s->vcache + kv_off(s, l, h, s->pos + t), v + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
+        }
+}
+
 /* Causal grouped-query attention of the n new queries q [n, qd] over the
- * cache of layer l (positions 0 .. pos + t for query t).  out: [n, qd]. */
-static void attention(float *out, const float *q, const float *kc, const float *vc,
-                      const lf_config *c, int pos, int n) {
-    const int hd = c->head_dim, nh = c->n_heads, kvd = c->n_kv_heads * hd;
-    const int group = c->n_heads / c->n_kv_heads;
+ * cache of layer l (positions 0 .. pos + t for query t).  out: [n, qd].
+ * One task per (token, query head); the query heads of a group read the
+ * same key/value block while it is in cache. */
+static void attention(float *out, const float *q, const lf_session *s, int l, int n) {
+    const lf_config *c = &s->m->cfg;
+    const int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int total = pos + n;
+    const int pos = s->pos, total = pos + n;
 #pragma omp parallel if ((size_t)n * nh * total * hd > 65536)
     {
         float *sc = malloc((size_t)total * sizeof(float));
         if (!sc) abort();
-#pragma omp for collapse(2) schedule(dynamic, 1)
+#pragma omp for collapse(2) schedule(dynamic, 4)
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < nh; h++) {
-                const float *qh = q + (size_t)t * nh * hd + (size_t)h * hd;
-                const int kvh = h / group, len = pos + t + 1;
-                for (int p = 0; p < len; p++) {
-                    const float *kp = kc + (size_t)p * kvd + (size_t)kvh * hd;
-                    float d = 0;
-                    for (int i = 0; i < hd; i++) d += qh[i] * kp[i];
-                    sc[p] = d * scale;
-                }
-                lf_softmax(sc, len);
-                float *o = out + (size_t)t * nh * hd + (size_t)h * hd;
-                memset(o, 0, (size_t)hd * sizeof(float));
-                for (int p = 0; p < len; p++) {
-                    const float *vp = vc + (size_t)p * kvd + (size_t)kvh * hd;
-                    const float a = sc[p];
-                    for (int i = 0; i < hd; i++) o[i] += a * vp[i];
-                }
+                const size_t at = kv_off(s, l, h / group, 0);
+                lf_attend(out + (size_t)t * nh * hd + (size_t)h * hd, q + (size_t)t * nh * hd + (size_t)h * hd,
+                          s->kcache + at, s->vcache + at, pos + t + 1, hd, scale, sc);
             }
         }
         free(sc);
@@ -178,6 +185,7 @@ static void fusion_weights(const lf_session *s, int l, const float *x, int n, fl
 
 typedef struct {
     float *x, *h, *q, *k, *v, *att, *tmp, *g, *u, *w, *z, *wall, *sall;
+    int R; /* largest stacked rank: b.z holds 3 blocks of n * R */
 } scratch;
 
 static void scratch_free(scratch *b) {
@@ -206,7 +214,8 @@ static int scratch_alloc(scratch *b, const lf_model *m, int n) {
     b->g = lf_calloc((size_t)n * I, sizeof(float), "activations");
     b->u = lf_calloc((size_t)n * I, sizeof(float), "activations");
     b->w = lf_calloc((size_t)n * k, sizeof(float), "fusion weights");
-    b->z = lf_calloc((size_t)n * R, sizeof(float), "adapter activations");
+    b->z = lf_calloc((size_t)n * R * 3, sizeof(float), "adapter activations"); /* q, k, v at once */
+    b->R = (int)R;
     b->wall = lf_calloc((size_t)c->n_layers * n * k, sizeof(float), "fusion weights");
     b->sall = lf_calloc((size_t)c->n_layers * n * k, sizeof(float), "gate logits");
     if (!b->x || !b->h || !b->q || !b->k || !b->v || !b->att || !b->tmp || !b->g || !b->u ||
@@ -217,11 +226,111 @@ static int scratch_alloc(scratch *b, const lf_model *m, int n) {
     return 0;
 }
 
+/* Rotary embeddings of the n new queries and keys. */
+static void rope_all(const lf_session *s, float *q, float *kk, int n) {
+    const lf_config *c = &s->m->cfg;
+    const int kvd = c->n_kv_heads * c->head_dim;
+    for (int t = 0; t < n; t++) {
+        rope(q + (size_t)t * c->n_heads * c->head_dim, c->n_heads, c->head_dim, s->pos + t, s->rope_inv_freq);
+        rope(kk + (size_t)t * kvd, c->n_kv_heads, c->head_dim, s->pos + t, s->rope_inv_freq);
+    }
+}
+
+/* One job of a decoding batch: y (+)= W u, plus B_cat z when adapters are
+ * on (z already scaled). */
+static lf_matvec_job proj_job(const lf_layer *ly, int p, const float *u, float *y, int accumulate,
+                              const float *w, const float *z) {
+    const lf_lora_stack *st = &ly->lora[p];
+    return (lf_matvec_job){&ly->W[p], u, y, accumulate, w && st->R ? &st->B : NULL, z};
+}
+
+/* z_j = A_cat u for the projections p[0..np-1] that share the input u,
+ * scaled by w * c (one batch), into z + j * R. */
+static void lora_first(const lf_layer *ly, const int *p, int np, const float *u, const float *w, int k,
+                       float *z, int R) {
+    lf_matvec_job jobs[3];
+    int nj = 0;
+    for (int j = 0; j < np; j++)
+        if (ly->lora[p[j]].R) jobs[nj++] = (lf_matvec_job){&ly->lora[p[j]].A, u, z + (size_t)j * R, 0, NULL, NULL};
+    lf_matvec(jobs, nj);
+    for (int j = 0; j < np; j++)
+        if (ly->lora[p[j]].R) lf_lora_scale(z + (size_t)j * R, &ly->lora[p[j]], w, k, 1);
+}
+
+/* One decoder layer for one token: every projection is a batch of
+ * lf_matvec jobs (q/k/v together, gate/up together), the adapters' first
+ * factors A_cat in a batch before, their second factors B_cat fused into
+ * the base rows, and the residual added by the o and down products
+ * themselves.  Each weight and adapter byte is read once. */
+static void layer_decode(lf_session *s, int l, scratch *b, const float *w) {
+    const lf_model *m = s->m;
+    const lf_config *c = &m->cfg;
+    const lf_layer *ly = &m->layers[l];
+    const int H = c->hidden_size, k = m->n_adapters, R = b->R;
+    float *z = b->z;
+
+    lf_rmsnorm(b->h, b->x, ly->attn_norm, 1, H, c->rms_norm_eps);
+    static const int qkv[3] = {LF_PROJ_Q, LF_PROJ_K, LF_PROJ_V};
+    if (w) lora_first(ly, qkv, 3, b->h, w, k, z, R);
+    lf_matvec_job jobs[3] = {
+        proj_job(ly, LF_PROJ_Q, b->h, b->q, 0, w, z),
+        proj_job(ly, LF_PROJ_K, b->h, b->k, 0, w, z + R),
+        proj_job(ly, LF_PROJ_V, b->h, b->v, 0, w, z + 2 * (size_t)R),
+    };
+    lf_matvec(jobs, 3);
+    rope_all(s, b->q, b->k, 1);
+    kv_store(s, l, b->k, b->v, 1);
+    attention(b->att, b->q, s, l, 1);
+
+    static const int o[1] = {LF_PROJ_O};
+    if (w) lora_first(ly, o, 1, b->att, w, k, z, R);
+    jobs[0] = proj_job(ly, LF_PROJ_O, b->att, b->x, 1, w, z); /* x += o_proj(att) */
+    lf_matvec(jobs, 1);
+
+    lf_rmsnorm(b->h, b->x, ly->ffn_norm, 1, H, c->rms_norm_eps);
+    static const int gu[2] = {LF_PROJ_GATE, LF_PROJ_UP};
+    if (w) lora_first(ly, gu, 2, b->h, w, k, z, R);
+    jobs[0] = proj_job(ly, LF_PROJ_GATE, b->h, b->g, 0, w, z);
+    jobs[1] = proj_job(ly, LF_PROJ_UP, b->h, b->u, 0, w, z + R);
+    lf_matvec(jobs, 2);
+    lf_swiglu(b->g, b->u, (size_t)c->intermediate_size);
+
+    static const int d[1] = {LF_PROJ_DOWN};
+    if (w) lora_first(ly, d, 1, b->g, w, k, z, R);
+    jobs[0] = proj_job(ly, LF_PROJ_DOWN, b->g, b->x, 1, w, z); /* x += down_proj(act) */
+    lf_matvec(jobs, 1);
+}
+
+/* One decoder layer for n tokens (prompt processing): blocked GEMMs
+ * (lf_project), the same arithmetic as layer_decode. */
+static void layer_batch(lf_session *s, int l, scratch *b, int n, const float *w) {
+    const lf_model *m = s->m;
+    const lf_config *c = &m->cfg;
+    const lf_layer *ly = &m->layers[l];
+    const int H = c->hidden_size, k = m->n_adapters;
+
+    lf_rmsnorm(b->h, b->x, ly->attn_norm, n, H, c->rms_norm_eps);
+    lf_project(b->q, b->h, &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, n, b->z);
+    lf_project(b->k, b->h, &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, n, b->z);
+    lf_project(b->v, b->h, &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, n, b->z);
+    rope_all(s, b->q, b->k, n);
+    kv_store(s, l, b->k, b->v, n);
+    attention(b->att, b->q, s, l, n);
+    lf_project(b->tmp, b->att, &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, n, b->z);
+    for (size_t i = 0; i < (size_t)n * H; i++) b->x[i] += b->tmp[i];
+
+    lf_rmsnorm(b->h, b->x, ly->ffn_norm, n, H, c->rms_norm_eps);
+    lf_project(b->g, b->h, &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, n, b->z);
+    lf_project(b->u, b->h, &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, n, b->z);
+    lf_swiglu(b->g, b->u, (size_t)n * c->intermediate_size);
+    lf_project(b->tmp, b->g, &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k, n, b->z);
+    for (size_t i = 0; i < (size_t)n * H; i++) b->x[i] += b->tmp[i];
+}
+
 int lf_session_forward(lf_session *s, const int32_t *ids, int n, const lf_outputs *out) {
     lf_model *m = s->m;
     const lf_config *c = &m->cfg;
     const int H = c->hidden_size, L = c->n_layers, k = m->n_adapters;
-    const int kvd = c->n_kv_heads * c->head_dim;
     if (n <= 0) {
         lf_set_error("forward: no tokens given");
         return -1;
@@ -250,39 +359,13 @@ int lf_session_forward(lf_session *s, const int32_t *ids, int n, const lf_output
 
     const int fuse = s->mode != LF_FUSE_BASE && k > 0;
     for (int l = 0; l < L; l++) {
-        const lf_layer *ly = &m->layers[l];
-        float *kc = s->kcache + (size_t)l * s->max_ctx * kvd;
-        float *vc = s->vcache + (size_t)l * s->max_ctx * kvd;
         if (out && out->layer_inputs)
             memcpy(out->layer_inputs + (size_t)l * n * H, b.x, (size_t)n * H * sizeof(float));
-
         /* LoRA-Flow: w = softmax(W_gate x / T) + b, from the layer input x */
         fusion_weights(s, l, b.x, n, b.w, s->mode == LF_FUSE_GATE ? b.sall + (size_t)l * n * k : NULL);
         memcpy(b.wall + (size_t)l * n * k, b.w, (size_t)n * k * sizeof(float));
-        const float *w = fuse ? b.w : NULL;
-
-        /* attention block */
-        lf_rmsnorm(b.h, b.x, ly->attn_norm, n, H, c->rms_norm_eps);
-        lf_project(b.q, b.h, &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, n, b.z);
-        lf_project(b.k, b.h, &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, n, b.z);
-        lf_project(b.v, b.h, &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, n, b.z);
-        for (int t = 0; t < n; t++) {
-            rope(b.q + (size_t)t * c->n_heads * c->head_dim, c->n_heads, c->head_dim, s->pos + t, s->rope_inv_freq);
-            rope(b.k + (size_t)t * kvd, c->n_kv_heads, c->head_dim, s->pos + t, s->rope_inv_freq);
-        }
-        memcpy(kc + (size_t)s->pos * kvd, b.k, (size_t)n * kvd * sizeof(float));
-        memcpy(vc + (size_t)s->pos * kvd, b.v, (size_t)n * kvd * sizeof(float));
-        attention(b.att, b.q, kc, vc, c, s->pos, n);
-        lf_project(b.tmp, b.att, &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, n, b.z);
-        for (size_t i = 0; i < (size_t)n * H; i++) b.x[i] += b.tmp[i];
-
-        /* MLP block */
-        lf_rmsnorm(b.h, b.x, ly->ffn_norm, n, H, c->rms_norm_eps);
-        lf_project(b.g, b.h, &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, n, b.z);
-        lf_project(b.u, b.h, &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, n, b.z);
-        lf_swiglu(b.g, b.u, (size_t)n * c->intermediate_size);
-        lf_project(b.tmp, b.g, &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k, n, b.z);
-        for (size_t i = 0; i < (size_t)n * H; i++) b.x[i] += b.tmp[i];
+        if (n == 1) layer_decode(s, l, &b, fuse ? b.w : NULL);
+        else layer_batch(s, l, &b, n, fuse ? b.w : NULL);
     }
     if (out && out->layer_inputs)
         memcpy(out->layer_inputs + (size_t)L * n * H, b.x, (size_t)n * H * sizeof(float));

@@ -191,8 +191,10 @@ void lf_rmsnorm(float *y, const float *x, const float *g, int T, int n, float ep
 void lf_softmax(float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (int i = 0; i < n; i++) x[i] -= mx;
+    lf_exp_f32(x, n);
     double s = 0;
-    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); s += x[i]; }
+    for (int i = 0; i < n; i++) s += x[i];
     float inv = (float)(1.0 / s);
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
@@ -205,8 +207,15 @@ float lf_logsumexp(const float *x, int n) {
     return mx + (float)log(s);
 }
 
+/* silu(a) b = a b / (1 + exp(-a)), exp vectorised a chunk at a time. */
 void lf_swiglu(float *a, const float *b, size_t n) {
-    for (size_t i = 0; i < n; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+    float e[256];
+    for (size_t i0 = 0; i0 < n; i0 += 256) {
+        const int m = n - i0 < 256 ? (int)(n - i0) : 256;
+        for (int i = 0; i < m; i++) e[i] = -a[i0 + i];
+        lf_exp_f32(e, m);
+        for (int i = 0; i < m; i++) a[i0 + i] = a[i0 + i] / (1.0f + e[i]) * b[i0 + i];
+    }
 }
 
 static int kernel_threads = 0;

@@ -130,7 +130,8 @@ static int vocab_size(const cJSON *vocab, const cJSON *added, const char *path) 
     cJSON_ArrayForEach(e, vocab) {
         int32_t id = json_id(e);
         if (id < 0) {
-            lf_set_error("%s: model.vocab[\"%.64s\"] is not a valid id (an integer 0..%d)", path,
+            lf_set_error("%s: model.vocab[\"%.64s\"] is not a valid id (an integer 0..%d; "
+                         "LF_TOK_MAX_VOCAB in src/tokenizer/tokenizer_internal.h)", path,
                          e->string ? e->string : "", LF_TOK_MAX_VOCAB - 1);
             return -1;
         }
@@ -139,7 +140,8 @@ static int vocab_size(const cJSON *vocab, const cJSON *added, const char *path) 
     cJSON_ArrayForEach(e, added) {
         int32_t id = json_id(cJSON_GetObjectItemCaseSensitive(e, "id"));
         if (id < 0) {
-            lf_set_error("%s: an added_tokens entry has no valid \"id\"", path);
+            lf_set_error("%s: an added_tokens entry has no valid \"id\" (an integer 0..%d; "
+                         "LF_TOK_MAX_VOCAB in src/tokenizer/tokenizer_internal.h)", path, LF_TOK_MAX_VOCAB - 1);
             return -1;
         }
         if (id > max_id) max_id = id;
@@ -242,7 +244,8 @@ static int read_merges(lf_tokenizer *t, const cJSON *merges, const char *path) {
     }
     int n = cJSON_GetArraySize(merges);
     if (n > LF_TOK_MAX_MERGES) {
-        lf_set_error("%s: %d merges (limit %d)", path, n, LF_TOK_MAX_MERGES);
+        lf_set_error("%s: %d merges exceed the limit of %d (LF_TOK_MAX_MERGES in "
+                     "src/tokenizer/tokenizer_internal.h)", path, n, LF_TOK_MAX_MERGES);
         return -1;
     }
     uint32_t cap = 16;
@@ -319,8 +322,7 @@ lf_tokenizer *lf_tok_read_hf_json(const char *text, size_t len, const char *path
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
         *syntax_error = 1;
-        lf_set_error("%s: invalid JSON near byte %zu", path,
-                     end && end >= text ? (size_t)(end - text) : (size_t)0);
+        lf_json_parse_error(path, "invalid JSON", text, len, end);
         return NULL;
     }
     lf_tokenizer *t = NULL;

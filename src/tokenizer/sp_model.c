@@ -234,7 +234,8 @@ static int scan_model(const uint8_t *data, size_t len, const char *path, int *n_
         if (f.num == 1) {
             if (want_wire(&f, PB_BYTES, "pieces") != 0) return -1;
             if (++n > LF_TOK_MAX_VOCAB) {
-                lf_set_error("%s: more than %d pieces", path, LF_TOK_MAX_VOCAB);
+                lf_set_error("%s: more than %d pieces (LF_TOK_MAX_VOCAB in "
+                             "src/tokenizer/tokenizer_internal.h)", path, LF_TOK_MAX_VOCAB);
                 return -1;
             }
         } else if (f.num == 2 || f.num == 3) {

@@ -35,7 +35,8 @@ static uint32_t hash_bytes(uint32_t h, const char *s, size_t n) {
 
 lf_tokenizer *lf_tok_alloc(int n, const char *path) {
     if (n <= 0 || n > LF_TOK_MAX_VOCAB) {
-        lf_set_error("%s: vocabulary size %d is outside 1..%d", path, n, LF_TOK_MAX_VOCAB);
+        lf_set_error("%s: vocabulary size %d is outside 1..%d (LF_TOK_MAX_VOCAB in "
+                     "src/tokenizer/tokenizer_internal.h)", path, n, LF_TOK_MAX_VOCAB);
         return NULL;
     }
     lf_tokenizer *t = lf_calloc(1, sizeof *t, "tokenizer");
@@ -73,8 +74,8 @@ int lf_tok_set_piece(lf_tokenizer *t, int32_t id, const char *s, size_t len, flo
         return -1;
     }
     if (len > LF_TOK_MAX_PIECE) {
-        lf_set_error("%s: piece %d is %zu bytes long (limit %d)", path, (int)id, len,
-                     LF_TOK_MAX_PIECE);
+        lf_set_error("%s: piece %d is %zu bytes long, above the limit of %d (LF_TOK_MAX_PIECE in "
+                     "src/tokenizer/tokenizer_internal.h)", path, (int)id, len, LF_TOK_MAX_PIECE);
         return -1;
     }
     if (memchr(s, 0, len)) {
@@ -242,7 +243,8 @@ lf_tokenizer *lf_tokenizer_load(const char *path) {
         return NULL;
     }
     size_t len = 0;
-    char *data = lf_read_file(path, &len, LF_TOK_MAX_FILE);
+    char *data = lf_read_file_limit(path, &len, LF_TOK_MAX_FILE,
+                                    "LF_TOK_MAX_FILE in src/tokenizer/tokenizer_internal.h");
     if (!data) return NULL;
     lf_tokenizer *t = NULL;
     if (len == 0) {
@@ -548,8 +550,8 @@ int lf_tokenize(const lf_tokenizer *t, const char *text, int flags, int32_t **id
     }
     size_t len = strlen(text);
     if (len > LF_TOK_MAX_TEXT) {
-        lf_set_error("lf_tokenize: text of %zu bytes is longer than the limit of %u", len,
-                     LF_TOK_MAX_TEXT);
+        lf_set_error("lf_tokenize: text of %zu bytes is longer than the limit of %u (LF_TOK_MAX_TEXT "
+                     "in src/tokenizer/tokenizer_internal.h)", len, LF_TOK_MAX_TEXT);
         return -1;
     }
     workspace w = {0};
