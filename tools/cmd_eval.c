@@ -127,6 +127,7 @@ static int run_item(eval_job *j, lf_session *s, item *it) {
     lf_session_reset(s);
     lf_generate_params gp = {.max_new_tokens = j->max_new, .stop_at_eos = 1, .sampling = {.greedy = 1}};
     if (n >= lf_session_max_ctx(s)) {
+        free(ids);
         it->output = strdup("");
         snprintf(it->why, sizeof it->why, "prompt of %d tokens does not fit the context", n);
     } else {
