@@ -1,17 +1,28 @@
-/* bench_decode: prompt-processing and decoding speed of base, static
- * 2-LoRA and LoRA-Flow 2-LoRA on one model folder written by
- * `loraflow synth` (DIR/lora_0, DIR/lora_1, DIR/gate.safetensors).
+/* bench_decode: prompt processing and generation speed of base, static
+ * 2-LoRA and LoRA-Flow 2-LoRA on a model folder written by `loraflow synth`
+ * (DIR/lora_0, DIR/lora_1, DIR/gate.safetensors), in the stored precision
+ * and optionally with --quantize q8; the machine's memory bandwidth, and
+ * each generation figure as a fraction of its floor (the bytes of weights
+ * one token reads / the measured read bandwidth).  Optionally runs
+ * llama.cpp's llama-cli on the same weights converted to GGUF (not part of
+ * this repository: give the binary and the folder of converted files) in
+ * the same sitting and prints the ratios.
  *
- *   build/bench/bench_decode -m DIR [-p 64] [-n 32] [-r 3] [-t threads]
+ *   build/bench/bench_decode -m DIR [-p 512] [-n 128] [-r 5] [-t THREADS] [--q8] [--no-f16]
+ *                            [--llama-cli PATH --gguf-dir GDIR]
  *
- * Prints tokens per second (median of r runs, with min and max) and the
- * ratio of each mode to the base model. */
+ * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf.
+ * Figures: median of r runs [min, max]; one warm-up run before each mode. */
 #include "loraflow.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+
+#define MAX_RUNS 32
 
 static double now(void) {
     struct timespec ts;
@@ -29,12 +40,102 @@ static void die(const char *what) {
     exit(1);
 }
 
-typedef struct { double pp[16], tg[16]; } runs;
+/* Median [min, max] of r figures. */
+typedef struct { double med, lo, hi; } stat3;
 
-/* One run: a prompt of p tokens in one pass, then n tokens one at a time. */
+static stat3 stats(double *v, int r) {
+    qsort(v, (size_t)r, sizeof *v, cmp_double);
+    return (stat3){v[r / 2], v[0], v[r - 1]};
+}
+
+static const char *fmt3(char *buf, size_t n, stat3 s) {
+    snprintf(buf, n, "%.2f [%.2f, %.2f]", s.med, s.lo, s.hi);
+    return buf;
+}
+
+/* ============================ machine ============================ */
+
+static void cpu_name(char *buf, size_t n) {
+    snprintf(buf, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p += 2;
+                p[strcspn(p, "\n")] = 0;
+                snprintf(buf, n, "%s", p);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Peak resident memory of this process (VmHWM), in GB. */
+static double peak_rss_gb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024.0 / 1e9;
+}
+
+typedef struct { double copy, triad, read; } bandwidth;
+
+/* STREAM-style copy / triad and a read-only sum over 1 GiB arrays with all
+ * threads (bytes counted without write-allocate traffic).  Decoding only
+ * reads weights, so its floor uses the read figure. */
+static bandwidth measure_bandwidth(int runs) {
+    const size_t n = (size_t)1 << 28;
+    float *a = mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    float *b = mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    float *c = mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED || b == MAP_FAILED || c == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(a, n * 4, MADV_HUGEPAGE); madvise(b, n * 4, MADV_HUGEPAGE); madvise(c, n * 4, MADV_HUGEPAGE);
+    const int nt = lf_get_threads();
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (size_t i = 0; i < n; i++) { a[i] = 1; b[i] = 2; c[i] = 3; }
+    double cp[MAX_RUNS], tr[MAX_RUNS], rd[MAX_RUNS];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (size_t i = 0; i < n; i++) c[i] = a[i];
+        double t1 = now();
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (size_t i = 0; i < n; i++) a[i] = b[i] + 1.5f * c[i];
+        double t2 = now();
+        float s = 0;
+#pragma omp parallel for schedule(static) reduction(+ : s) num_threads(nt)
+        for (size_t i = 0; i < n; i += 16) {
+            float p = 0;
+            for (int j = 0; j < 16; j++) p += b[i + j];
+            s += p;
+        }
+        double t3 = now();
+        if (s == 1.0f) printf(" "); /* keeps the sum alive */
+        cp[r] = 2.0 * n * 4 / (t1 - t0) / 1e9;
+        tr[r] = 3.0 * n * 4 / (t2 - t1) / 1e9;
+        rd[r] = 1.0 * n * 4 / (t3 - t2) / 1e9;
+    }
+    munmap(a, n * 4); munmap(b, n * 4); munmap(c, n * 4);
+    return (bandwidth){stats(cp, runs).med, stats(tr, runs).med, stats(rd, runs).med};
+}
+
+/* ============================ loraflow ============================ */
+
+typedef struct { stat3 pp, tg; } result;
+
+/* A prompt of p tokens in one pass, then n tokens one at a time. */
 static void run_once(lf_session *s, int V, int p, int n, double *pp, double *tg) {
     int32_t *ids = malloc((size_t)p * sizeof *ids);
     float *logits = malloc((size_t)V * sizeof(float));
+    if (!ids || !logits) { fprintf(stderr, "bench_decode: out of memory\n"); exit(1); }
     for (int i = 0; i < p; i++) ids[i] = 3 + (i * 7919) % (V - 3);
     lf_session_reset(s);
     lf_outputs o = {.last_logits = logits};
@@ -52,27 +153,13 @@ static void run_once(lf_session *s, int V, int p, int n, double *pp, double *tg)
     free(logits);
 }
 
-int main(int argc, char **argv) {
-    const char *dir = NULL;
-    int p = 64, n = 32, r = 3, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
-        else if (!strcmp(argv[i], "-p") && i + 1 < argc) p = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-r") && i + 1 < argc) r = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench_decode -m DIR [-p PROMPT_TOKENS] [-n NEW_TOKENS] [-r RUNS] [-t THREADS]\n"
-                            "DIR is a folder written by `loraflow synth` (lora_0, lora_1, gate.safetensors)\n");
-            return 2;
-        }
-    }
-    if (!dir || p < 1 || n < 1 || r < 1 || r > 16) {
-        fprintf(stderr, "bench_decode: -m DIR is required; 1 <= r <= 16\n");
-        return 2;
-    }
-    if (threads) lf_set_threads(threads);
-    lf_model *m = lf_model_load(dir);
+static const char *mode_names[3] = {"base", "static 2-LoRA", "LoRA-Flow 2-LoRA"};
+
+/* Load DIR with its two adapters and gate, run the three modes. */
+static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double bw, result out[3]) {
+    lf_load_options lo = {LF_PLACE_AUTO, q8 ? LF_QUANT_Q8 : LF_QUANT_NONE};
+    double t0 = now();
+    lf_model *m = lf_model_load_opts(dir, &lo);
     if (!m) die(dir);
     char a0[4096], a1[4096], gp[4096];
     snprintf(a0, sizeof a0, "%s/lora_0", dir);
@@ -81,38 +168,156 @@ int main(int argc, char **argv) {
     if (lf_model_add_adapter(m, "lora_0", a0) < 0 || lf_model_add_adapter(m, "lora_1", a1) < 0) die("adapters");
     lf_gate *g = lf_gate_load(gp, m);
     if (!g) die(gp);
+    const double load_s = now() - t0;
     const lf_config *c = lf_model_config(m);
-    lf_model_info info;
-    lf_model_get_info(m, &info);
+    const double base_b = (double)lf_model_decode_bytes(m, 0), lora_b = (double)lf_model_decode_bytes(m, 1);
+    printf("\nloraflow, %s weights (%s), loaded in %.1f s; one token reads %.3f GB (base) / %.3f GB (with the adapters)\n",
+           q8 ? "q8 (--quantize q8; adapters F16)" : "stored (F16)",
+           lf_model_placement(m) == LF_PLACE_COPY ? "copied to anonymous memory, huge pages" : "memory-mapped", load_s,
+           base_b / 1e9, lora_b / 1e9);
+    printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
     lf_session *s = lf_session_new(m, p + n);
     if (!s) die("session");
-    printf("model %s: H=%d I=%d L=%d heads=%d/%d V=%d, %.2f GiB of weights; %d threads\n", dir, c->hidden_size,
-           c->intermediate_size, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-           info.weight_bytes / 1073741824.0, lf_get_threads());
-    printf("prompt %d tokens, then %d generated; median of %d runs [min, max]\n\n", p, n, r);
-    printf("%-22s %22s %22s %8s\n", "mode", "prompt tok/s", "generate tok/s", "vs base");
-    static const char *names[3] = {"base", "static 2-LoRA", "LoRA-Flow 2-LoRA"};
-    double base_tg = 0;
     for (int mode = 0; mode < 3; mode++) {
         float w[2] = {0.5f, 0.5f};
         if (mode == 0) lf_session_set_base(s);
-        else if (mode == 1) lf_session_set_static(s, w, 2);
-        else lf_session_set_gate(s, g, 1.0f);
-        runs x;
-        run_once(s, c->vocab_size, p < 8 ? p : 8, 2, &x.pp[0], &x.tg[0]); /* warm-up: page in the weights */
-        for (int i = 0; i < r; i++) run_once(s, c->vocab_size, p, n, &x.pp[i], &x.tg[i]);
-        qsort(x.pp, (size_t)r, sizeof(double), cmp_double);
-        qsort(x.tg, (size_t)r, sizeof(double), cmp_double);
-        double tg = x.tg[r / 2];
-        if (mode == 0) base_tg = tg;
+        else if (mode == 1 && lf_session_set_static(s, w, 2)) die("static");
+        else if (mode == 2 && lf_session_set_gate(s, g, 1.0f)) die("gate");
+        double pp[MAX_RUNS], tg[MAX_RUNS], x, y;
+        run_once(s, c->vocab_size, p < 16 ? p : 16, 4, &x, &y); /* warm-up */
+        for (int i = 0; i < r; i++) run_once(s, c->vocab_size, p, n, &pp[i], &tg[i]);
+        out[mode].pp = stats(pp, r);
+        out[mode].tg = stats(tg, r);
+        const double floor_tps = bw * 1e9 / (mode == 0 ? base_b : lora_b);
         char b1[64], b2[64];
-        snprintf(b1, sizeof b1, "%.2f [%.2f, %.2f]", x.pp[r / 2], x.pp[0], x.pp[r - 1]);
-        snprintf(b2, sizeof b2, "%.2f [%.2f, %.2f]", tg, x.tg[0], x.tg[r - 1]);
-        printf("%-22s %22s %22s %7.2fx\n", names[mode], b1, b2, tg / base_tg);
+        printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
+               fmt3(b2, sizeof b2, out[mode].tg), out[mode].tg.med / out[0].tg.med,
+               100.0 * out[mode].tg.med / floor_tps);
         fflush(stdout);
     }
+    printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at %.1f GB/s; peak resident %.2f GB)\n",
+           bw * 1e9 / base_b, bw * 1e9 / lora_b, bw, peak_rss_gb());
     lf_session_free(s);
     lf_gate_free(g);
     lf_model_free(m);
+}
+
+/* ============================ llama.cpp ============================ */
+
+/* "... 123.45 tokens per second)" on the line holding key. */
+static int parse_tps(const char *line, const char *key, double *v) {
+    if (!strstr(line, key)) return 0;
+    const char *e = strstr(line, "tokens per second");
+    if (!e) return 0;
+    const char *b = e;
+    while (b > line && b[-1] == ' ') b--;
+    while (b > line && (b[-1] == '.' || (b[-1] >= '0' && b[-1] <= '9'))) b--;
+    *v = atof(b);
+    return 1;
+}
+
+/* One llama-cli run: prompt file of p tokens (BOS + p-1 words), n new. */
+static int llama_once(const char *cli, const char *gdir, const char *base, int lora, const char *prompt, int n,
+                      int threads, double *pp, double *tg) {
+    char cmd[8192];
+    int k = snprintf(cmd, sizeof cmd, "'%s' -m '%s/%s' -f '%s' -n %d --ignore-eos -no-cnv --no-mmap -t %d -c %d "
+                                     "-b 512 -ub 512 --temp 0 -s 1",
+                     cli, gdir, base, prompt, n, threads, 2048);
+    if (lora)
+        k += snprintf(cmd + k, sizeof cmd - (size_t)k,
+                      " --lora-scaled '%s/lora_0-f16.gguf' 0.5 --lora-scaled '%s/lora_1-f16.gguf' 0.5", gdir, gdir);
+    snprintf(cmd + k, sizeof cmd - (size_t)k, " 2>&1 </dev/null");
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    char line[4096];
+    int got = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "llama_perf_context_print")) continue;
+        if (parse_tps(line, "prompt eval time", pp)) got |= 1;
+        else if (parse_tps(line, "eval time", tg)) got |= 2;
+    }
+    int rc = pclose(f);
+    return got == 3 && rc == 0 ? 0 : -1;
+}
+
+static void bench_llama(const char *cli, const char *gdir, int q8, int p, int n, int r, int threads, result out[2]) {
+    char prompt[] = "/tmp/bench_decode_promptXXXXXX";
+    int fd = mkstemp(prompt);
+    if (fd < 0) { perror("mkstemp"); exit(1); }
+    FILE *pf = fdopen(fd, "w");
+    for (int i = 0; i + 1 < p; i++) fputs(i ? " a" : "a", pf); /* one token per word, after BOS */
+    fclose(pf);
+    const char *base = q8 ? "base-q8_0.gguf" : "base-f16.gguf";
+    printf("\nllama.cpp (%s), %s base, F16 LoRAs applied unmerged at scale 0.5 (--lora-scaled), --no-mmap\n", cli,
+           q8 ? "Q8_0" : "F16");
+    printf("%-18s %24s %24s\n", "mode", "prompt tok/s", "generate tok/s");
+    for (int mode = 0; mode < 2; mode++) {
+        double pp[MAX_RUNS], tg[MAX_RUNS];
+        for (int i = 0; i < r; i++) {
+            if (llama_once(cli, gdir, base, mode, prompt, n, threads, &pp[i], &tg[i])) {
+                fprintf(stderr, "bench_decode: llama-cli failed or printed no timings (mode %s)\n", mode_names[mode]);
+                exit(1);
+            }
+        }
+        out[mode].pp = stats(pp, r);
+        out[mode].tg = stats(tg, r);
+        char b1[64], b2[64];
+        printf("%-18s %24s %24s\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp), fmt3(b2, sizeof b2, out[mode].tg));
+        fflush(stdout);
+    }
+    remove(prompt);
+}
+
+static void print_ratios(const char *what, const result lf[3], const result ll[2]) {
+    printf("\n%s: loraflow / llama.cpp (medians)\n", what);
+    printf("  generation: base %.2fx, static 2-LoRA %.2fx, LoRA-Flow vs llama.cpp static %.2fx\n",
+           lf[0].tg.med / ll[0].tg.med, lf[1].tg.med / ll[1].tg.med, lf[2].tg.med / ll[1].tg.med);
+    printf("  prompt:     base %.2fx, static 2-LoRA %.2fx, LoRA-Flow vs llama.cpp static %.2fx\n",
+           lf[0].pp.med / ll[0].pp.med, lf[1].pp.med / ll[1].pp.med, lf[2].pp.med / ll[1].pp.med);
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL, *cli = NULL, *gdir = NULL;
+    int p = 512, n = 128, r = 5, threads = 0, q8 = 0, f16 = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "-p") && i + 1 < argc) p = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc) r = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--q8")) q8 = 1;
+        else if (!strcmp(argv[i], "--no-f16")) f16 = 0;
+        else if (!strcmp(argv[i], "--llama-cli") && i + 1 < argc) cli = argv[++i];
+        else if (!strcmp(argv[i], "--gguf-dir") && i + 1 < argc) gdir = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_decode -m DIR [-p PROMPT_TOKENS] [-n NEW_TOKENS] [-r RUNS] [-t THREADS] [--q8] "
+                            "[--no-f16] [--llama-cli PATH --gguf-dir GDIR]\n"
+                            "DIR is a folder written by `loraflow synth` (lora_0, lora_1, gate.safetensors)\n");
+            return 2;
+        }
+    }
+    if (!dir || p < 2 || n < 1 || r < 1 || r > MAX_RUNS || (!cli != !gdir)) {
+        fprintf(stderr, "bench_decode: -m DIR is required; p >= 2; 1 <= r <= %d; --llama-cli goes with --gguf-dir\n",
+                MAX_RUNS);
+        return 2;
+    }
+    if (threads) lf_set_threads(threads);
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    printf("machine: %s, %d threads, kernels: %s (lf_kernels); model %s\n", cpu, lf_get_threads(),
+           getenv("LORAFLOW_NO_SIMD") ? "portable" : "best available", dir);
+    printf("prompt %d tokens in one pass, then %d generated one by one; median of %d runs [min, max]\n", p, n, r);
+    bandwidth bw = measure_bandwidth(r < 3 ? 3 : r);
+    printf("memory bandwidth (1 GiB arrays, %d threads): copy %.1f GB/s, triad %.1f GB/s, read %.1f GB/s "
+           "(floors use the read figure)\n", lf_get_threads(), bw.copy, bw.triad, bw.read);
+    result lf16[3], lf8[3], ll16[2], ll8[2];
+    if (f16) bench_loraflow(dir, 0, p, n, r, bw.read, lf16);
+    if (q8) bench_loraflow(dir, 1, p, n, r, bw.read, lf8);
+    if (cli) {
+        if (f16) bench_llama(cli, gdir, 0, p, n, r, lf_get_threads(), ll16);
+        if (q8) bench_llama(cli, gdir, 1, p, n, r, lf_get_threads(), ll8);
+        if (f16) print_ratios("F16", lf16, ll16);
+        if (q8) print_ratios("q8 (llama.cpp Q8_0)", lf8, ll8);
+    }
     return 0;
 }

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static _Thread_local char lf_errbuf[LF_ERRMSG_MAX];
 
@@ -98,9 +100,23 @@ static void too_large(const char *path, size_t max_len, const char *limit_name) 
 }
 
 char *lf_read_file_limit(const char *path, size_t *len, size_t max_len, const char *limit_name) {
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: a FIFO (or device) put where a file belongs must not
+     * block the open; only regular files are read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        lf_set_error("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        lf_set_error("%s: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         lf_set_error("%s: cannot open: %s", path, strerror(errno));
+        close(fd);
         return NULL;
     }
     size_t cap = 4096, n = 0;

@@ -3,9 +3,11 @@
 #include "fusion.h"
 #include "../core/util.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static lf_gate *gate_alloc(int k, int L, int H) {
     lf_gate *g = lf_calloc(1, sizeof *g, "gate");
@@ -43,11 +45,11 @@ lf_gate *lf_gate_new_init(const lf_model *m) {
 }
 
 static int is_zip(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
+    if (fd < 0) return 0;
     unsigned char h[4] = {0};
-    size_t n = fread(h, 1, 4, f);
-    fclose(f);
+    ssize_t n = read(fd, h, 4);
+    close(fd);
     return n == 4 && h[0] == 'P' && h[1] == 'K' && h[2] == 3 && h[3] == 4;
 }
 

@@ -453,21 +453,43 @@ static int check_against_set(const char *path, const lf_tensorset *s, const st_h
     return rc;
 }
 
+static int cmp_kv_key(const void *a, const void *b) {
+    return strcmp(((const lf_kv *)a)->key, ((const lf_kv *)b)->key);
+}
+
+/* Appends the file's metadata to s.  The keys of one file are unique
+ * (check_metadata); against the keys earlier shards brought, a sorted copy
+ * keeps this O(m log m) for a header of millions of keys. */
 static int add_meta(lf_tensorset *s, const cJSON *meta) {
     if (!meta) return 0;
-    for (const cJSON *c = meta->child; c; c = c->next) {
+    const int n0 = s->nmeta;
+    lf_kv *old = NULL;
+    if (n0 > 0) {
+        old = lf_malloc((size_t)n0 * sizeof *old, "metadata index");
+        if (!old) return -1;
+        memcpy(old, s->meta, (size_t)n0 * sizeof *old);
+        qsort(old, (size_t)n0, sizeof *old, cmp_kv_key);
+    }
+    int rc = 0;
+    for (const cJSON *c = meta->child; c && !rc; c = c->next) {
         /* Shards each repeat e.g. "format": the first file's value is kept. */
-        if (lf_tensorset_meta(s, c->string)) continue;
-        lf_kv *nm = lf_realloc(s->meta, (size_t)(s->nmeta + 1) * sizeof *nm, "metadata table");
-        if (!nm) return -1;
-        s->meta = nm;
+        lf_kv key = {c->string, NULL};
+        if (n0 > 0 && bsearch(&key, old, (size_t)n0, sizeof *old, cmp_kv_key)) continue;
+        /* capacity: the next power of two at or above nmeta (doubling) */
+        if ((s->nmeta & (s->nmeta - 1)) == 0) {
+            size_t cap = s->nmeta ? 2 * (size_t)s->nmeta : 1;
+            lf_kv *nm = lf_realloc(s->meta, cap * sizeof *nm, "metadata table");
+            if (!nm) { rc = -1; break; }
+            s->meta = nm;
+        }
         char *k = lf_strdup(c->string), *v = k ? lf_strdup(c->valuestring) : NULL;
-        if (!v) { free(k); return -1; }
+        if (!v) { free(k); rc = -1; break; }
         s->meta[s->nmeta].key = k;
         s->meta[s->nmeta].value = v;
         s->nmeta++;
     }
-    return 0;
+    free(old);
+    return rc;
 }
 
 /* Moves the validated tensors (and the map, which the set then owns) into s. */

@@ -102,13 +102,22 @@ lf_tensor *lf_tensorset_add(lf_tensorset *s, const char *name) {
     return t;
 }
 
-#define GROW_APPEND(arr, count, item, what)                                         \
-    do {                                                                            \
-        void *np_ = lf_realloc((arr), (size_t)((count) + 1) * sizeof *(arr), what); \
-        if (!np_) return -1;                                                        \
-        (arr) = np_;                                                                \
-        (arr)[(count)] = (item);                                                    \
-        return (count)++;                                                           \
+/* Appends item to arr[count].  The capacity is implicit: the next power of
+ * two at or above count, so the array is reallocated (doubled) only when
+ * count is 0 or a power of two.  (Growing by one element each time made a
+ * checkpoint with many copied tensors cost quadratic time.)  Rollbacks only
+ * lower count, which keeps the implicit capacity within the real one. */
+#define GROW_APPEND(arr, count, item, what)                                              \
+    do {                                                                                 \
+        if ((count) >= INT32_MAX / 2) { lf_set_error("too many entries in %s", what); return -1; } \
+        if (((count) & ((count) - 1)) == 0) {                                            \
+            size_t cap_ = (count) ? 2 * (size_t)(count) : 1;                              \
+            void *np_ = lf_realloc((arr), cap_ * sizeof *(arr), what);                    \
+            if (!np_) return -1;                                                         \
+            (arr) = np_;                                                                 \
+        }                                                                                \
+        (arr)[(count)] = (item);                                                         \
+        return (count)++;                                                                \
     } while (0)
 
 int lf_tensorset_add_path(lf_tensorset *s, const char *path) {
@@ -129,7 +138,7 @@ int lf_tensorset_own(lf_tensorset *s, void *buf) {
 int lf_map_file(const char *path, lf_mapping *m) {
     m->addr = NULL;
     m->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block the open */
     if (fd < 0) {
         lf_set_error("%s: cannot open: %s", path, strerror(errno));
         return -1;

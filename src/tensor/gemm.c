@@ -1,14 +1,17 @@
 /* gemm.c: y [T, rows] (+)= x [T, cols] W^T for many tokens (prompt
  * processing), cache-blocked, with float32 arithmetic on any weight dtype.
  *
- * Blocking (the usual GotoBLAS/BLIS scheme, with the weights in the role of
- * the packed right-hand panel):
- *   - x is packed once into tiles of MR tokens, [cols][MR] each, so that the
- *     micro-kernel broadcasts MR consecutive floats;
- *   - the columns are cut into slices of KC; for each slice a thread packs
- *     NR weight rows at a time into a float32 panel [KC][NR] (converted from
- *     F16/BF16/Q8 once per slice, not once per token), which stays in L1
- *     while every token tile of the slice runs over it;
+ * Blocking (the GotoBLAS/BLIS scheme, with the weights in the role of the
+ * packed right-hand panels):
+ *   - x is packed once into tiles of MR tokens, [KC][MR] per column slice,
+ *     so that the micro-kernel broadcasts MR consecutive floats and the
+ *     tiles of one slice (reread for every panel) are contiguous (L2);
+ *   - a thread takes GROUP panels of NR weight rows at a time; for each
+ *     slice of KC columns it converts them to float32 [KC][NR] (F16, BF16,
+ *     Q8: once per slice, not once per token; AVX-512 converts and
+ *     transposes 16 x 16 in registers), then runs every token tile over
+ *     them: the x tile is reused from L1 across the group, and the group's
+ *     block of y stays in L2 from one slice to the next;
  *   - the micro-kernel keeps an MR x NR block of y in registers for the
  *     whole slice: per column, NR/16 panel loads and MR broadcasts feed
  *     MR * NR / 16 FMAs.
@@ -25,7 +28,9 @@
 #include <immintrin.h>
 #endif
 
-#define KC 256 /* a multiple of LF_Q8_GROUP: Q8 slices start on whole groups */
+#define KC_MAX 256 /* columns per slice: the x slice of 512 tokens is 512 KiB (L2) */
+#define GROUP 4    /* panels packed together: their y block (512 tokens x 128 rows, 256 KiB) stays in L2
+                      across the column slices, and each x tile is reused from L1 for all of them */
 
 static void *xaligned(size_t n) {
     void *p = aligned_alloc(64, (n + 63) / 64 * 64);
@@ -35,17 +40,22 @@ static void *xaligned(size_t n) {
 
 /* ============================ packing ============================ */
 
-/* x [T, cols] into tiles [ntiles][cols][mr], zero-padded past T. */
-static void pack_x(float *xp, const float *x, int T, int cols, int mr, int tile) {
-    float *dst = xp + (size_t)tile * cols * mr;
+/* x [T, cols] into slices of kcmax columns, each [ntiles][kc][mr] (so
+ * that one slice, which every panel of the slice reads, is contiguous),
+ * zero-padded past T.  This fills tile `tile` of every slice. */
+static void pack_x(float *xp, const float *x, int T, int cols, int mr, int tile, int ntiles, int kcmax) {
     const int t0 = tile * mr;
-    for (int i = 0; i < mr; i++) {
-        if (t0 + i >= T) {
-            for (int c = 0; c < cols; c++) dst[(size_t)c * mr + i] = 0;
-            continue;
+    for (int k0 = 0; k0 < cols; k0 += kcmax) {
+        const int kc = cols - k0 < kcmax ? cols - k0 : kcmax;
+        float *dst = xp + (size_t)k0 * ntiles * mr + (size_t)tile * kc * mr;
+        for (int i = 0; i < mr; i++) {
+            if (t0 + i >= T) {
+                for (int c = 0; c < kc; c++) dst[(size_t)c * mr + i] = 0;
+                continue;
+            }
+            const float *src = x + (size_t)(t0 + i) * cols + k0;
+            for (int c = 0; c < kc; c++) dst[(size_t)c * mr + i] = src[c];
         }
-        const float *src = x + (size_t)(t0 + i) * cols;
-        for (int c = 0; c < cols; c++) dst[(size_t)c * mr + i] = src[c];
     }
 }
 
@@ -55,14 +65,18 @@ static void transpose_portable(float *panel, const float *tmp, int ld, int nr, i
         for (int i = 0; i < nr; i++) panel[(size_t)c * nr + i] = tmp[(size_t)i * ld + c];
 }
 
+static void pack_portable(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp) {
+    lf_mat_rows_f32(tmp, kc, W, r0, nr, c0, kc);
+    transpose_portable(panel, tmp, kc, nr, kc);
+}
+
 #ifdef LF_X86
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-/* 16 x 16 float transpose: rows src + i * ls into dst + c * ld. */
-T_512 static void tr16(float *dst, size_t ld, const float *src, size_t ls) {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ls);
+/* 16 x 16 float transpose in registers: r[i] = row i in, column i out. */
+T_512 static inline void tr16_regs(__m512 r[16]) {
+    __m512 t[16];
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
@@ -73,29 +87,64 @@ T_512 static void tr16(float *dst, size_t ld, const float *src, size_t ls) {
         r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
         r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
     }
-    /* r[4q + s] now holds, in each 128-bit lane L, column 4L + s' of rows
-     * 4q .. 4q+3 (s' = 0, 1, 2, 3 for s = 0, 1, 2, 3) */
-    for (int q = 0; q < 4; q++)
-        for (int s = 0; s < 4; s++) t[q * 4 + s] = r[q * 4 + s];
+    /* r[4q + s] now holds, in 128-bit lane L, column 4L + s of rows 4q .. 4q+3 */
+    for (int i = 0; i < 16; i++) t[i] = r[i];
     for (int s = 0; s < 4; s++) {
-        __m512 a = _mm512_shuffle_f32x4(t[s], t[4 + s], 0x88);      /* lanes 0,2 of rows 0-3 | 0,2 of rows 4-7 */
-        __m512 b = _mm512_shuffle_f32x4(t[s], t[4 + s], 0xdd);      /* lanes 1,3 */
+        __m512 a = _mm512_shuffle_f32x4(t[s], t[4 + s], 0x88); /* lanes 0, 2 of rows 0-3 and 4-7 */
+        __m512 b = _mm512_shuffle_f32x4(t[s], t[4 + s], 0xdd); /* lanes 1, 3 */
         __m512 c = _mm512_shuffle_f32x4(t[8 + s], t[12 + s], 0x88);
         __m512 d = _mm512_shuffle_f32x4(t[8 + s], t[12 + s], 0xdd);
-        r[s] = _mm512_shuffle_f32x4(a, c, 0x88);      /* lane 0 of all rows: column s */
-        r[8 + s] = _mm512_shuffle_f32x4(a, c, 0xdd);  /* lane 2: column 8 + s */
-        r[4 + s] = _mm512_shuffle_f32x4(b, d, 0x88);  /* lane 1: column 4 + s */
-        r[12 + s] = _mm512_shuffle_f32x4(b, d, 0xdd); /* lane 3: column 12 + s */
+        r[s] = _mm512_shuffle_f32x4(a, c, 0x88);      /* column s */
+        r[8 + s] = _mm512_shuffle_f32x4(a, c, 0xdd);  /* column 8 + s */
+        r[4 + s] = _mm512_shuffle_f32x4(b, d, 0x88);  /* column 4 + s */
+        r[12 + s] = _mm512_shuffle_f32x4(b, d, 0xdd); /* column 12 + s */
     }
-    for (int c = 0; c < 16; c++) _mm512_storeu_ps(dst + c * ld, r[c]);
 }
 
 T_512 static void transpose_avx512(float *panel, const float *tmp, int ld, int nr, int kc) {
     int c = 0;
     for (; c + 16 <= kc; c += 16)
-        for (int i = 0; i < nr; i += 16) tr16(panel + (size_t)c * nr + i, (size_t)nr, tmp + (size_t)i * ld + c, (size_t)ld);
+        for (int i = 0; i < nr; i += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(tmp + (size_t)(i + j) * ld + c);
+            tr16_regs(r);
+            for (int j = 0; j < 16; j++) _mm512_storeu_ps(panel + (size_t)(c + j) * nr + i, r[j]);
+        }
     for (; c < kc; c++)
         for (int i = 0; i < nr; i++) panel[(size_t)c * nr + i] = tmp[(size_t)i * ld + c];
+}
+
+/* 16 values of row r from column c (the first m when m < 16) as float32. */
+T_512 static inline __m512 load16_f32(const lf_mat *W, int r, int c, int m) {
+    const __mmask16 k = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
+    const size_t at = (size_t)r * W->cols + c;
+    if (W->dtype == LF_F16)
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)W->data + at));
+    if (W->dtype == LF_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, (const uint16_t *)W->data + at)), 16));
+    return _mm512_maskz_loadu_ps(k, (const float *)W->data + at);
+}
+
+/* Panel [kc][nr] of rows r0.. and columns c0..: converted and transposed
+ * 16 x 16 at a time in registers, straight from the weights (Q8 goes
+ * through tmp). */
+T_512 static void pack_avx512(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp) {
+    if (W->dtype == LF_Q8) {
+        lf_mat_rows_f32(tmp, kc, W, r0, nr, c0, kc);
+        transpose_avx512(panel, tmp, kc, nr, kc);
+        return;
+    }
+    for (int c = 0; c < kc; c += 16) {
+        const int m = kc - c < 16 ? kc - c : 16;
+        for (int i = 0; i < nr; i += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++)
+                r[j] = r0 + i + j < W->rows ? load16_f32(W, r0 + i + j, c0 + c, m) : _mm512_setzero_ps();
+            tr16_regs(r);
+            for (int j = 0; j < m; j++) _mm512_store_ps(panel + (size_t)(c + j) * nr + i, r[j]);
+        }
+    }
 }
 
 /* 8 x 8 float transpose. */
@@ -117,6 +166,13 @@ T_AVX2 static void tr8(float *dst, size_t ld, const float *src, size_t ls) {
         t[4 + s] = _mm256_permute2f128_ps(r[s], r[4 + s], 0x31);
     }
     for (int c = 0; c < 8; c++) _mm256_storeu_ps(dst + c * ld, t[c]);
+}
+
+T_AVX2 static void transpose_avx2(float *panel, const float *tmp, int ld, int nr, int kc);
+
+T_AVX2 static void pack_avx2(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp) {
+    lf_mat_rows_f32(tmp, kc, W, r0, nr, c0, kc);
+    transpose_avx2(panel, tmp, kc, nr, kc);
 }
 
 T_AVX2 static void transpose_avx2(float *panel, const float *tmp, int ld, int nr, int kc) {
@@ -225,17 +281,17 @@ T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, fl
 typedef struct {
     int mr, nr;
     ukernel_fn kernel;
-    void (*transpose)(float *panel, const float *tmp, int ld, int nr, int kc);
+    void (*pack)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp);
 } gemm_shape;
 
 static gemm_shape shape_for(int isa) {
 #ifdef LF_X86
-    if (isa == LF_ISA_AVX512) return (gemm_shape){12, 32, ukernel_avx512, transpose_avx512};
-    if (isa == LF_ISA_AVX2) return (gemm_shape){6, 16, ukernel_avx2, transpose_avx2};
+    if (isa == LF_ISA_AVX512) return (gemm_shape){12, 32, ukernel_avx512, pack_avx512};
+    if (isa == LF_ISA_AVX2) return (gemm_shape){6, 16, ukernel_avx2, pack_avx2};
 #else
     (void)isa;
 #endif
-    return (gemm_shape){4, 16, ukernel_portable, transpose_portable};
+    return (gemm_shape){4, 16, ukernel_portable, pack_portable};
 }
 
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
@@ -248,6 +304,9 @@ void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     const gemm_shape sh = shape_for(lf_isa());
     const int mr = sh.mr, nr = sh.nr;
     const int ntiles = (T + mr - 1) / mr, npanels = (rows + nr - 1) / nr;
+    /* Equal slices of at most KC_MAX columns. */
+    const int nslices = (cols + KC_MAX - 1) / KC_MAX;
+    const int kcmax = ((cols + nslices - 1) / nslices + 15) / 16 * 16;
     float *xp = xaligned((size_t)ntiles * cols * mr * sizeof(float));
     const double flops = 2.0 * T * rows * cols;
     const int nt = flops >= 4e6 ? lf_kernels_threads() : 1;
@@ -255,27 +314,30 @@ void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     {
         const int p = omp_get_thread_num(), np = omp_get_num_threads();
 #pragma omp for schedule(static)
-        for (int t = 0; t < ntiles; t++) pack_x(xp, x, T, cols, mr, t);
+        for (int t = 0; t < ntiles; t++) pack_x(xp, x, T, cols, mr, t, ntiles, kcmax);
         /* implicit barrier: every thread needs every tile */
         const int pb0 = (int)((long)npanels * p / np), pb1 = (int)((long)npanels * (p + 1) / np);
-        float *tmp = xaligned((size_t)nr * KC * sizeof(float));
-        float *panel = xaligned((size_t)nr * KC * sizeof(float));
-        for (int k0 = 0; k0 < cols; k0 += KC) {
-            const int kc = cols - k0 < KC ? cols - k0 : KC;
-            const int load = accumulate || k0 > 0;
-            for (int pb = pb0; pb < pb1; pb++) {
-                const int o0 = pb * nr, nv = rows - o0 < nr ? rows - o0 : nr;
-                lf_mat_rows_f32(tmp, KC, W, o0, nr, k0, kc);
-                sh.transpose(panel, tmp, KC, nr, kc);
+        float *tmp = xaligned((size_t)nr * kcmax * sizeof(float));
+        float *panels = xaligned((size_t)GROUP * nr * kcmax * sizeof(float));
+        for (int g0 = pb0; g0 < pb1; g0 += GROUP) {
+            const int ng = pb1 - g0 < GROUP ? pb1 - g0 : GROUP;
+            for (int k0 = 0; k0 < cols; k0 += kcmax) {
+                const int kc = cols - k0 < kcmax ? cols - k0 : kcmax;
+                const int load = accumulate || k0 > 0;
+                for (int j = 0; j < ng; j++) sh.pack(panels + (size_t)j * nr * kc, W, (g0 + j) * nr, nr, k0, kc, tmp);
+                const float *xs = xp + (size_t)k0 * ntiles * mr;
                 for (int t = 0; t < ntiles; t++) {
                     const int mv = T - t * mr < mr ? T - t * mr : mr;
-                    sh.kernel(kc, xp + ((size_t)t * cols + k0) * mr, panel, y + (size_t)t * mr * rows + o0, rows, mv,
-                              nv, load);
+                    for (int j = 0; j < ng; j++) {
+                        const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
+                        sh.kernel(kc, xs + (size_t)t * kc * mr, panels + (size_t)j * nr * kc,
+                                  y + (size_t)t * mr * rows + o0, rows, mv, nv, load);
+                    }
                 }
             }
         }
         free(tmp);
-        free(panel);
+        free(panels);
     }
     free(xp);
 }

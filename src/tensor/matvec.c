@@ -87,8 +87,10 @@ static int boundary(const lf_matvec_job *j, const job_rt *rt, size_t total, int 
     return r > (size_t)j->W->rows ? j->W->rows : (int)r;
 }
 
+extern int lf_rowdot_nta;
 void lf_matvec(const lf_matvec_job *jobs, int n) {
     if (n <= 0) return;
+    if (lf_rowdot_nta < 0) lf_rowdot_nta = getenv("LORAFLOW_NTA") != NULL;
     const int isa = lf_isa();
     job_rt stack_rt[8];
     job_rt *rt = n <= 8 ? stack_rt : malloc((size_t)n * sizeof *rt);

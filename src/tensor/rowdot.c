@@ -125,6 +125,8 @@ AVX2_ROWDOT(lf_rowdot_avx2_bf16, 2, v8_bf16, ld_bf16)
 /* ============================ AVX-512 ============================ */
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define PF 512 /* elements ahead */
+int lf_rowdot_nta = -1;
 
 /* Loads of 16 values; the masked forms read only the first k (tails). */
 T_512 static inline __m512 v16_f32(const void *p, size_t i) { return _mm512_loadu_ps((const float *)p + i); }
@@ -160,6 +162,12 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
             __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                 \
             int c = 0;                                                                 \
             for (; c + 32 <= n; c += 32) {                                             \
+                if (lf_rowdot_nta) {                                                   \
+                    _mm_prefetch(w0 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
+                    _mm_prefetch(w1 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
+                    _mm_prefetch(w2 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
+                    _mm_prefetch(w3 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
+                }                                                                      \
                 __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16); \
                 a0 = _mm512_fmadd_ps(V16(w0, c), x0, a0);                              \
                 a1 = _mm512_fmadd_ps(V16(w1, c), x0, a1);                              \

@@ -229,12 +229,17 @@ static int merge_sides(const cJSON *e, int i, const char **a, size_t *alen, cons
     return -1;
 }
 
-static void insert_merge(lf_tokenizer *t, const lf_merge *m) {
+/* Returns 0, or -1 once *probes passes budget (colliding pairs made to
+ * turn loading quadratic). */
+static int insert_merge(lf_tokenizer *t, const lf_merge *m, uint64_t *probes, uint64_t budget) {
     uint32_t i = lf_merge_hash(m->left, m->right) & t->merge_mask;
-    for (; t->merge_slot[i].left >= 0; i = (i + 1) & t->merge_mask)
+    for (; t->merge_slot[i].left >= 0; i = (i + 1) & t->merge_mask) {
         if (t->merge_slot[i].left == m->left && t->merge_slot[i].right == m->right)
-            return; /* a repeated merge keeps its first (highest) rank */
+            return 0; /* a repeated merge keeps its first (highest) rank */
+        if (++*probes > budget) return -1;
+    }
     t->merge_slot[i] = *m;
+    return 0;
 }
 
 static int read_merges(lf_tokenizer *t, const cJSON *merges, const char *path) {
@@ -257,6 +262,7 @@ static int read_merges(lf_tokenizer *t, const cJSON *merges, const char *path) {
     t->use_merges = 1;
     const cJSON *e;
     int i = 0;
+    uint64_t probes = 0, budget = LF_TOK_PROBE_BUDGET((uint64_t)n);
     cJSON_ArrayForEach(e, merges) {
         const char *a, *b;
         size_t alen, blen;
@@ -272,7 +278,12 @@ static int read_merges(lf_tokenizer *t, const cJSON *merges, const char *path) {
                          (int)(blen > 64 ? 64 : blen), b, which);
             return -1;
         }
-        insert_merge(t, &m);
+        if (insert_merge(t, &m, &probes, budget) != 0) {
+            lf_set_error("%s: model.merges collide in the merge hash table far beyond chance (%llu probes "
+                         "for %d merges; LF_TOK_PROBE_BUDGET): a file made to slow loraflow down?", path,
+                         (unsigned long long)probes, n);
+            return -1;
+        }
         i++;
     }
     return 0;

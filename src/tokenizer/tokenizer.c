@@ -135,10 +135,20 @@ static int build_piece_hash(lf_tokenizer *t, const char *path) {
     if (!t->piece_slot) return -1;
     memset(t->piece_slot, 0xff, (size_t)cap * sizeof *t->piece_slot); /* all -1 */
     t->piece_mask = cap - 1;
+    /* Linear probing costs ~1.5 probes per piece at this load; pieces chosen
+     * to collide could make building the table quadratic (hours for a large
+     * vocabulary), so the probes have a budget far above chance. */
+    uint64_t probes = 0, budget = LF_TOK_PROBE_BUDGET((uint64_t)t->n_vocab);
     for (int32_t id = 0; id < t->n_vocab; id++) {
         uint32_t h = hash_bytes(HASH_SEED, t->piece[id], t->piece_len[id]);
         uint32_t i = h & t->piece_mask;
         for (; t->piece_slot[i] >= 0; i = (i + 1) & t->piece_mask) {
+            if (++probes > budget) {
+                lf_set_error("%s: the pieces collide in the piece hash table far beyond chance (%llu probes "
+                             "for %d pieces; LF_TOK_PROBE_BUDGET): a file made to slow loraflow down?", path,
+                             (unsigned long long)probes, t->n_vocab);
+                return -1;
+            }
             int32_t o = t->piece_slot[i];
             if (t->piece_len[o] == t->piece_len[id] &&
                 memcmp(t->piece[o], t->piece[id], t->piece_len[id]) == 0) {

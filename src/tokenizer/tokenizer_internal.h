@@ -31,6 +31,10 @@ enum {
 #define LF_TOK_MAX_PIECE 4096          /* bytes in one piece */
 #define LF_TOK_MAX_MERGES (1 << 24)    /* tokenizer.json merges */
 #define LF_TOK_MAX_TEXT (1u << 28)     /* bytes of text per lf_tokenize (keeps counts in int) */
+/* Hash-table probes allowed while building the piece or merge table of n
+ * entries (chance gives ~1.5 n at the load used; colliding keys crafted to
+ * make loading quadratic hit this instead). */
+#define LF_TOK_PROBE_BUDGET(n) (64 * (n) + ((uint64_t)1 << 20))
 
 /* One tokenizer.json merge: (left, right) -> result, rank = list position. */
 typedef struct {

@@ -1,0 +1,168 @@
+/* bench_kernels: the machine's memory bandwidth (copy / triad / read
+ * loops over 1 GiB arrays, all threads) and the speed of loraflow's
+ * kernels on their own: the decoding matrix-vector product (GB/s of
+ * weights streamed, against that bandwidth) and the prompt GEMM (GFLOP/s),
+ * per weight dtype and instruction-set path.
+ *
+ *   build/bench/bench_kernels [-t THREADS] [-r RUNS] [-isa avx512|avx2|portable]
+ */
+#include "loraflow.h"
+#include "../src/tensor/kernels.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static void *huge_alloc(size_t n) {
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(p, n, MADV_HUGEPAGE);
+    return p;
+}
+
+/* Copy (c = a), triad (a = b + s c) and read (sum of b) over n floats,
+ * STREAM-style byte counts (no write-allocate traffic). */
+static void bandwidth(int runs) {
+    const size_t n = (size_t)1 << 28; /* 1 GiB per array */
+    float *a = huge_alloc(n * 4), *b = huge_alloc(n * 4), *c = huge_alloc(n * 4);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) { a[i] = 1; b[i] = 2; c[i] = 3; }
+    double cp[32], tr[32], rd[32];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) c[i] = a[i];
+        double t1 = now();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) a[i] = b[i] + 1.5f * c[i];
+        double t2 = now();
+        float s = 0;
+#pragma omp parallel for schedule(static) reduction(+ : s)
+        for (size_t i = 0; i < n; i += 16) {
+            float p = 0;
+            for (int j = 0; j < 16; j++) p += b[i + j];
+            s += p;
+        }
+        double t3 = now();
+        if (s == 12345) printf(" ");
+        cp[r] = 2.0 * n * 4 / (t1 - t0) / 1e9;
+        tr[r] = 3.0 * n * 4 / (t2 - t1) / 1e9;
+        rd[r] = 1.0 * n * 4 / (t3 - t2) / 1e9;
+    }
+    printf("memory bandwidth (1 GiB arrays, %d threads, median of %d): copy %.1f GB/s, triad %.1f GB/s, read %.1f GB/s\n",
+           omp_get_max_threads(), runs, median(cp, runs), median(tr, runs), median(rd, runs));
+    munmap(a, n * 4); munmap(b, n * 4); munmap(c, n * 4);
+}
+
+/* A set of matrices larger than any cache, as decoding sees them. */
+static void matvec_speed(lf_dtype t, const char *name, int runs) {
+    const int rows = 5632, cols = 2048, nmat = 48; /* 48 x 23 MB (F16) */
+    lf_mat src = {LF_F32, NULL, rows, cols};
+    float *f = malloc((size_t)rows * cols * sizeof(float));
+    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    src.data = f;
+    lf_mat W[48];
+    size_t bytes = 0;
+    for (int i = 0; i < nmat; i++) {
+        if (t == LF_Q8) {
+            void *d = huge_alloc(lf_q8_bytes(rows, cols));
+            lf_q8_quantize(d, &src, &W[i]);
+        } else {
+            size_t es = t == LF_F32 ? 4 : 2;
+            uint16_t *d = huge_alloc((size_t)rows * cols * es);
+            for (size_t j = 0; j < (size_t)rows * cols; j++) {
+                if (t == LF_F32) ((float *)d)[j] = f[j];
+                else d[j] = t == LF_F16 ? lf_f32_to_f16(f[j]) : lf_f32_to_bf16(f[j]);
+            }
+            W[i] = (lf_mat){t, d, rows, cols};
+        }
+        bytes += lf_mat_bytes(&W[i]);
+    }
+    float *x = malloc((size_t)cols * sizeof(float)), *y = malloc((size_t)rows * sizeof(float));
+    for (int i = 0; i < cols; i++) x[i] = 0.01f * (float)(i % 100);
+    double gbs[32];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+        for (int i = 0; i < nmat; i++) {
+            lf_matvec_job j = {&W[i], x, y, 0, NULL, NULL};
+            lf_matvec(&j, 1);
+        }
+        gbs[r] = bytes / (now() - t0) / 1e9;
+    }
+    printf("  matvec %-5s %5d x %d, %.2f GB of weights: %6.1f GB/s\n", name, rows, cols, bytes / 1e9, median(gbs, runs));
+    for (int i = 0; i < nmat; i++) munmap((void *)W[i].data, lf_mat_bytes(&W[i]));
+    free(f); free(x); free(y);
+}
+
+static void gemm_speed(lf_dtype t, const char *name, int runs) {
+    const int rows = 2048, cols = 2048, T = 512;
+    float *f = malloc((size_t)rows * cols * sizeof(float));
+    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    lf_mat src = {LF_F32, f, rows, cols}, W;
+    void *d;
+    if (t == LF_Q8) {
+        d = malloc(lf_q8_bytes(rows, cols));
+        lf_q8_quantize(d, &src, &W);
+    } else {
+        size_t es = t == LF_F32 ? 4 : 2;
+        d = malloc((size_t)rows * cols * es);
+        for (size_t j = 0; j < (size_t)rows * cols; j++) {
+            if (t == LF_F32) ((float *)d)[j] = f[j];
+            else ((uint16_t *)d)[j] = t == LF_F16 ? lf_f32_to_f16(f[j]) : lf_f32_to_bf16(f[j]);
+        }
+        W = (lf_mat){t, d, rows, cols};
+    }
+    float *x = malloc((size_t)T * cols * sizeof(float)), *y = malloc((size_t)T * rows * sizeof(float));
+    for (size_t i = 0; i < (size_t)T * cols; i++) x[i] = 0.01f * (float)(i % 100);
+    double gf[32];
+    lf_matmul(y, x, &W, T, 0);
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+        lf_matmul(y, x, &W, T, 0);
+        gf[r] = 2.0 * T * rows * cols / (now() - t0) / 1e9;
+    }
+    printf("  gemm   %-5s %d tokens x %d x %d: %6.1f GFLOP/s\n", name, T, rows, cols, median(gf, runs));
+    free(f); free(d); free(x); free(y);
+}
+
+int main(int argc, char **argv) {
+    int runs = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) lf_set_threads(atoi(argv[++i]));
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-isa") && i + 1 < argc) {
+            const char *s = argv[++i];
+            lf_kernels_set_isa(!strcmp(s, "portable") ? LF_ISA_PORTABLE : !strcmp(s, "avx2") ? LF_ISA_AVX2 : LF_ISA_AVX512);
+        } else {
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r RUNS] [-isa avx512|avx2|portable]\n");
+            return 2;
+        }
+    }
+    if (runs < 1 || runs > 32) runs = 5;
+    printf("kernels: %s path, %d threads\n", lf_kernels_isa_name(lf_kernels_isa()), lf_get_threads());
+    bandwidth(runs);
+    const lf_dtype types[] = {LF_F16, LF_BF16, LF_F32, LF_Q8};
+    const char *names[] = {"F16", "BF16", "F32", "Q8"};
+    for (int i = 0; i < 4; i++) matvec_speed(types[i], names[i], runs);
+    for (int i = 0; i < 4; i++) gemm_speed(types[i], names[i], runs > 3 ? 3 : runs);
+    return 0;
+}
