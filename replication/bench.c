@@ -338,6 +338,7 @@ static const char *METHODS[][2] = {
     {"layer", "Static weights per layer (control)"},
     {"gate1", "Gate over the task LoRA alone (control)"},
     {"flow", "LoRA-Flow (gate)"},
+    {"task_l1", "Ceiling: task LoRA on the same problems in L1"},
 };
 #define NM (int)(sizeof METHODS / sizeof *METHODS)
 static const char *METRICS[3][2] = {{"accuracy", "number right"}, {"in_lang_rate", "in L2"}, {"strict_rate", "strict"}};
@@ -429,8 +430,8 @@ static int cmd_table(int argc, char **argv) {
             }
             fprintf(t, "\n");
         }
-        fprintf(t, "\nHeld-out test: %d L2 word problems per seed; mean ± standard deviation over %d seed%s.\n",
-                ntest[NM - 1], S, S > 1 ? "s" : "");
+        fprintf(t, "\nHeld-out test: %d L2 word problems per seed (the ceiling row: %d L1 problems); "
+                   "mean ± standard deviation over %d seed%s.\n", ntest[NM - 2], ntest[NM - 1], S, S > 1 ? "s" : "");
     }
     fclose(f);
     free(val);

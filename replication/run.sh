@@ -67,6 +67,11 @@ for s in $SEEDS; do
         "$BENCH" check -m "$D/data" --data "$D/data/test.jsonl" >/dev/null
         touch "$D/data/.done"
     fi
+    if [ ! -f "$D/data/l1_test.jsonl" ]; then # a cache from before l1_test.jsonl (same generator otherwise)
+        "$GEN" "$D/l1tmp" --seed "$s" $SMALL
+        mv "$D/l1tmp/l1_test.jsonl" "$D/data/l1_test.jsonl"
+        rm -rf "$D/l1tmp"
+    fi
 done
 
 # ---------- the base model: one, as the paper has one Llama-2 (pre-training data of seed 1) ----------
@@ -132,6 +137,7 @@ score() {
     D=$CACHE/$KEY-seed$s
     [ -f "$D/scores/$m.json" ] && return 0
     mkdir -p "$D/scores"
+    TEST=$D/data/test.jsonl
     case $m in
     base) A="" ;;
     lang) A="-l lang=$D/lora_lang -w 1" ;;
@@ -141,13 +147,14 @@ score() {
     layer) A="-l lang=$D/lora_lang -l task=$D/lora_task -g $D/gate_layer.safetensors" ;;
     gate1) A="-l task=$D/lora_task -g $D/gate_task.safetensors" ;;
     flow) A="-l lang=$D/lora_lang -l task=$D/lora_task -g $D/gate_flow.safetensors" ;;
+    task_l1) A="-l task=$D/lora_task -w 1"; TEST=$D/data/l1_test.jsonl ;;
     esac
-    runlog "$D/logs/score_$m.log" "$BENCH" score -m "$B" $A --data "$D/data/test.jsonl" -n $NEW -t 1 \
+    runlog "$D/logs/score_$m.log" "$BENCH" score -m "$B" $A --data "$TEST" -n $NEW -t 1 \
         --lang-words "$D/data/lang_words.txt" --other-words "$D/data/l1_words.txt" \
         -o "$D/scores/$m.jsonl" --summary "$D/scores/$m.tmp"
     mv "$D/scores/$m.tmp" "$D/scores/$m.json"
 }
-METHODS="base lang task avg hub layer gate1 flow"
+METHODS="base lang task avg hub layer gate1 flow task_l1"
 
 # A pool of JOBS worker processes, one thread each (tiny models: threads cost
 # more than they give).  Units of work: the training of each seed, then the

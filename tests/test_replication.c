@@ -22,7 +22,7 @@ static char *read_all(const char *path) {
     return lf_read_file(path, &n, 64u << 20);
 }
 
-static const char *METHOD_IDS[] = {"base", "lang", "task", "avg", "hub", "layer", "gate1", "flow"};
+static const char *METHOD_IDS[] = {"base", "lang", "task", "avg", "hub", "layer", "gate1", "flow", "task_l1"};
 
 static void test_small_pipeline(void **state) {
     (void)state;
@@ -43,7 +43,7 @@ static void test_small_pipeline(void **state) {
     assert_non_null(md);
     int rows = 0;
     for (const char *p = md; (p = strstr(p, "\n| ")); p++) rows++;
-    assert_int_equal(rows, 8); /* header first, then the "|---" separator, then one row per method */
+    assert_int_equal(rows, 9); /* header first, then the "|---" separator, then one row per method */
     assert_non_null(strstr(md, "| Task-level weights (LoRA-Hub search) |"));
     assert_non_null(strstr(md, "| Static weights per layer (control) |"));
     assert_non_null(strstr(md, "| Gate over the task LoRA alone (control) |"));
@@ -58,8 +58,8 @@ static void test_small_pipeline(void **state) {
     assert_non_null(j);
     const cJSON *methods = cJSON_GetObjectItemCaseSensitive(j, "methods");
     assert_true(cJSON_IsArray(methods));
-    assert_int_equal(cJSON_GetArraySize(methods), 8);
-    for (int i = 0; i < 8; i++) {
+    assert_int_equal(cJSON_GetArraySize(methods), 9);
+    for (int i = 0; i < 9; i++) {
         const cJSON *m = cJSON_GetArrayItem(methods, i);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
         assert_true(cJSON_IsString(id));
