@@ -71,11 +71,20 @@ typedef struct {
     int n_rest;
 } opts;
 
+/* The positional arguments of the one command this process runs. */
+static char **rest_buf;
+static void free_rest(void) { free(rest_buf); }
+
 static void parse(int argc, char **argv, opts *o) {
     memset(o, 0, sizeof *o);
     o->max_new = 48;
     o->threads = 1;
-    o->rest = malloc((size_t)argc * sizeof *o->rest);
+    if (!rest_buf) {
+        rest_buf = malloc((size_t)(argc + 1) * sizeof *rest_buf);
+        if (!rest_buf) exit(1);
+        atexit(free_rest);
+    }
+    o->rest = rest_buf;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
