@@ -117,8 +117,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_BUILD   := build/fuzz
 # One entry per fuzz/fuzz_<name>.c target (adapter_config and adapter_weights
 # are both fuzz/fuzz_adapter.c).
-# TODO(training): add "jsonl" (fuzz/fuzz_jsonl.c over src/io/jsonl.c) when the
-# JSONL data readers land.
+# TODO(training): add "jsonl" here with a fuzz/fuzz_jsonl.c over the JSONL data
+# readers (lf_dataset_load in src/engine/data.c); make_seeds can copy
+# ../shared/data/loraflow/*/*.jsonl lines as its seeds.
 FUZZ_TARGETS := safetensors st_index ptzip pickle config adapter_config adapter_weights gate \
                 tokenizer_load tokenize
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -Iinclude \
@@ -179,3 +180,22 @@ test-valgrind: deps
 	    $(addprefix $(BUILD)/valgrind/,$(VALGRIND_TESTS))
 -include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
 # ===================== end of fuzzing and valgrind section =====================
+
+# ======================= benchmarks (docs/PERFORMANCE.md) =======================
+# `make bench` builds bench/*.c.  `make bench-decode` writes a TinyLlama-1.1B-shaped
+# random F16 model with two rank-64 F16 adapters and a gate into $(BENCH_MODELS)/1b
+# (2.3 GB, once) and runs the decode/prompt benchmark on it in F16 and q8;
+# BENCH_ARGS adds options (e.g. "-r 7", or "--llama-cli PATH --gguf-dir DIR" for
+# the side-by-side run with llama.cpp described in docs/PERFORMANCE.md).
+# `make bench-kernels` measures the memory bandwidth and the kernels alone.
+BENCH_MODELS ?= $(BUILD)/bench-models
+BENCH_ARGS   ?=
+.PHONY: bench-decode bench-kernels
+bench-decode: bench
+	@test -f $(BENCH_MODELS)/1b/gate.safetensors || \
+	    $(BUILD)/loraflow synth -o $(BENCH_MODELS)/1b --shape 1b --adapter-dtype f16
+	$(BUILD)/bench/bench_decode -m $(BENCH_MODELS)/1b --q8 $(BENCH_ARGS)
+
+bench-kernels: bench
+	$(BUILD)/bench/bench_kernels $(BENCH_ARGS)
+# ===================== end of benchmarks section =====================

@@ -14,8 +14,8 @@
  * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf.
  * Figures: median of r runs [min, max]; one warm-up run before each mode. */
 #include "loraflow.h"
+#include "../src/tensor/kernels.h" /* lf_parallel_for: the kernel threads */
 
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,42 +88,53 @@ static double peak_rss_gb(void) {
 
 typedef struct { double copy, triad, read; } bandwidth;
 
+/* The loops run on loraflow's kernel threads (lf_parallel_for, 4 MiB
+ * chunks), the way decoding does, so that a thread the system preempts
+ * costs the measurement what it costs decoding. */
+#define BW_N ((size_t)1 << 28) /* floats per array: 1 GiB */
+#define BW_CHUNK ((size_t)1 << 20)
+typedef struct { float *a, *b, *c; int op; double sums[BW_N / BW_CHUNK]; } bw_job;
+
+static void bw_chunk(void *ctx, int k) {
+    bw_job *j = ctx;
+    const size_t i0 = (size_t)k * BW_CHUNK, i1 = i0 + BW_CHUNK;
+    if (j->op == 0) {
+        for (size_t i = i0; i < i1; i++) j->a[i] = 1, j->b[i] = 2, j->c[i] = 3;
+    } else if (j->op == 1) {
+        for (size_t i = i0; i < i1; i++) j->c[i] = j->a[i];
+    } else if (j->op == 2) {
+        for (size_t i = i0; i < i1; i++) j->a[i] = j->b[i] + 1.5f * j->c[i];
+    } else { /* SIMD dot of the chunk with itself: every byte read once from memory */
+        j->sums[k] = lf_dot_f32(j->b + i0, j->b + i0, (int)BW_CHUNK);
+    }
+}
+
+static double bw_pass(bw_job *j, int op) {
+    j->op = op;
+    double t0 = now();
+    lf_parallel_for(bw_chunk, j, (int)(BW_N / BW_CHUNK));
+    return now() - t0;
+}
+
 /* STREAM-style copy / triad and a read-only sum over 1 GiB arrays with all
  * threads (bytes counted without write-allocate traffic).  Decoding only
  * reads weights, so its floor uses the read figure. */
 static bandwidth measure_bandwidth(int runs) {
-    const size_t n = (size_t)1 << 28;
-    float *a = mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    float *b = mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    float *c = mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (a == MAP_FAILED || b == MAP_FAILED || c == MAP_FAILED) { perror("mmap"); exit(1); }
-    madvise(a, n * 4, MADV_HUGEPAGE); madvise(b, n * 4, MADV_HUGEPAGE); madvise(c, n * 4, MADV_HUGEPAGE);
-    const int nt = lf_get_threads();
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (size_t i = 0; i < n; i++) { a[i] = 1; b[i] = 2; c[i] = 3; }
+    const size_t bytes = BW_N * sizeof(float);
+    static bw_job j;
+    j.a = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    j.b = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    j.c = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (j.a == MAP_FAILED || j.b == MAP_FAILED || j.c == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(j.a, bytes, MADV_HUGEPAGE); madvise(j.b, bytes, MADV_HUGEPAGE); madvise(j.c, bytes, MADV_HUGEPAGE);
+    bw_pass(&j, 0);
     double cp[MAX_RUNS], tr[MAX_RUNS], rd[MAX_RUNS];
     for (int r = 0; r < runs; r++) {
-        double t0 = now();
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (size_t i = 0; i < n; i++) c[i] = a[i];
-        double t1 = now();
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (size_t i = 0; i < n; i++) a[i] = b[i] + 1.5f * c[i];
-        double t2 = now();
-        float s = 0;
-#pragma omp parallel for schedule(static) reduction(+ : s) num_threads(nt)
-        for (size_t i = 0; i < n; i += 16) {
-            float p = 0;
-            for (int j = 0; j < 16; j++) p += b[i + j];
-            s += p;
-        }
-        double t3 = now();
-        if (s == 1.0f) printf(" "); /* keeps the sum alive */
-        cp[r] = 2.0 * n * 4 / (t1 - t0) / 1e9;
-        tr[r] = 3.0 * n * 4 / (t2 - t1) / 1e9;
-        rd[r] = 1.0 * n * 4 / (t3 - t2) / 1e9;
+        cp[r] = 2.0 * bytes / bw_pass(&j, 1) / 1e9;
+        tr[r] = 3.0 * bytes / bw_pass(&j, 2) / 1e9;
+        rd[r] = 1.0 * bytes / bw_pass(&j, 3) / 1e9;
     }
-    munmap(a, n * 4); munmap(b, n * 4); munmap(c, n * 4);
+    munmap(j.a, bytes); munmap(j.b, bytes); munmap(j.c, bytes);
     return (bandwidth){stats(cp, runs).med, stats(tr, runs).med, stats(rd, runs).med};
 }
 

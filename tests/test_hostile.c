@@ -626,6 +626,72 @@ static void test_safetensors_many_keys(void **state) {
     lf_tensorset_free(&s);
 }
 
+/* A model of 2000 layers whose weight file puts 200000 other tensors
+ * first: binding the 18000 weights searched the set linearly each time
+ * (quadratic); readers now leave a name index (lf_tensorset_find). */
+static void test_model_many_tensors(void **state) {
+    (void)state;
+    const int L = 2000, njunk = 200000;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/deep-model", lf_test_tmpdir());
+    mkdir(dir, 0755);
+    char cfg[700];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    char json[512];
+    snprintf(json, sizeof json, "{\"hidden_size\":2,\"intermediate_size\":1,\"num_hidden_layers\":%d,"
+             "\"num_attention_heads\":1,\"vocab_size\":3}", L);
+    lf_test_write_file(cfg, json, strlen(json));
+    int n = njunk + 3 + 9 * L;
+    lf_tensor *t = calloc((size_t)n, sizeof *t);
+    char (*names)[64] = calloc((size_t)n, sizeof *names);
+    static const float z[8];
+    assert_non_null(t);
+    assert_non_null(names);
+    int k = 0;
+    for (int i = 0; i < njunk; i++, k++) {
+        snprintf(names[k], 64, "a.junk.%07d", i);
+        t[k] = (lf_tensor){.name = names[k], .dtype = LF_F32, .ndim = 1, .shape = {0}, .data = z};
+    }
+#define W(nm, d0, d1)                                                                                   \
+    do {                                                                                               \
+        snprintf(names[k], 64, "%s", nm);                                                              \
+        t[k] = (lf_tensor){.name = names[k], .dtype = LF_F32, .ndim = (d1) ? 2 : 1, .shape = {d0, d1}, \
+                           .data = z, .nbytes = (size_t)(d0) * ((d1) ? (d1) : 1) * 4};                  \
+        k++;                                                                                           \
+    } while (0)
+    W("model.embed_tokens.weight", 3, 2);
+    W("lm_head.weight", 3, 2);
+    W("model.norm.weight", 2, 0);
+    static const char *const proj[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+    static const int shape[7][2] = {{2, 2}, {2, 2}, {2, 2}, {2, 2}, {1, 2}, {1, 2}, {2, 1}};
+    for (int l = 0; l < L; l++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
+        W(nm, 2, 0);
+        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", l);
+        W(nm, 2, 0);
+        for (int p = 0; p < 7; p++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, proj[p]);
+            W(nm, shape[p][0], shape[p][1]);
+        }
+    }
+#undef W
+    char wp[700];
+    snprintf(wp, sizeof wp, "%s/model.safetensors", dir);
+    assert_int_equal(lf_safetensors_write(wp, t, k, NULL, 0), 0);
+    free(t);
+    free(names);
+    double t0 = now();
+    lf_model *m = lf_model_load(dir);
+    double dt = now() - t0;
+    if (!m) fail_msg("%s", lf_last_error());
+    print_message("model of %d layers behind %d other tensors loaded in %.2f s\n", L, njunk, dt);
+    assert_int_equal(lf_model_config(m)->n_layers, L);
+    assert_true(dt < time_limit(30));
+    lf_model_free(m);
+}
+
 /* Hostile weights through the CLI. */
 static void test_cli_safetensors(void **state) {
     (void)state;
@@ -1000,6 +1066,7 @@ int main(void) {
         cmocka_unit_test(test_cli_zip),
         cmocka_unit_test(test_safetensors_overflow),
         cmocka_unit_test(test_safetensors_many_keys),
+        cmocka_unit_test(test_model_many_tensors),
         cmocka_unit_test(test_cli_safetensors),
         cmocka_unit_test(test_cli_config),
         cmocka_unit_test(test_cli_adapter),

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ============================ adapter_config.json ============================ */
 
@@ -322,6 +323,27 @@ void lf_adapters_free(lf_model *m) {
 
 /* ============================ stacking ============================ */
 
+/* Zeroed memory for one stacked factor, freed with free().  Decoding
+ * streams every stack once per token right after megabytes of base
+ * weights, which evict the page-table entries of 4 KiB pages: the stacks
+ * then read at half the speed of the base weights.  Stacks of 256 KiB and
+ * more therefore get their own transparent huge pages (rounded up to
+ * 2 MiB: about 1.6x the stacks' size in memory, 0.5 GB for two rank-64
+ * adapters on a 7B model). */
+static void *stack_alloc(size_t bytes, const char *what) {
+    const size_t huge = 2u << 20;
+    if (bytes < (256u << 10)) return lf_calloc(bytes ? bytes : 1, 1, what);
+    size_t size = (bytes + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, size);
+    if (!p) {
+        lf_set_error("out of memory (%s: %zu bytes)", what, bytes);
+        return NULL;
+    }
+    madvise(p, size, MADV_HUGEPAGE);
+    memset(p, 0, bytes);
+    return p;
+}
+
 int lf_fusion_restack(lf_model *m) {
     const lf_config *c = &m->cfg;
     for (int l = 0; l < c->n_layers; l++) {
@@ -354,8 +376,8 @@ int lf_fusion_restack(lf_model *m) {
             }
             if (mixed) dt = LF_F32;
             const size_t es = lf_dtype_size(dt);
-            uint8_t *Ac = lf_calloc((size_t)R * W->cols, es, "stacked lora_A");
-            uint8_t *Bc = lf_calloc((size_t)W->rows * R, es, "stacked lora_B");
+            uint8_t *Ac = stack_alloc((size_t)R * W->cols * es, "stacked lora_A");
+            uint8_t *Bc = stack_alloc((size_t)W->rows * R * es, "stacked lora_B");
             if (!Ac || !Bc) { free(Ac); free(Bc); st->R = 0; return -1; }
             for (int i = 0; i < m->n_adapters; i++) {
                 const lf_tensor *A = m->adapters[i].A[l * LF_NPROJ + p];
@@ -377,5 +399,11 @@ int lf_fusion_restack(lf_model *m) {
             st->B = (lf_mat){dt, Bc, W->rows, R};
         }
     }
+    /* The stacks are copies: let the adapter files' pages leave this
+     * process's resident memory (read again from the file if needed). */
+    for (int i = 0; i < m->n_adapters; i++)
+        for (int k = 0; k < m->adapters[i].ts.nmaps; k++)
+            if (m->adapters[i].ts.maps[k].addr && m->adapters[i].ts.maps[k].size)
+                madvise(m->adapters[i].ts.maps[k].addr, m->adapters[i].ts.maps[k].size, MADV_DONTNEED);
     return 0;
 }

@@ -594,6 +594,7 @@ int lf_pt_read(const char *path, lf_tensorset *s) {
     zarchive z = {.path = path, .base = m.addr, .size = m.size};
     int rc = read_checkpoint(&z, s, &m);
     if (m.addr) lf_unmap(&m); /* still ours: a failure before the set took it */
+    if (rc == 0) lf_tensorset_index(s); /* fast lookups (out of memory: linear ones) */
     return rc;
 }
 

@@ -529,6 +529,7 @@ int lf_safetensors_read(const char *path, lf_tensorset *s) {
     if (rc == 0) rc = commit(path, s, &h, &map);
     if (h.root || h.e) st_header_free(&h);
     lf_unmap(&map); /* no-op once the set owns it */
+    if (rc == 0) lf_tensorset_index(s); /* fast lookups (out of memory: linear ones) */
     return rc;
 }
 

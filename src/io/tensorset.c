@@ -71,10 +71,44 @@ void lf_tensorset_free(lf_tensorset *s) {
     free(s->owned);
     for (int i = 0; i < s->nmeta; i++) { free(s->meta[i].key); free(s->meta[i].value); }
     free(s->meta);
+    free(s->name_index);
     memset(s, 0, sizeof *s);
 }
 
+/* Sorting tensor indices by name (then index, so the first of equal names
+ * comes first); qsort has no context argument, hence the static. */
+static _Thread_local const lf_tensor *sort_base;
+static int cmp_index(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(sort_base[x].name, sort_base[y].name);
+    return c ? c : (x > y) - (x < y);
+}
+
+int lf_tensorset_index(lf_tensorset *s) {
+    s->name_index_n = -1;
+    if (s->n == 0) return 0;
+    int *idx = lf_realloc(s->name_index, (size_t)s->n * sizeof *idx, "tensor name index");
+    if (!idx) return -1;
+    s->name_index = idx;
+    for (int i = 0; i < s->n; i++) idx[i] = i;
+    sort_base = s->tensors;
+    qsort(idx, (size_t)s->n, sizeof *idx, cmp_index);
+    s->name_index_n = s->n;
+    return 0;
+}
+
 const lf_tensor *lf_tensorset_find(const lf_tensorset *s, const char *name) {
+    if (s->name_index && s->name_index_n == s->n && s->n > 0) {
+        /* lower bound: the first (lowest index) of the equal names */
+        int lo = 0, hi = s->n;
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (strcmp(s->tensors[s->name_index[mid]].name, name) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo < s->n && !strcmp(s->tensors[s->name_index[lo]].name, name)) return &s->tensors[s->name_index[lo]];
+        return NULL;
+    }
     for (int i = 0; i < s->n; i++)
         if (!strcmp(s->tensors[i].name, name)) return &s->tensors[i];
     return NULL;
@@ -87,6 +121,7 @@ const char *lf_tensorset_meta(const lf_tensorset *s, const char *key) {
 }
 
 lf_tensor *lf_tensorset_add(lf_tensorset *s, const char *name) {
+    s->name_index_n = -1; /* the name index no longer covers the set */
     if (s->n == s->cap) {
         int nc = s->cap ? s->cap * 2 : 64;
         lf_tensor *nt = lf_realloc(s->tensors, (size_t)nc * sizeof *nt, "tensor table");

@@ -45,6 +45,11 @@ typedef struct lf_tensorset {
     int nowned;
     lf_kv *meta;        /* safetensors __metadata__ (string map) */
     int nmeta;
+    /* tensors[name_index[i]] sorted by name, for lf_tensorset_find; valid
+     * while name_index_n == n (lf_tensorset_add invalidates it; the readers
+     * rebuild it after each file). */
+    int *name_index;
+    int name_index_n;
 } lf_tensorset;
 
 /* Size in bytes of one element; 0 for an unknown dtype. */
@@ -58,7 +63,11 @@ const char *lf_shape_str(const int64_t *shape, int ndim, char *buf, size_t n);
 
 void lf_tensorset_init(lf_tensorset *s);
 void lf_tensorset_free(lf_tensorset *s);
+/* The first tensor named name, or NULL: O(log n) while the name index is
+ * valid (after a reader), else a linear search. */
 const lf_tensor *lf_tensorset_find(const lf_tensorset *s, const char *name);
+/* (Re)build the name index (0, or -1 when out of memory: finds stay linear). */
+int lf_tensorset_index(lf_tensorset *s);
 const char *lf_tensorset_meta(const lf_tensorset *s, const char *key);
 /* Append a tensor (name copied).  Returns the new tensor or NULL. */
 lf_tensor *lf_tensorset_add(lf_tensorset *s, const char *name);

@@ -140,29 +140,44 @@ static void kv_store(lf_session *s, int l, const float *k, const float *v, int n
         }
 }
 
+#define ATT_TOKENS 8 /* queries per chunk of work */
+
+typedef struct {
+    float *out;
+    const float *q;
+    const lf_session *s;
+    int l, n;
+} attn_job;
+
+/* Query head h of tokens t0 .. t0+ATT_TOKENS-1 (one chunk of work: c
+ * counts heads fastest). */
+static void attend_chunk(void *ctx, int c) {
+    const attn_job *a = ctx;
+    const lf_config *cf = &a->s->m->cfg;
+    const int hd = cf->head_dim, nh = cf->n_heads, group = cf->n_heads / cf->n_kv_heads;
+    const int h = c % nh, t0 = c / nh * ATT_TOKENS, t1 = t0 + ATT_TOKENS < a->n ? t0 + ATT_TOKENS : a->n;
+    const int total = a->s->pos + t1;
+    float stack_sc[1024];
+    float *sc = total <= 1024 ? stack_sc : malloc((size_t)total * sizeof(float));
+    if (!sc) abort();
+    const size_t at = kv_off(a->s, a->l, h / group, 0);
+    for (int t = t0; t < t1; t++) {
+        const size_t o = (size_t)t * nh * hd + (size_t)h * hd;
+        lf_attend(a->out + o, a->q + o, a->s->kcache + at, a->s->vcache + at, a->s->pos + t + 1, hd,
+                  1.0f / sqrtf((float)hd), sc);
+    }
+    if (sc != stack_sc) free(sc);
+}
+
 /* Causal grouped-query attention of the n new queries q [n, qd] over the
  * cache of layer l (positions 0 .. pos + t for query t).  out: [n, qd].
- * One task per (token, query head); the query heads of a group read the
- * same key/value block while it is in cache. */
+ * The kernel threads take (query head, block of tokens) chunks. */
 static void attention(float *out, const float *q, const lf_session *s, int l, int n) {
     const lf_config *c = &s->m->cfg;
-    const int hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int pos = s->pos, total = pos + n;
-#pragma omp parallel if ((size_t)n * nh * total * hd > 65536)
-    {
-        float *sc = malloc((size_t)total * sizeof(float));
-        if (!sc) abort();
-#pragma omp for collapse(2) schedule(dynamic, 4)
-        for (int t = 0; t < n; t++) {
-            for (int h = 0; h < nh; h++) {
-                const size_t at = kv_off(s, l, h / group, 0);
-                lf_attend(out + (size_t)t * nh * hd + (size_t)h * hd, q + (size_t)t * nh * hd + (size_t)h * hd,
-                          s->kcache + at, s->vcache + at, pos + t + 1, hd, scale, sc);
-            }
-        }
-        free(sc);
-    }
+    const int nh = c->n_heads, nchunks = (n + ATT_TOKENS - 1) / ATT_TOKENS * nh;
+    attn_job a = {out, q, s, l, n};
+    if ((size_t)n * nh * (s->pos + n) * c->head_dim > 65536) lf_parallel_for(attend_chunk, &a, nchunks);
+    else for (int i = 0; i < nchunks; i++) attend_chunk(&a, i);
 }
 
 /* Fusion weights w [n, k] of layer l for the n inputs x [n, H]; gate logits

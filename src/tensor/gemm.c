@@ -15,12 +15,11 @@
  *   - the micro-kernel keeps an MR x NR block of y in registers for the
  *     whole slice: per column, NR/16 panel loads and MR broadcasts feed
  *     MR * NR / 16 FMAs.
- * The threads split the rows (panels), so each weight is read and converted
+ * The threads claim groups of panels, so each weight is read and converted
  * once per product.  MR x NR: 12 x 32 (AVX-512, 24 accumulators),
  * 6 x 16 (AVX2, 12 accumulators), 4 x 16 (portable C). */
 #include "simd.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -294,6 +293,44 @@ static gemm_shape shape_for(int isa) {
     return (gemm_shape){4, 16, ukernel_portable, pack_portable};
 }
 
+typedef struct {
+    gemm_shape sh;
+    const lf_mat *W;
+    const float *x;
+    float *y, *xp;
+    int T, rows, cols, ntiles, npanels, kcmax, accumulate;
+} gemm_job;
+
+static void pack_x_chunk(void *ctx, int t) {
+    const gemm_job *g = ctx;
+    pack_x(g->xp, g->x, g->T, g->cols, g->sh.mr, t, g->ntiles, g->kcmax);
+}
+
+/* GROUP panels of rows (one chunk): every column slice, every token tile. */
+static void panels_chunk(void *ctx, int chunk) {
+    const gemm_job *g = ctx;
+    const int mr = g->sh.mr, nr = g->sh.nr, rows = g->rows, T = g->T;
+    const int g0 = chunk * GROUP, ng = g->npanels - g0 < GROUP ? g->npanels - g0 : GROUP;
+    float *tmp = xaligned((size_t)nr * g->kcmax * sizeof(float));
+    float *panels = xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
+    for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
+        const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
+        const int load = g->accumulate || k0 > 0;
+        for (int j = 0; j < ng; j++) g->sh.pack(panels + (size_t)j * nr * kc, g->W, (g0 + j) * nr, nr, k0, kc, tmp);
+        const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
+        for (int t = 0; t < g->ntiles; t++) {
+            const int mv = T - t * mr < mr ? T - t * mr : mr;
+            for (int j = 0; j < ng; j++) {
+                const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
+                g->sh.kernel(kc, xs + (size_t)t * kc * mr, panels + (size_t)j * nr * kc,
+                             g->y + (size_t)t * mr * rows + o0, rows, mv, nv, load);
+            }
+        }
+    }
+    free(tmp);
+    free(panels);
+}
+
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     const int rows = W->rows, cols = W->cols;
     if (rows <= 0 || T <= 0) return;
@@ -301,43 +338,18 @@ void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
         if (!accumulate) memset(y, 0, (size_t)T * rows * sizeof(float));
         return;
     }
-    const gemm_shape sh = shape_for(lf_isa());
-    const int mr = sh.mr, nr = sh.nr;
-    const int ntiles = (T + mr - 1) / mr, npanels = (rows + nr - 1) / nr;
-    /* Equal slices of at most KC_MAX columns. */
+    gemm_job g = {.sh = shape_for(lf_isa()), .W = W, .x = x, .y = y, .T = T, .rows = rows, .cols = cols,
+                  .accumulate = accumulate};
+    g.ntiles = (T + g.sh.mr - 1) / g.sh.mr;
+    g.npanels = (rows + g.sh.nr - 1) / g.sh.nr;
+    /* equal slices of at most KC_MAX columns */
     const int nslices = (cols + KC_MAX - 1) / KC_MAX;
-    const int kcmax = ((cols + nslices - 1) / nslices + 15) / 16 * 16;
-    float *xp = xaligned((size_t)ntiles * cols * mr * sizeof(float));
-    const double flops = 2.0 * T * rows * cols;
-    const int nt = flops >= 4e6 ? lf_kernels_threads() : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        const int p = omp_get_thread_num(), np = omp_get_num_threads();
-#pragma omp for schedule(static)
-        for (int t = 0; t < ntiles; t++) pack_x(xp, x, T, cols, mr, t, ntiles, kcmax);
-        /* implicit barrier: every thread needs every tile */
-        const int pb0 = (int)((long)npanels * p / np), pb1 = (int)((long)npanels * (p + 1) / np);
-        float *tmp = xaligned((size_t)nr * kcmax * sizeof(float));
-        float *panels = xaligned((size_t)GROUP * nr * kcmax * sizeof(float));
-        for (int g0 = pb0; g0 < pb1; g0 += GROUP) {
-            const int ng = pb1 - g0 < GROUP ? pb1 - g0 : GROUP;
-            for (int k0 = 0; k0 < cols; k0 += kcmax) {
-                const int kc = cols - k0 < kcmax ? cols - k0 : kcmax;
-                const int load = accumulate || k0 > 0;
-                for (int j = 0; j < ng; j++) sh.pack(panels + (size_t)j * nr * kc, W, (g0 + j) * nr, nr, k0, kc, tmp);
-                const float *xs = xp + (size_t)k0 * ntiles * mr;
-                for (int t = 0; t < ntiles; t++) {
-                    const int mv = T - t * mr < mr ? T - t * mr : mr;
-                    for (int j = 0; j < ng; j++) {
-                        const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
-                        sh.kernel(kc, xs + (size_t)t * kc * mr, panels + (size_t)j * nr * kc,
-                                  y + (size_t)t * mr * rows + o0, rows, mv, nv, load);
-                    }
-                }
-            }
-        }
-        free(tmp);
-        free(panels);
-    }
-    free(xp);
+    g.kcmax = ((cols + nslices - 1) / nslices + 15) / 16 * 16;
+    g.xp = xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
+    /* The kernel threads claim tiles, then groups of panels (pool.c): a
+     * thread the system preempts delays only the chunk it holds. */
+    const int nt = 2.0 * T * rows * cols >= 4e6 ? lf_kernels_threads() : 1;
+    lf_parallel_chunks(pack_x_chunk, &g, g.ntiles, nt);
+    lf_parallel_chunks(panels_chunk, &g, (g.npanels + GROUP - 1) / GROUP, nt);
+    free(g.xp);
 }

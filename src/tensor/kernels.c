@@ -171,7 +171,10 @@ void lf_matmul_ref(float *y, const float *x, const lf_mat *W, int T, int accumul
 
 void lf_matmul(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     if (W->rows <= 0 || T <= 0) return;
-    if (T <= ROWS_MAX_T) lf_matmul_rows(y, x, W, T, accumulate);
+    if (T == 1) {
+        lf_matvec_job j = {W, x, y, accumulate, NULL, NULL};
+        lf_matvec(&j, 1);
+    } else if (T <= ROWS_MAX_T) lf_matmul_rows(y, x, W, T, accumulate);
     else lf_gemm(y, x, W, T, accumulate);
 }
 

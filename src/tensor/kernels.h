@@ -4,7 +4,8 @@
  * version is tested against.  Weights are [rows = out, cols = in] matrices in
  * F32, F16, BF16 or Q8 (int8, see below), converted to float32 on the fly;
  * accumulation is float32.  Fast paths: AVX-512, AVX2 and portable C, chosen
- * at run time (simd.h); threads come from OpenMP's pool. */
+ * at run time (simd.h); the threads of the products are pool.c's (created
+ * once), OpenMP's for a few other loops. */
 #ifndef LF_KERNELS_H
 #define LF_KERNELS_H
 
@@ -94,9 +95,12 @@ typedef struct {
     const lf_mat *B;   /* or NULL */
     const float *z;
 } lf_matvec_job;
-/* Run the jobs with the threads splitting the rows of all of them by
- * bytes (one wake-up of the thread team for several matrices). */
+/* Run the jobs on the kernel threads, the rows of all of them cut into
+ * chunks of about 128 KiB of weights (one wake-up for several matrices). */
 void lf_matvec(const lf_matvec_job *jobs, int n);
+/* fn(ctx, c) for c < nchunks on the kernel threads (pool.c: no barrier
+ * waits for a thread that took no chunk); for short parallel steps. */
+void lf_parallel_for(void (*fn)(void *ctx, int chunk), void *ctx, int nchunks);
 
 /* Threads used by the kernels (OpenMP). */
 void lf_kernels_set_threads(int n);

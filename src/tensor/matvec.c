@@ -1,11 +1,13 @@
 /* matvec.c: threaded matrix-vector products for decoding.
  *
  * A decoding step is bound by memory bandwidth, and on a few cores one core
- * cannot draw all of it: every product is split between the threads of
- * OpenMP's pool (created once; no thread is started per call).  lf_matvec
- * takes a batch of products (q, k and v; gate and up) and splits the rows
- * of all of them by bytes, so that the team wakes once per batch and each
- * thread streams one contiguous stretch of weights.  A job may carry the
+ * cannot draw all of it: every product is split between the kernel threads
+ * (pool.c; created once, no thread is started per call).  lf_matvec takes a
+ * batch of products (q, k and v; gate and up) and cuts the rows of all of
+ * them into chunks of about 32 KiB of weights that the threads claim, so
+ * that the threads wake once per batch; small chunks bound the time the
+ * caller can wait for a thread that the system preempted mid-chunk.
+ * A job may carry the
  * stacked adapters' second factor B (same rows): y = W x + B z is then one
  * pass over the rows with no second sweep over y. */
 #include "simd.h"
@@ -38,7 +40,7 @@ typedef struct {
     lf_rowdot_fn dw, db;
     const void *xw, *xb;
     lf_q8_act qw, qb;
-    size_t cost, first; /* bytes per row, cumulated bytes before the job */
+    size_t cost; /* bytes per row */
 } job_rt;
 
 static int prepare(const lf_matvec_job *j, job_rt *rt, int isa) {
@@ -77,49 +79,53 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1) {
     }
 }
 
-/* First row of job j that thread part p of np starts at (a multiple of 4,
- * so that the 4-row kernels run whole; monotone in p, so the parts tile). */
-static int boundary(const lf_matvec_job *j, const job_rt *rt, size_t total, int p, int np) {
-    size_t at = (size_t)((double)total * p / np);
-    if (at <= rt->first) return 0;
-    size_t r = (at - rt->first + rt->cost - 1) / rt->cost;
-    r = (r + 2) / 4 * 4;
-    return r > (size_t)j->W->rows ? j->W->rows : (int)r;
+#define CHUNK_BYTES (32u << 10)
+
+typedef struct {
+    const lf_matvec_job *jobs;
+    const job_rt *rt;
+    int n;
+    int first[9];   /* first chunk of each job; first[n] = all chunks */
+    int rows_per[8];
+} batch;
+
+static void run_chunk(void *ctx, int c) {
+    const batch *b = ctx;
+    int j = 0;
+    while (c >= b->first[j + 1]) j++;
+    const int r0 = (c - b->first[j]) * b->rows_per[j];
+    const int r1 = r0 + b->rows_per[j] < b->jobs[j].W->rows ? r0 + b->rows_per[j] : b->jobs[j].W->rows;
+    run_rows(&b->jobs[j], &b->rt[j], r0, r1);
 }
 
-extern int lf_rowdot_nta;
+void lf_parallel_for(void (*fn)(void *ctx, int chunk), void *ctx, int nchunks) {
+    lf_parallel_chunks(fn, ctx, nchunks, lf_kernels_threads());
+}
+
 void lf_matvec(const lf_matvec_job *jobs, int n) {
     if (n <= 0) return;
-    if (lf_rowdot_nta < 0) lf_rowdot_nta = getenv("LORAFLOW_NTA") != NULL;
+    if (n > 8) { /* batches are q/k/v at most: split larger ones */
+        lf_matvec(jobs, 8);
+        lf_matvec(jobs + 8, n - 8);
+        return;
+    }
     const int isa = lf_isa();
-    job_rt stack_rt[8];
-    job_rt *rt = n <= 8 ? stack_rt : malloc((size_t)n * sizeof *rt);
-    if (!rt) abort();
+    job_rt rt[8];
+    batch b = {.jobs = jobs, .rt = rt, .n = n};
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         if (prepare(&jobs[i], &rt[i], isa)) abort(); /* a few KiB: out of memory is fatal here */
-        rt[i].first = total;
         total += rt[i].cost * (size_t)jobs[i].W->rows;
+        size_t per = CHUNK_BYTES / rt[i].cost / 4 * 4;
+        b.rows_per[i] = per < 4 ? 4 : (int)per;
+        b.first[i + 1] = b.first[i] + (jobs[i].W->rows + b.rows_per[i] - 1) / b.rows_per[i];
     }
     const int nt = total >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
-    if (nt <= 1) {
-        for (int i = 0; i < n; i++) run_rows(&jobs[i], &rt[i], 0, jobs[i].W->rows);
-    } else {
-#pragma omp parallel num_threads(nt)
-        {
-            const int p = omp_get_thread_num(), np = omp_get_num_threads();
-            for (int i = 0; i < n; i++) {
-                int r0 = boundary(&jobs[i], &rt[i], total, p, np);
-                int r1 = p + 1 == np ? jobs[i].W->rows : boundary(&jobs[i], &rt[i], total, p + 1, np);
-                if (r1 > r0) run_rows(&jobs[i], &rt[i], r0, r1);
-            }
-        }
-    }
+    lf_parallel_chunks(run_chunk, &b, b.first[n], nt);
     for (int i = 0; i < n; i++) {
         lf_q8_act_free(&rt[i].qw);
         lf_q8_act_free(&rt[i].qb);
     }
-    if (rt != stack_rt) free(rt);
 }
 
 /* Few tokens: each group of 4 rows is read from memory once and used for

@@ -92,10 +92,35 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
     *out = (lf_mat){LF_Q8, dst, rows, cols};
 }
 
+/* One whole group (256 values) of codes and its 8 scales into dst. */
+static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s) {
+    for (int j = 0; j < 8; j++) {
+        const float d = lf_f16_to_f32(s[j]);
+        float *o = dst + j * 32;
+        for (int ch = 0; ch < 8; ch++) {
+            const uint8_t *b = q + (ch * 8 + j) * 4;
+            o[ch * 4 + 0] = d * (float)((int)b[0] - 128);
+            o[ch * 4 + 1] = d * (float)((int)b[1] - 128);
+            o[ch * 4 + 2] = d * (float)((int)b[2] - 128);
+            o[ch * 4 + 3] = d * (float)((int)b[3] - 128);
+        }
+    }
+}
+
 void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc) {
     const uint8_t *q = q8_codes(W, r);
     const uint16_t *s = q8_scales(W, r);
-    for (int i = 0; i < nc; i++) {
+    int i = 0;
+    /* whole groups straight into dst, the ragged ends one value at a time */
+    while (i < nc && ((size_t)c0 + i) % LF_Q8_GROUP) {
+        size_t c = (size_t)c0 + i;
+        dst[i++] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c)] - 128);
+    }
+    for (; i + LF_Q8_GROUP <= nc; i += LF_Q8_GROUP) {
+        size_t g = ((size_t)c0 + i) / LF_Q8_GROUP;
+        dequant_group(dst + i, q + g * LF_Q8_GROUP, s + g * 8);
+    }
+    for (; i < nc; i++) {
         size_t c = (size_t)c0 + i;
         dst[i] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c)] - 128);
     }

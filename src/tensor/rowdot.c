@@ -125,8 +125,18 @@ AVX2_ROWDOT(lf_rowdot_avx2_bf16, 2, v8_bf16, ld_bf16)
 /* ============================ AVX-512 ============================ */
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-#define PF 512 /* elements ahead */
-int lf_rowdot_nta = -1;
+#define SHORT_ROW 1024 /* bytes */
+
+/* The four sums of a0 .. a3 at once (short rows, such as the adapters'
+ * B_cat of rank 128, spend as long in the sums as in the products). */
+T_512 static inline __m128 hsum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m256 s0 = _mm256_add_ps(_mm512_castps512_ps256(a0), _mm512_extractf32x8_ps(a0, 1));
+    __m256 s1 = _mm256_add_ps(_mm512_castps512_ps256(a1), _mm512_extractf32x8_ps(a1, 1));
+    __m256 s2 = _mm256_add_ps(_mm512_castps512_ps256(a2), _mm512_extractf32x8_ps(a2, 1));
+    __m256 s3 = _mm256_add_ps(_mm512_castps512_ps256(a3), _mm512_extractf32x8_ps(a3, 1));
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
 
 /* Loads of 16 values; the masked forms read only the first k (tails). */
 T_512 static inline __m512 v16_f32(const void *p, size_t i) { return _mm512_loadu_ps((const float *)p + i); }
@@ -161,13 +171,9 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                \
             __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                 \
             int c = 0;                                                                 \
+            if (ld <= SHORT_ROW) /* short rows: ask for the group after next */       \
+                for (size_t o = 0; o < 4 * ld; o += 64) _mm_prefetch(w0 + 8 * ld + o, _MM_HINT_T0); \
             for (; c + 32 <= n; c += 32) {                                             \
-                if (lf_rowdot_nta) {                                                   \
-                    _mm_prefetch(w0 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
-                    _mm_prefetch(w1 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
-                    _mm_prefetch(w2 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
-                    _mm_prefetch(w3 + (size_t)(c + PF) * (ES), _MM_HINT_NTA);          \
-                }                                                                      \
                 __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16); \
                 a0 = _mm512_fmadd_ps(V16(w0, c), x0, a0);                              \
                 a1 = _mm512_fmadd_ps(V16(w1, c), x0, a1);                              \
@@ -192,10 +198,8 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
                 b2 = _mm512_fmadd_ps(M16(w2, c, km), x0, b2);                          \
                 b3 = _mm512_fmadd_ps(M16(w3, c, km), x0, b3);                          \
             }                                                                          \
-            out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));                      \
-            out[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));                      \
-            out[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));                      \
-            out[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));                      \
+            _mm_storeu_ps(out, hsum4x16(_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1),   \
+                                        _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)));  \
             return;                                                                    \
         }                                                                              \
         for (int i = 0; i < nr; i++) {                                                 \

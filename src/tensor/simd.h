@@ -58,6 +58,13 @@ void lf_q8_act_quantize(lf_q8_act *a, const float *x);
 /* Values c0 .. c0+nc-1 of row r of a Q8 matrix as float32. */
 void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc);
 
+/* ---- worker threads (pool.c) ---- */
+/* Run fn(ctx, c) for c < nchunks on up to nthreads threads (the caller is
+ * one): chunks are claimed from a shared counter and the call returns when
+ * every chunk is done, without waiting for threads that took none. */
+typedef void (*lf_chunk_fn)(void *ctx, int chunk);
+void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads);
+
 /* ---- products over many tokens ---- */
 /* y [T, rows] (+)= x [T, cols] W^T, cache-blocked (gemm.c); any T. */
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate);
