@@ -55,6 +55,13 @@ static wordset load_words(const char *path) {
     return s;
 }
 
+static void free_words(wordset *s) {
+    for (int i = 0; i < s->n; i++) free(s->w[i]);
+    free(s->w);
+    s->w = NULL;
+    s->n = 0;
+}
+
 static int in_set(const wordset *s, const char *w) {
     for (int i = 0; i < s->n; i++)
         if (!strcmp(s->w[i], w)) return 1;
@@ -276,6 +283,8 @@ static int cmd_score(int argc, char **argv) {
     fputs(sum, sf);
     fclose(sf);
     fputs(sum, stdout);
+    free_words(&l2);
+    free_words(&l1);
     lf_gate_free(g);
     lf_session_free(s);
     lf_tokenizer_free(tok);
@@ -518,6 +527,7 @@ static int cmd_trace(int argc, char **argv) {
         printf("in this example the weights barely change between words and numbers; they differ mostly by layer.\n");
     else
         printf("the weights move between words and numbers, but not simply as 'language on words, task on numbers'.\n");
+    free_words(&l2);
     return 0;
 }
 

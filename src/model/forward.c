@@ -263,7 +263,7 @@ static lf_matvec_job proj_job(const lf_layer *ly, int p, const float *u, float *
  * scaled by w * c (one batch), into z + j * R. */
 static void lora_first(const lf_layer *ly, const int *p, int np, const float *u, const float *w, int k,
                        float *z, int R) {
-    lf_matvec_job jobs[3];
+    lf_matvec_job jobs[3] = {{0}};
     int nj = 0;
     for (int j = 0; j < np; j++)
         if (ly->lora[p[j]].R) jobs[nj++] = (lf_matvec_job){&ly->lora[p[j]].A, u, z + (size_t)j * R, 0, NULL, NULL};
