@@ -120,7 +120,7 @@ FUZZ_BUILD   := build/fuzz
 # TODO(training): add "jsonl" here with a fuzz/fuzz_jsonl.c over the JSONL data
 # readers (lf_dataset_load in src/engine/data.c); make_seeds can copy
 # ../shared/data/loraflow/*/*.jsonl lines as its seeds.
-FUZZ_TARGETS := safetensors st_index ptzip pickle config adapter_config adapter_weights gate \
+FUZZ_TARGETS := safetensors st_index ptzip pickle config adapter_config adapter_weights gate jsonl \
                 tokenizer_load tokenize
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -Iinclude \
                 -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=address,undefined \
