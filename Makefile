@@ -116,10 +116,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD   := build/fuzz
 # One entry per fuzz/fuzz_<name>.c target (adapter_config and adapter_weights
-# are both fuzz/fuzz_adapter.c).
-# TODO(training): add "jsonl" here with a fuzz/fuzz_jsonl.c over the JSONL data
-# readers (lf_dataset_load in src/engine/data.c); make_seeds can copy
-# ../shared/data/loraflow/*/*.jsonl lines as its seeds.
+# are both fuzz/fuzz_adapter.c; jsonl is the training-data reader).
 FUZZ_TARGETS := safetensors st_index ptzip pickle config adapter_config adapter_weights gate jsonl \
                 tokenizer_load tokenize
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -Iinclude \

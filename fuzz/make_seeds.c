@@ -223,6 +223,38 @@ static void json_seeds(void) {
     seed_str("st_index", "junk-shard.json", "{\"weight_map\":{\"a\":\"junk.safetensors\"}}");
 }
 
+/* Training data (fuzz_jsonl): one line of each form lf_dataset_load knows. */
+static void jsonl_seeds(void) {
+    seed_str("jsonl", "forms.jsonl",
+             "{\"query\": \"What is 2 + 3?\", \"response\": \"5\"}\n"
+             "{\"question\": \"hello\", \"answer\": \"world\", \"system\": null}\n"
+             "{\"text\": \"write code\", \"code\": \"def f():\\r\\n  return 1\"}\n"
+             "{\"data\": [\"q\", \"a\"], \"system\": \"be brief\"}\n"
+             "{\"text\": \"plain text \\u00e9\\n\"}\n"
+             "{\"input_ids\": [1, 5, 6, 2], \"labels\": [-100, 5, 6, 2], \"attention_mask\": [1, 1, 1, 0]}\n");
+    seed_str("jsonl", "ids.jsonl", "{\"input_ids\": [1, 2, 3]}\n\n{\"input_ids\": [4, 5], \"labels\": [4, -100]}\n");
+}
+
+/* The first lines of the shared data sets, as they come. */
+static void jsonl_fixture_seeds(const char *shared) {
+    static const char *const files[] = {"train/zh_math_train.jsonl", "train/es_code_train.jsonl",
+                                        "dev/ru_math_dev.jsonl", "test/zh_code_test.jsonl"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p[4400], name[64];
+        snprintf(p, sizeof p, "%s/data/loraflow/%s", shared, files[i]);
+        FILE *f = fopen(p, "rb");
+        if (!f) continue;
+        char buf[8192];
+        size_t n = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        size_t cut = 0; /* up to the end of the last whole line (two at most) */
+        for (size_t k = 0, lines = 0; k < n && lines < 2; k++)
+            if (buf[k] == '\n') cut = k + 1, lines++;
+        snprintf(name, sizeof name, "shared-%zu.jsonl", i);
+        if (cut) seed("jsonl", name, buf, cut);
+    }
+}
+
 static void tokenizer_seeds(void) {
     for (int v = 0; v < 8; v++) {
         char name[64], *j = tb_json(v & 1, (v >> 1) & 1, (v >> 2) & 1);
@@ -305,8 +337,12 @@ int main(int argc, char **argv) {
     synthetic_pt(scratch);
     synthetic_model(scratch);
     json_seeds();
+    jsonl_seeds();
     tokenizer_seeds();
-    if (argc == 3) fixture_seeds(argv[2]);
+    if (argc == 3) {
+        fixture_seeds(argv[2]);
+        jsonl_fixture_seeds(argv[2]);
+    }
     printf("make_seeds: %d seed files in %s\n", n_written, out_root);
     return 0;
 }
