@@ -7,7 +7,7 @@ OPT     ?= -O2
 SAN     ?= 0
 ifeq ($(SAN),1)
   BUILD   ?= build-san
-  SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  SANFLAGS = -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow -fno-omit-frame-pointer
   OPT      = -O1 -g
 else
   BUILD   ?= build
@@ -120,8 +120,8 @@ FUZZ_BUILD   := build/fuzz
 FUZZ_TARGETS := safetensors st_index ptzip pickle config adapter_config adapter_weights gate jsonl \
                 tokenizer_load tokenize
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fopenmp -Iinclude \
-                -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=address,undefined \
-                -fno-sanitize-recover=undefined
+                -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=address,undefined,float-cast-overflow \
+                -fno-sanitize-recover=undefined,float-cast-overflow
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_LDLIBS  := -lcjson -lm -lpthread
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)

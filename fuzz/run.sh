@@ -39,7 +39,11 @@ for t in "$@"; do
     # -timeout: one input taking this long is a hang (quadratic blow-ups
     # included); -rss_limit_mb: the whole process; -max_len: inputs above
     # 1 MiB only slow the search down (2 MiB for whole tokenizer files).
-    "$bin" "$corpus" "$seeds" $dict -max_total_time="$S" -timeout=25 -rss_limit_mb=2560 \
+    # FUZZ_SEED (CI sets it) fixes libFuzzer's random seed so that a bounded
+    # run explores the same inputs every time; unset, each run differs.
+    seedopt=""
+    [ -n "${FUZZ_SEED:-}" ] && seedopt="-seed=$FUZZ_SEED"
+    "$bin" "$corpus" "$seeds" $dict $seedopt -max_total_time="$S" -timeout=25 -rss_limit_mb=2560 \
         -max_len="$maxlen" -print_final_stats=1 -artifact_prefix="fuzz-out/crashes/$t-" >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -218,6 +218,11 @@ static void test_data_errors(void **state) {
         "{\"data\": [\"only one\"]}\n",
         "{\"unknown\": 1}\n",
         "{\"input_ids\": [1]}\n",
+        /* fuzz finds: out-of-range numbers must be refused before any conversion */
+        "{\"input_ids\": [1, 1e20, 3]}\n",
+        "{\"input_ids\": [1, 2, 3], \"labels\": [-100, -1e300, 3]}\n",
+        "{\"input_ids\": [1, 2.5, 3]}\n",
+        "{\"input_ids\": [1, 2, 3], \"labels\": [-100, 4294967296, 3]}\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *p = tmp("bad.jsonl");

@@ -5,6 +5,8 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +113,9 @@ static int read_pretokenized(const cJSON *j, lf_example *ex, int max_len) {
             return -1;
         }
         double id = it->valuedouble, l = lt->valuedouble;
-        if (id != (int32_t)id || id < 0 || l != (int32_t)l || (l < 0 && l != -100)) {
+        /* range first: converting an out-of-range double to int32 is undefined */
+        if (!(id >= 0 && id <= INT32_MAX) || id != floor(id) ||
+            !((l >= 0 && l <= INT32_MAX) || l == -100) || l != floor(l)) {
             lf_set_error("entry %d: ids must be non-negative integers and labels integers or -100", t);
             return -1;
         }
