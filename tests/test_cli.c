@@ -98,6 +98,45 @@ static void test_forward_gate(void **state) {
     lf_tensorset_free(&ref);
 }
 
+/* --quantize q8 through the CLI: the logits move (the flag reaches the
+ * loader) but stay within test_kernels' q8 bound of the float32 reference;
+ * --placement mmap gives the reference logits. */
+static void test_forward_load_options(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    lf_tensorset ref;
+    lf_tensorset_init(&ref);
+    assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/logits.safetensors"), &ref), 0);
+    const lf_tensor *r = lf_tensorset_find(&ref, "en.dynamic_t1.0.logits_last");
+    assert_non_null(r);
+    const double sc = lf_test_scale(r->data, 32000);
+    static const char *opts[] = {"--quantize q8", "--placement mmap", "--placement copy --quantize none"};
+    for (int i = 0; i < 3; i++) {
+        char path[512], *out;
+        snprintf(path, sizeof path, "%s/fwd_load%d.safetensors", lf_test_tmpdir(), i);
+        int rc = run_tool(&out, "forward -m %s -l lang=%s -l task=%s -g %s %s -p 'The quick brown fox jumps over the lazy dog.' -o %s -t 2",
+                          lf_test_path(FIX "base"), lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task"),
+                          lf_test_path(FIX "gate.pt"), opts[i], path);
+        if (rc) print_error("%s\n", out);
+        assert_int_equal(rc, 0);
+        free(out);
+        lf_tensorset got;
+        lf_tensorset_init(&got);
+        assert_int_equal(lf_safetensors_read(path, &got), 0);
+        const lf_tensor *lg = lf_tensorset_find(&got, "logits");
+        assert_non_null(lg);
+        const float *last = (const float *)lg->data + (lg->shape[0] - 1) * 32000;
+        double e = lf_test_maxdiff(last, r->data, 32000);
+        if (i == 0) {
+            if (!(e > 1e-4 * sc && e < 0.06 * sc)) fail_msg("--quantize q8: logit error %g (scale %g)", e, sc);
+        } else {
+            lf_test_check_close(opts[i], last, r->data, 32000, 1e-4 * sc);
+        }
+        lf_tensorset_free(&got);
+    }
+    lf_tensorset_free(&ref);
+}
+
 /* forward through the CLI in every mode of the fixture, for every prompt
  * (ids from inputs.safetensors): the library and the command line agree
  * with the reference. */
@@ -280,6 +319,9 @@ static void test_errors(void **state) {
         {"forward -m BASE --ids 1,2", "-o"},
         {"generate -m BASE --ids 1,x", "--ids"},
         {"generate -m BASE --ids 1,2 --ctx 1", "context"},
+        {"generate -m BASE --ids 1,2 --quantize q4", "--quantize expects q8 or none"},
+        {"forward -m BASE --ids 1,2 --placement disk -o /dev/null", "--placement expects"},
+        {"tokenize -m BASE --quantize q8 hello", "does not apply"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[2048] = "";
@@ -304,7 +346,8 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),          cmocka_unit_test(test_tokenize),
-        cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_all_modes),
+        cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_load_options),
+        cmocka_unit_test(test_forward_all_modes),
         cmocka_unit_test(test_generate_json), cmocka_unit_test(test_trace_files), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

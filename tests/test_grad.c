@@ -26,31 +26,44 @@ static float frand(void) {
 static void test_train_kernels(void **state) {
     (void)state;
     const lf_dtype types[] = {LF_F32, LF_F16, LF_BF16};
-    for (int ti = 0; ti < 3; ti++) {
-        const int rows = 37, cols = 600, T = 5;
-        void *buf = malloc((size_t)rows * cols * 4);
-        for (int i = 0; i < rows * cols; i++) {
-            float v = frand();
-            if (types[ti] == LF_F32) ((float *)buf)[i] = v;
-            else if (types[ti] == LF_F16) ((uint16_t *)buf)[i] = lf_f32_to_f16(v);
-            else ((uint16_t *)buf)[i] = lf_f32_to_bf16(v);
-        }
-        lf_mat W = {types[ti], buf, rows, cols};
-        float *dy = malloc((size_t)T * rows * 4), *a = malloc((size_t)T * cols * 4), *b = malloc((size_t)T * cols * 4);
-        for (int i = 0; i < T * rows; i++) dy[i] = frand();
-        for (int acc = 0; acc < 2; acc++) {
-            for (int i = 0; i < T * cols; i++) a[i] = b[i] = frand();
-            lf_matmul_tn_ref(a, dy, &W, T, acc);
-            lf_matmul_tn(b, dy, &W, T, acc);
-            lf_test_check_close("matmul_tn", b, a, (size_t)T * cols, 1e-4);
-        }
-        float *x = malloc((size_t)T * cols * 4), *g1 = calloc((size_t)rows * cols, 4), *g2 = calloc((size_t)rows * cols, 4);
-        for (int i = 0; i < T * cols; i++) x[i] = frand();
-        lf_matmul_wgrad_ref(g1, dy, x, T, rows, cols);
-        lf_matmul_wgrad(g2, dy, x, T, rows, cols);
-        lf_test_check_close("matmul_wgrad", g2, g1, (size_t)rows * cols, 1e-5);
-        free(buf); free(dy); free(a); free(b); free(x); free(g1); free(g2);
+    /* T below and above the GEMM threshold; shapes that are not multiples
+     * of any tile; every instruction set this CPU has */
+    static const int shapes[][3] = {{37, 600, 5}, {37, 600, 29}, {100, 33, 131}, {300, 70, 12}};
+    const int prev = lf_kernels_isa();
+    for (int isa = LF_ISA_PORTABLE; isa <= prev; isa++) {
+        lf_kernels_set_isa(isa);
+        for (int si = 0; si < 4; si++)
+            for (int ti = 0; ti < 3; ti++) {
+                const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
+                void *buf = malloc((size_t)rows * cols * 4);
+                for (int i = 0; i < rows * cols; i++) {
+                    float v = frand();
+                    if (types[ti] == LF_F32) ((float *)buf)[i] = v;
+                    else if (types[ti] == LF_F16) ((uint16_t *)buf)[i] = lf_f32_to_f16(v);
+                    else ((uint16_t *)buf)[i] = lf_f32_to_bf16(v);
+                }
+                lf_mat W = {types[ti], buf, rows, cols};
+                float *dy = malloc((size_t)T * rows * 4), *a = malloc((size_t)T * cols * 4),
+                      *b = malloc((size_t)T * cols * 4);
+                for (int i = 0; i < T * rows; i++) dy[i] = frand();
+                for (int acc = 0; acc < 2; acc++) {
+                    for (int i = 0; i < T * cols; i++) a[i] = b[i] = frand();
+                    lf_matmul_tn_ref(a, dy, &W, T, acc);
+                    lf_matmul_tn(b, dy, &W, T, acc);
+                    /* float32 sums of `rows` products of values in [-1, 1] */
+                    lf_test_check_close("matmul_tn", b, a, (size_t)T * cols, 1e-6 * rows + 1e-6);
+                }
+                float *x = malloc((size_t)T * cols * 4), *g1 = malloc((size_t)rows * cols * 4),
+                      *g2 = malloc((size_t)rows * cols * 4);
+                for (int i = 0; i < T * cols; i++) x[i] = frand();
+                for (int i = 0; i < rows * cols; i++) g1[i] = g2[i] = frand(); /* it accumulates */
+                lf_matmul_wgrad_ref(g1, dy, x, T, rows, cols);
+                lf_matmul_wgrad(g2, dy, x, T, rows, cols);
+                lf_test_check_close("matmul_wgrad", g2, g1, (size_t)rows * cols, 1e-6 * T + 1e-6);
+                free(buf); free(dy); free(a); free(b); free(x); free(g1); free(g2);
+            }
     }
+    lf_kernels_set_isa(prev);
     /* rmsnorm backward by finite differences (double-checked in float) */
     const int n = 8;
     float x[8], g[8], dy[8], dx[8] = {0}, dg[8] = {0}, y1[8], y2[8];

@@ -42,7 +42,7 @@ static int parse_float(const char *s, const char *what, float *out) {
 }
 
 enum { O_IDS = 256, O_SYSTEM, O_GREEDY, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_JSON, O_NOBOS, O_SPECIAL,
-       O_CTX, O_TRACE, O_TRACESVG };
+       O_CTX, O_TRACE, O_TRACESVG, O_QUANT, O_PLACE };
 
 int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *usage) {
     static const struct option longopts[] = {
@@ -57,7 +57,8 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
         {"seed", required_argument, 0, O_SEED}, {"json", no_argument, 0, O_JSON},
         {"no-bos", no_argument, 0, O_NOBOS}, {"special", no_argument, 0, O_SPECIAL},
         {"ctx", required_argument, 0, O_CTX}, {"trace", required_argument, 0, O_TRACE},
-        {"trace-svg", required_argument, 0, O_TRACESVG}, {0, 0, 0, 0},
+        {"trace-svg", required_argument, 0, O_TRACESVG}, {"quantize", required_argument, 0, O_QUANT},
+        {"placement", required_argument, 0, O_PLACE}, {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
@@ -65,6 +66,7 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
     o->top_p = 0.95f;
     o->top_k = 40;
     o->seed = 42;
+    o->quantize = o->placement = -1; /* unset: the library's default (LORAFLOW_QUANTIZE/PLACEMENT) */
     optind = 1;
     opterr = 0;
     int c;
@@ -120,6 +122,19 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
         case O_CTX: need = OPT_GEN | OPT_OUT; if (parse_int(optarg, "--ctx", 1, 1 << 24, &v)) return -1; o->ctx = (int)v; break;
         case O_TRACE: need = OPT_TRACE; o->trace = optarg; break;
         case O_TRACESVG: need = OPT_TRACE; o->trace_svg = optarg; break;
+        case O_QUANT:
+            need = OPT_LOAD;
+            if (!strcmp(optarg, "q8")) o->quantize = LF_QUANT_Q8;
+            else if (!strcmp(optarg, "none")) o->quantize = LF_QUANT_NONE;
+            else { fprintf(stderr, "loraflow: --quantize expects q8 or none, got '%s'\n", optarg); return -1; }
+            break;
+        case O_PLACE:
+            need = OPT_LOAD;
+            if (!strcmp(optarg, "auto")) o->placement = LF_PLACE_AUTO;
+            else if (!strcmp(optarg, "mmap")) o->placement = LF_PLACE_MMAP;
+            else if (!strcmp(optarg, "copy")) o->placement = LF_PLACE_COPY;
+            else { fprintf(stderr, "loraflow: --placement expects auto, mmap or copy, got '%s'\n", optarg); return -1; }
+            break;
         case ':': fprintf(stderr, "loraflow: option %s needs a value (see --help)\n", argv[optind - 1]); return -1;
         default: fprintf(stderr, "loraflow: unknown option %s (see --help)\n", argv[optind - 1]); return -1;
         }
@@ -180,7 +195,10 @@ static int parse_weights(const char *s, float *w, int k) {
 
 int cli_setup(const cli_opts *o, int need_tok, int ctx, cli_env *env) {
     memset(env, 0, sizeof *env);
-    env->model = lf_model_load(o->model_dir);
+    const lf_load_options lo = {o->placement < 0 ? LF_PLACE_AUTO : o->placement,
+                                o->quantize < 0 ? LF_QUANT_NONE : o->quantize};
+    env->model = o->placement < 0 && o->quantize < 0 ? lf_model_load(o->model_dir)
+                                                     : lf_model_load_opts(o->model_dir, &lo);
     if (!env->model) { fprintf(stderr, "loraflow: %s\n", lf_last_error()); return -1; }
     if (need_tok) {
         env->tok = lf_tokenizer_load_dir(o->model_dir);

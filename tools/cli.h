@@ -31,13 +31,23 @@ typedef struct {
     const char *trace, *trace_svg;
     const char *positional;       /* TEXT */
     int sampling_given;
+    int quantize;                 /* --quantize: LF_QUANT_* */
+    int placement;                /* --placement: LF_PLACE_* */
 } cli_opts;
 
 /* Options a subcommand accepts (bit mask). */
 enum {
     OPT_MODEL = 1 << 0, OPT_THREADS = 1 << 1, OPT_FUSION = 1 << 2, OPT_INPUT = 1 << 3,
     OPT_OUT = 1 << 4, OPT_GEN = 1 << 5, OPT_TOK = 1 << 6, OPT_TRACE = 1 << 7, OPT_POSITIONAL = 1 << 8,
+    OPT_LOAD = 1 << 9, /* --quantize, --placement */
 };
+
+/* The lines of --help that describe OPT_LOAD. */
+#define CLI_LOAD_USAGE \
+    "  --quantize q8     8-bit weights (one F16 scale per 32 values) for the projections and\n" \
+    "                    lm_head, made at load time: about half the memory traffic per token\n" \
+    "                    (docs/PERFORMANCE.md gives the logit error); default: as stored\n" \
+    "  --placement P     auto (default: copy into memory with huge pages when it fits), mmap, copy\n"
 
 /* Parse argv (after the subcommand).  Returns 0, 1 for --help (usage printed), -1 on error (printed). */
 int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *usage);

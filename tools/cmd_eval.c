@@ -34,7 +34,8 @@ static const char usage[] =
     "  --limit N         only the first N examples\n"
     "  --timeout S       time limit of one code test run (default 10 s)\n"
     "  -t N              threads (default all cores: examples in parallel on small models)\n"
-    "  fusion: -l NAME=DIR (repeat), -w w1,..,wk (static), -g GATE, -T X, as in `loraflow generate`\n";
+    "  fusion: -l NAME=DIR (repeat), -w w1,..,wk (static), -g GATE, -T X, as in `loraflow generate`\n"
+    CLI_LOAD_USAGE;
 
 typedef struct {
     char *prompt_text;     /* the user part (question or code prompt) */
@@ -314,7 +315,7 @@ int cmd_eval(int argc, char **argv) {
     }
     rest[nrest] = NULL;
     cli_opts o;
-    int r = cli_parse(nrest, rest, OPT_MODEL | OPT_THREADS | OPT_FUSION | OPT_INPUT, &o, usage);
+    int r = cli_parse(nrest, rest, OPT_MODEL | OPT_THREADS | OPT_FUSION | OPT_INPUT | OPT_LOAD, &o, usage);
     free(rest);
     if (r) return r > 0 ? 0 : 2;
     if (!data) { cli_error("eval", "--data TEST.jsonl is required (see --help)"); return 2; }

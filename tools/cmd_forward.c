@@ -19,11 +19,12 @@ static const char usage[] =
     "  -m DIR, -p TEXT, --ids, --system   as in `loraflow generate`\n"
     "  -l NAME=DIR (repeat), -w w1,..,wk, -g GATE, -T X   fusion, as in `loraflow generate`\n"
     "  -o FILE         output safetensors file (written atomically)\n"
-    "  -t N            threads (default: all cores)\n";
+    "  -t N            threads (default: all cores)\n"
+    CLI_LOAD_USAGE;
 
 int cmd_forward(int argc, char **argv) {
     cli_opts o;
-    int r = cli_parse(argc, argv, OPT_MODEL | OPT_THREADS | OPT_FUSION | OPT_INPUT | OPT_OUT, &o, usage);
+    int r = cli_parse(argc, argv, OPT_MODEL | OPT_THREADS | OPT_FUSION | OPT_INPUT | OPT_OUT | OPT_LOAD, &o, usage);
     if (r) return r > 0 ? 0 : 2;
     if (!o.out) {
         cli_error("forward", "-o OUT.safetensors is required (see --help)");

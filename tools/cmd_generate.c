@@ -32,7 +32,8 @@ static const char usage[] =
     "  --trace FILE      record the fusion weights of every token at every layer (.csv or .json)\n"
     "  --trace-svg FILE  draw them as a heatmap (tokens x layers, one panel per adapter)\n"
     "  --ctx N           context size (default: prompt + N, at most max_position_embeddings)\n"
-    "  -t N              threads (default: all cores)\n";
+    "  -t N              threads (default: all cores)\n"
+    CLI_LOAD_USAGE;
 
 typedef struct {
     int json;
@@ -100,7 +101,7 @@ static int write_traces(const cli_opts *o, cli_env *env, const int32_t *fed, int
 
 int cmd_generate(int argc, char **argv) {
     cli_opts o;
-    int r = cli_parse(argc, argv, OPT_MODEL | OPT_THREADS | OPT_FUSION | OPT_INPUT | OPT_GEN | OPT_TRACE, &o, usage);
+    int r = cli_parse(argc, argv, OPT_MODEL | OPT_THREADS | OPT_FUSION | OPT_INPUT | OPT_GEN | OPT_TRACE | OPT_LOAD, &o, usage);
     if (r) return r > 0 ? 0 : 2;
     if ((o.trace || o.trace_svg) && o.n_adapters == 0) {
         cli_error("generate", "--trace needs adapters (-l) and a fusion mode (-g or -w)");

@@ -449,16 +449,14 @@ static void attn_forward(float *out, const float *q, const float *k, const float
                 const int kh = h / group;
                 for (int j = 0; j <= t; j++) {
                     const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
-                    float d = 0;
-                    for (int i = 0; i < hd; i++) d += qt[i] * kj[i];
-                    sc[j] = d * scale;
+                    sc[j] = lf_dot_f32(qt, kj, hd) * scale;
                 }
                 lf_softmax(sc, t + 1);
                 float *o = out + (size_t)t * nh * hd + (size_t)h * hd;
                 memset(o, 0, (size_t)hd * sizeof(float));
                 for (int j = 0; j <= t; j++) {
                     const float *vj = v + (size_t)j * kvd + (size_t)kh * hd;
-                    for (int i = 0; i < hd; i++) o[i] += sc[j] * vj[i];
+                    lf_axpy_f32(o, sc[j], vj, hd);
                 }
             }
         free(sc);
@@ -484,16 +482,13 @@ static void attn_backward(float *dq, float *dk, float *dv, const float *dout, co
                     const float *dot_ = dout + (size_t)t * nh * hd + (size_t)h * hd;
                     for (int j = 0; j <= t; j++) {
                         const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
-                        float d = 0;
-                        for (int i = 0; i < hd; i++) d += qt[i] * kj[i];
-                        pr[j] = d * scale;
+                        pr[j] = lf_dot_f32(qt, kj, hd) * scale;
                     }
                     lf_softmax(pr, t + 1);
                     double sum = 0;
                     for (int j = 0; j <= t; j++) {
                         const float *vj = v + (size_t)j * kvd + (size_t)kh * hd;
-                        float d = 0;
-                        for (int i = 0; i < hd; i++) d += dot_[i] * vj[i];
+                        const float d = lf_dot_f32(dot_, vj, hd);
                         dp[j] = d;
                         sum += (double)pr[j] * d;
                     }
@@ -503,11 +498,9 @@ static void attn_backward(float *dq, float *dk, float *dv, const float *dout, co
                         const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
                         float *dkj = dk + (size_t)j * kvd + (size_t)kh * hd;
                         float *dvj = dv + (size_t)j * kvd + (size_t)kh * hd;
-                        for (int i = 0; i < hd; i++) {
-                            dqt[i] += ds * kj[i];
-                            dkj[i] += ds * qt[i];
-                            dvj[i] += pr[j] * dot_[i];
-                        }
+                        lf_axpy_f32(dqt, ds, kj, hd);
+                        lf_axpy_f32(dkj, ds, qt, hd);
+                        lf_axpy_f32(dvj, pr[j], dot_, hd);
                     }
                 }
             }

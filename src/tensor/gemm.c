@@ -1,5 +1,7 @@
 /* gemm.c: y [T, rows] (+)= x [T, cols] W^T for many tokens (prompt
- * processing), cache-blocked, with float32 arithmetic on any weight dtype.
+ * processing), cache-blocked, with float32 arithmetic on any weight dtype;
+ * the same with W itself in place of W^T and a strided x, for the backward
+ * products of training (train_kernels.c).
  *
  * Blocking (the GotoBLAS/BLIS scheme, with the weights in the role of the
  * packed right-hand panels):
@@ -41,20 +43,40 @@ static void *xaligned(size_t n) {
 
 /* x [T, cols] into slices of kcmax columns, each [ntiles][kc][mr] (so
  * that one slice, which every panel of the slice reads, is contiguous),
- * zero-padded past T.  This fills tile `tile` of every slice. */
-static void pack_x(float *xp, const float *x, int T, int cols, int mr, int tile, int ntiles, int kcmax) {
-    const int t0 = tile * mr;
+ * zero-padded past T.  This fills tile `tile` of every slice.  Element
+ * (t, c) of x is x[t * st + c * sk]: sk = 1 for a row-major x, st = 1 for
+ * a transposed one (the weight gradient's dy^T). */
+static void pack_x(float *xp, const float *x, size_t st, size_t sk, int T, int cols, int mr, int tile, int ntiles,
+                   int kcmax) {
+    const int t0 = tile * mr, mv = T - t0 < mr ? T - t0 : mr;
     for (int k0 = 0; k0 < cols; k0 += kcmax) {
         const int kc = cols - k0 < kcmax ? cols - k0 : kcmax;
         float *dst = xp + (size_t)k0 * ntiles * mr + (size_t)tile * kc * mr;
-        for (int i = 0; i < mr; i++) {
-            if (t0 + i >= T) {
-                for (int c = 0; c < kc; c++) dst[(size_t)c * mr + i] = 0;
-                continue;
+        if (mv < mr) memset(dst, 0, (size_t)kc * mr * sizeof(float));
+        if (sk == 1) {
+            for (int i = 0; i < mv; i++) {
+                const float *src = x + (size_t)(t0 + i) * st + k0;
+                for (int c = 0; c < kc; c++) dst[(size_t)c * mr + i] = src[c];
             }
-            const float *src = x + (size_t)(t0 + i) * cols + k0;
-            for (int c = 0; c < kc; c++) dst[(size_t)c * mr + i] = src[c];
+        } else {
+            for (int c = 0; c < kc; c++) {
+                const float *src = x + (size_t)(k0 + c) * sk + (size_t)t0 * st;
+                for (int i = 0; i < mv; i++) dst[(size_t)c * mr + i] = src[(size_t)i * st];
+            }
         }
+    }
+}
+
+/* The panel [kc][nr] of the transposed weights W^T (rows r0.. of W^T are
+ * columns of W): row c0 + c of W, columns r0 .. r0+nr-1, converted as they
+ * lie, no transposition; zero past W->cols. */
+static void pack_trans(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp) {
+    (void)tmp;
+    const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
+    for (int c = 0; c < kc; c++) {
+        float *d = panel + (size_t)c * nr;
+        lf_mat_rows_f32(d, nr, W, c0 + c, 1, r0, nv);
+        if (nv < nr) memset(d + nv, 0, (size_t)(nr - nv) * sizeof(float));
     }
 }
 
@@ -297,13 +319,14 @@ typedef struct {
     gemm_shape sh;
     const lf_mat *W;
     const float *x;
+    size_t xst, xsk; /* strides of x: element (t, c) is x[t * xst + c * xsk] */
     float *y, *xp;
     int T, rows, cols, ntiles, npanels, kcmax, accumulate;
 } gemm_job;
 
 static void pack_x_chunk(void *ctx, int t) {
     const gemm_job *g = ctx;
-    pack_x(g->xp, g->x, g->T, g->cols, g->sh.mr, t, g->ntiles, g->kcmax);
+    pack_x(g->xp, g->x, g->xst, g->xsk, g->T, g->cols, g->sh.mr, t, g->ntiles, g->kcmax);
 }
 
 /* GROUP panels of rows (one chunk): every column slice, every token tile. */
@@ -331,15 +354,17 @@ static void panels_chunk(void *ctx, int chunk) {
     free(panels);
 }
 
-void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
-    const int rows = W->rows, cols = W->cols;
+void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                int accumulate) {
+    const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
     if (rows <= 0 || T <= 0) return;
     if (cols <= 0) {
         if (!accumulate) memset(y, 0, (size_t)T * rows * sizeof(float));
         return;
     }
-    gemm_job g = {.sh = shape_for(lf_isa()), .W = W, .x = x, .y = y, .T = T, .rows = rows, .cols = cols,
-                  .accumulate = accumulate};
+    gemm_job g = {.sh = shape_for(lf_isa()), .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
+                  .rows = rows, .cols = cols, .accumulate = accumulate};
+    if (wtrans) g.sh.pack = pack_trans;
     g.ntiles = (T + g.sh.mr - 1) / g.sh.mr;
     g.npanels = (rows + g.sh.nr - 1) / g.sh.nr;
     /* equal slices of at most KC_MAX columns */
@@ -352,4 +377,8 @@ void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     lf_parallel_chunks(pack_x_chunk, &g, g.ntiles, nt);
     lf_parallel_chunks(panels_chunk, &g, (g.npanels + GROUP - 1) / GROUP, nt);
     free(g.xp);
+}
+
+void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
+    lf_gemm_ex(y, x, (size_t)W->cols, 1, W, 0, T, accumulate);
 }

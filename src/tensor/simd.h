@@ -68,6 +68,10 @@ void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads);
 /* ---- products over many tokens ---- */
 /* y [T, rows] (+)= x [T, cols] W^T, cache-blocked (gemm.c); any T. */
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate);
+/* General form: element (t, c) of x is x[t * xst + c * xsk]; wtrans: the
+ * product is with W (y [T, W->cols] (+)= x [T, W->rows] W) instead of W^T. */
+void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                int accumulate);
 /* The same with each weight row read once for all T tokens (small T). */
 void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumulate);
 

@@ -1,6 +1,7 @@
 /* train_kernels.c: transposed products, weight gradients and the RMSNorm
  * backward step. */
 #include "train_kernels.h"
+#include "simd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,11 +29,21 @@ void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int ac
 #define TN_ROWS 32   /* weight rows converted per block */
 #define TN_COLS 512  /* output columns per task: a thread owns its columns */
 
-/* Threads split the columns of dx (no two threads write the same value);
- * each converts blocks of TN_ROWS weight rows (its column slice) once and
- * applies them to every token. */
+/* From this many tokens on the backward products go through the blocked
+ * GEMM (gemm.c); below, the plain loops (few tokens: the weights are read
+ * once either way). */
+#define GEMM_MIN_T 8
+
+/* dx = dy W is the GEMM with W in place of W^T: its panels are rows of W
+ * as they lie.  Few tokens: threads split the columns of dx (no two
+ * threads write the same value); each converts blocks of TN_ROWS weight
+ * rows (its column slice) once and applies them to every token. */
 void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumulate) {
     const int rows = W->rows, cols = W->cols;
+    if (T >= GEMM_MIN_T) {
+        lf_gemm_ex(dx, dy, (size_t)rows, 1, W, 1, T, accumulate);
+        return;
+    }
     const int ncb = (cols + TN_COLS - 1) / TN_COLS;
     if (!accumulate) memset(dx, 0, (size_t)T * cols * sizeof(float));
 #pragma omp parallel if ((size_t)rows * cols * (size_t)T >= 65536)
@@ -73,8 +84,16 @@ void lf_matmul_wgrad_ref(float *dW, const float *dy, const float *x, int T, int 
         }
 }
 
-/* Threads split the rows of dW; each row is an axpy over the tokens. */
+/* dW += dy^T x is the GEMM whose "tokens" are the rows of dW: the left
+ * operand dy^T is dy read with transposed strides, the right one x [T, cols]
+ * taken as W with W in place of W^T.  Few tokens: threads split the rows of
+ * dW; each row is an axpy over the tokens. */
 void lf_matmul_wgrad(float *dW, const float *dy, const float *x, int T, int rows, int cols) {
+    if (T >= GEMM_MIN_T) {
+        const lf_mat X = {LF_F32, x, T, cols};
+        lf_gemm_ex(dW, dy, 1, (size_t)rows, &X, 1, rows, 1);
+        return;
+    }
 #pragma omp parallel for schedule(static) if ((size_t)rows * cols * (size_t)T >= 65536)
     for (int r = 0; r < rows; r++) {
         float *o = dW + (size_t)r * cols;

@@ -1,0 +1,126 @@
+/* bench_train: time of one gate-training step (forward + backward of one
+ * sequence, gradients of the LoRA-Flow gates only, no update) on a model
+ * folder written by `loraflow synth` (DIR/lora_0, DIR/lora_1,
+ * DIR/gate.safetensors), and the peak resident memory.
+ *
+ *   build/bench/bench_train -m DIR [-n 512] [-r 5] [-t THREADS] [--prompt-share 0.25]
+ *
+ * The sequence is n random token ids; the first prompt-share of them carry
+ * the label -100 (a prompt: no loss, so no lm_head product there), the rest
+ * are answer tokens.  Each run calls lf_grad_to_file (what `loraflow grad`
+ * does) on that one sequence; figures: median of r runs [min, max] after
+ * one warm-up run. */
+#include "loraflow.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RUNS 32
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_train: %s: %s\n", what, lf_last_error());
+    exit(1);
+}
+
+static void usage(void) {
+    fputs("usage: bench_train -m DIR [-n 512] [-r 5] [-t THREADS] [--prompt-share 0.25]\n"
+          "  DIR: a folder written by `loraflow synth` (model, lora_0, lora_1, gate.safetensors)\n",
+          stderr);
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL;
+    int n = 512, r = 5, threads = 0;
+    double prompt_share = 0.25;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+        if (!v) usage();
+        if (!strcmp(a, "-m")) dir = v;
+        else if (!strcmp(a, "-n")) n = atoi(v);
+        else if (!strcmp(a, "-r")) r = atoi(v);
+        else if (!strcmp(a, "-t")) threads = atoi(v);
+        else if (!strcmp(a, "--prompt-share")) prompt_share = atof(v);
+        else usage();
+        i++;
+    }
+    if (!dir || n < 2 || r < 1 || r > MAX_RUNS || !(prompt_share >= 0 && prompt_share < 1)) usage();
+    if (threads > 0) lf_set_threads(threads);
+
+    double t0 = now();
+    lf_model *m = lf_model_load(dir);
+    if (!m) die(dir);
+    char a0[4096], a1[4096], gp[4096], data[4096], out[4096];
+    snprintf(a0, sizeof a0, "%s/lora_0", dir);
+    snprintf(a1, sizeof a1, "%s/lora_1", dir);
+    snprintf(gp, sizeof gp, "%s/gate.safetensors", dir);
+    if (lf_model_add_adapter(m, "lora_0", a0) < 0 || lf_model_add_adapter(m, "lora_1", a1) < 0) die("adapters");
+    lf_gate *g = lf_gate_load(gp, m);
+    if (!g) die(gp);
+    const lf_config *c = lf_model_config(m);
+    printf("model %s: H=%d I=%d L=%d heads=%d/%d V=%d, loaded in %.1f s; %d threads\n", dir, c->hidden_size,
+           c->intermediate_size, c->n_layers, c->n_heads, c->n_kv_heads,
+           c->vocab_size, now() - t0, lf_get_threads());
+
+    /* one pre-tokenized sequence */
+    const char *tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(data, sizeof data, "%s/bench_train.%d.jsonl", tmpdir, (int)getpid());
+    snprintf(out, sizeof out, "%s/bench_train.%d.safetensors", tmpdir, (int)getpid());
+    const int n_prompt = (int)(prompt_share * n);
+    int *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids) return 1;
+    uint64_t st = 12345;
+    for (int t = 0; t < n; t++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        ids[t] = t == 0 ? 1 : 3 + (int)((st >> 33) % (uint64_t)(c->vocab_size - 3));
+    }
+    FILE *f = fopen(data, "w");
+    if (!f) { perror(data); return 1; }
+    fputs("{\"input_ids\": [", f);
+    for (int t = 0; t < n; t++) fprintf(f, "%s%d", t ? ", " : "", ids[t]);
+    fputs("], \"labels\": [", f);
+    for (int t = 0; t < n; t++) fprintf(f, "%s%d", t ? ", " : "", t < n_prompt ? -100 : ids[t]);
+    fputs("]}\n", f);
+    if (fclose(f)) { perror(data); return 1; }
+    free(ids);
+    lf_dataset *d = lf_dataset_load(data, NULL, NULL, 0);
+    if (!d) die(data);
+
+    printf("one step: %d tokens (%d prompt tokens with label -100), forward + backward, gradients of the "
+           "%d gates only\n", n, n_prompt, c->n_layers);
+    double s[MAX_RUNS], loss;
+    if (lf_grad_to_file(m, g, 1.0f, LF_TRAIN_GATES, d, out, &loss)) die("warm-up step");
+    for (int i = 0; i < r; i++) {
+        double a = now();
+        if (lf_grad_to_file(m, g, 1.0f, LF_TRAIN_GATES, d, out, &loss)) die("step");
+        s[i] = now() - a;
+    }
+    qsort(s, (size_t)r, sizeof *s, cmp_double);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("gate-training step: %.2f s median of %d [%.2f, %.2f]; loss %.4f; peak resident memory %.2f GB\n",
+           s[r / 2], r, s[0], s[r - 1], loss, ru.ru_maxrss / 1e6);
+    unlink(data);
+    unlink(out);
+    lf_dataset_free(d);
+    lf_gate_free(g);
+    lf_model_free(m);
+    return 0;
+}
