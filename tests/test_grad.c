@@ -260,6 +260,24 @@ static void test_finite_differences(void **state) {
     lf_model_free(m);
 }
 
+/* The attention through the blocked GEMM (what sequences of
+ * lf_attn_gemm_min_t tokens and more take) on the same checks: the
+ * fixture's reference gradients and finite differences of every weight. */
+static void test_attention_gemm_path(void **state) {
+    const int keep = lf_attn_gemm_min_t;
+    lf_attn_gemm_min_t = 1;
+    test_fixture_gradients(state);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/small3", lf_test_tmpdir());
+    lf_gate *gate;
+    lf_model *m = small_model(dir, &gate);
+    lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
+    fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode, GEMM attention");
+    lf_gate_free(gate);
+    lf_model_free(m);
+    lf_attn_gemm_min_t = keep;
+}
+
 /* The training forward pass gives the loss of the inference forward pass. */
 static void test_loss_matches_inference(void **state) {
     (void)state;
@@ -290,6 +308,7 @@ int main(void) {
         cmocka_unit_test(test_train_kernels),
         cmocka_unit_test(test_fixture_gradients),
         cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_attention_gemm_path),
         cmocka_unit_test(test_loss_matches_inference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

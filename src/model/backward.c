@@ -16,6 +16,7 @@
 #include "../core/util.h"
 #include "../fusion/fusion.h"
 #include "../tensor/train_kernels.h"
+#include "../tensor/simd.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -510,6 +511,133 @@ static void attn_backward(float *dq, float *dk, float *dv, const float *dout, co
     }
 }
 
+/* ---- the same through the blocked GEMM (long sequences) ----
+ * Per key/value head: K_h, V_h copied into contiguous [T, hd] matrices;
+ * per query head of its group: S = Q_h K_h^T [T, T] (the whole square,
+ * the masked half is overwritten: a GEMM at full speed beats a triangle at
+ * a tenth of it), P = causal softmax(S / sqrt(hd)), O_h = P V_h. */
+
+int lf_attn_gemm_min_t = 64;
+
+typedef struct {
+    float *s, *s2, *kc, *vc, *qc, *oc, *dkc, *dvc;
+} attn_bufs;
+
+static void attn_bufs_free(attn_bufs *b) {
+    free(b->s); free(b->s2); free(b->kc); free(b->vc); free(b->qc); free(b->oc); free(b->dkc); free(b->dvc);
+}
+
+static void attn_bufs_alloc(attn_bufs *b, int T, int hd) {
+    const size_t sq = (size_t)T * T * sizeof(float), th = (size_t)T * hd * sizeof(float);
+    b->s = malloc(sq); b->s2 = malloc(sq);
+    b->kc = malloc(th); b->vc = malloc(th); b->qc = malloc(th); b->oc = malloc(th);
+    b->dkc = malloc(th); b->dvc = malloc(th);
+    if (!b->s || !b->s2 || !b->kc || !b->vc || !b->qc || !b->oc || !b->dkc || !b->dvc) abort();
+}
+
+/* column block [T, hd] at offset off of rows of length ld <-> contiguous */
+static void gather(float *dst, const float *src, int T, int hd, size_t ld, size_t off) {
+    for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * hd, src + (size_t)t * ld + off, (size_t)hd * sizeof(float));
+}
+static void scatter_add(float *dst, const float *src, int T, int hd, size_t ld, size_t off) {
+    for (int t = 0; t < T; t++) lf_axpy_f32(dst + (size_t)t * ld + off, 1.0f, src + (size_t)t * hd, hd);
+}
+
+/* P = causal softmax(S * scale), row by row, in place. */
+static void causal_softmax(float *s, int T, float scale) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int t = 0; t < T; t++) {
+        float *r = s + (size_t)t * T;
+        for (int j = 0; j <= t; j++) r[j] *= scale;
+        lf_softmax(r, t + 1);
+        memset(r + t + 1, 0, (size_t)(T - 1 - t) * sizeof(float));
+    }
+}
+
+/* S = Q_h K^T (Q_h read in place from q) then P. */
+static void attn_probs(float *s, const float *q, const lf_mat *K, int T, size_t qld, size_t qoff, float scale) {
+    lf_gemm_ex(s, q + qoff, qld, 1, K, 0, T, 0);
+    causal_softmax(s, T, scale);
+}
+
+static void attn_forward_gemm(float *out, const float *q, const float *k, const float *v, const lf_config *c,
+                              int T) {
+    const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+    const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    attn_bufs b;
+    attn_bufs_alloc(&b, T, hd);
+    const lf_mat K = {LF_F32, b.kc, T, hd}, Vm = {LF_F32, b.vc, T, hd};
+    for (int kh = 0; kh < nkv; kh++) {
+        gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
+        gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            attn_probs(b.s, q, &K, T, qd, (size_t)h * hd, scale);
+            lf_gemm_ex(b.oc, b.s, (size_t)T, 1, &Vm, 1, T, 0); /* O = P V */
+            for (int t = 0; t < T; t++)
+                memcpy(out + (size_t)t * qd + (size_t)h * hd, b.oc + (size_t)t * hd, (size_t)hd * sizeof(float));
+        }
+    }
+    attn_bufs_free(&b);
+}
+
+/* dP = dO V^T; dS = P * (dP - rowsum(P * dP)) * scale; dQ += dS K;
+ * dK += dS^T Q; dV += P^T dO. */
+static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                               const float *v, const lf_config *c, int T) {
+    const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+    const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    attn_bufs b;
+    attn_bufs_alloc(&b, T, hd);
+    const lf_mat K = {LF_F32, b.kc, T, hd}, Vm = {LF_F32, b.vc, T, hd};
+    const lf_mat Q = {LF_F32, b.qc, T, hd}, dO = {LF_F32, b.oc, T, hd};
+    for (int kh = 0; kh < nkv; kh++) {
+        gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
+        gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
+        memset(b.dkc, 0, (size_t)T * hd * sizeof(float));
+        memset(b.dvc, 0, (size_t)T * hd * sizeof(float));
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            gather(b.qc, q, T, hd, qd, (size_t)h * hd);
+            gather(b.oc, dout, T, hd, qd, (size_t)h * hd);
+            float *P = b.s, *dS = b.s2;
+            attn_probs(P, q, &K, T, qd, (size_t)h * hd, scale);
+            lf_gemm_ex(dS, b.oc, (size_t)hd, 1, &Vm, 0, T, 0); /* dP [T, T] */
+#pragma omp parallel for schedule(dynamic, 16)
+            for (int t = 0; t < T; t++) {
+                const float *pr = P + (size_t)t * T;
+                float *d = dS + (size_t)t * T;
+                double sum = 0;
+                for (int j = 0; j <= t; j++) sum += (double)pr[j] * d[j];
+                for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)sum) * scale;
+                memset(d + t + 1, 0, (size_t)(T - 1 - t) * sizeof(float));
+            }
+            /* dQ_h = dS K (into qc, then added to dq) */
+            lf_gemm_ex(b.qc + 0, dS, (size_t)T, 1, &K, 1, T, 0);
+            scatter_add(dq, b.qc, T, hd, qd, (size_t)h * hd);
+            /* qc held dQ: gather Q again for dK += dS^T Q */
+            gather(b.qc, q, T, hd, qd, (size_t)h * hd);
+            lf_gemm_ex(b.dkc, dS, 1, (size_t)T, &Q, 1, T, 1);
+            lf_gemm_ex(b.dvc, P, 1, (size_t)T, &dO, 1, T, 1);
+        }
+        scatter_add(dk, b.dkc, T, hd, kvd, (size_t)kh * hd);
+        scatter_add(dv, b.dvc, T, hd, kvd, (size_t)kh * hd);
+    }
+    attn_bufs_free(&b);
+}
+
+static void attention_forward(float *out, const float *q, const float *k, const float *v, const lf_config *c,
+                              int T) {
+    if (T >= lf_attn_gemm_min_t) attn_forward_gemm(out, q, k, v, c, T);
+    else attn_forward(out, q, k, v, c, T);
+}
+
+static void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                               const float *v, const lf_config *c, int T) {
+    if (T >= lf_attn_gemm_min_t) attn_backward_gemm(dq, dk, dv, dout, q, k, v, c, T);
+    else attn_backward(dq, dk, dv, dout, q, k, v, c, T);
+}
+
 /* ============================ one layer ============================ */
 
 typedef struct {
@@ -590,7 +718,7 @@ static void layer_forward(float *x_out, const float *x, lf_model *m, int l, cons
     proj_forward(c->v, c->z[LF_PROJ_V], c->h1, &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, T, md, l, LF_PROJ_V, &c->ps);
     rope_apply(c->q, T, cf->n_heads, cf->head_dim, inv_freq, 1);
     rope_apply(c->k, T, cf->n_kv_heads, cf->head_dim, inv_freq, 1);
-    attn_forward(c->att, c->q, c->k, c->v, cf, T);
+    attention_forward(c->att, c->q, c->k, c->v, cf, T);
     proj_forward(c->xm, c->z[LF_PROJ_O], c->att, &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, T, md, l, LF_PROJ_O, &c->ps);
     for (size_t i = 0; i < (size_t)T * H; i++) c->xm[i] += x[i];
     lf_rmsnorm(c->h2, c->xm, ly->ffn_norm, T, H, cf->rms_norm_eps);
@@ -642,7 +770,7 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
     memset(c->dq, 0, nq * sizeof(float));
     memset(c->dk, 0, nkv * sizeof(float));
     memset(c->dv, 0, nkv * sizeof(float));
-    attn_backward(c->dq, c->dk, c->dv, c->datt, c->q, c->k, c->v, cf, T);
+    attention_backward(c->dq, c->dk, c->dv, c->datt, c->q, c->k, c->v, cf, T);
     rope_apply(c->dq, T, cf->n_heads, cf->head_dim, inv_freq, -1);
     rope_apply(c->dk, T, cf->n_kv_heads, cf->head_dim, inv_freq, -1);
     memset(c->dh, 0, nH * sizeof(float));

@@ -55,4 +55,10 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *mode, 
                       const int32_t *labels, int T, float scale, double *loss_sum, int *n_tokens,
                       float *fusion_weights);
 
+/* Sequences of at least this many tokens take the attention through the
+ * blocked GEMM (per head: S = Q K^T, P V, and the four backward products);
+ * shorter ones the row-by-row loops.  Tests lower it to check one path
+ * against the other. */
+extern int lf_attn_gemm_min_t;
+
 #endif
