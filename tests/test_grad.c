@@ -147,6 +147,9 @@ static void check_fixture_group(const char *group, lf_model *m, lf_gate *gate, c
 static void test_fixture_gradients(void **state) {
     (void)state;
     LF_REQUIRE_SHARED();
+    const int keep_mode = lf_train_checkpoint;
+    for (int ck = 0; ck < 2; ck++) { /* kept activations, then checkpointed layers */
+    lf_train_checkpoint = ck;
     lf_model *m = lf_model_load(lf_test_path(FIX "base"));
     assert_non_null(m);
     assert_int_equal(lf_model_add_adapter(m, "lang", lf_test_path(FIX "lora_lang")), 0);
@@ -161,6 +164,8 @@ static void test_fixture_gradients(void **state) {
     lf_tensorset_free(&ref);
     lf_gate_free(gate);
     lf_model_free(m);
+    }
+    lf_train_checkpoint = keep_mode;
 }
 
 /* ---------- finite differences on a small random model ---------- */
@@ -273,6 +278,10 @@ static void test_attention_gemm_path(void **state) {
     lf_model *m = small_model(dir, &gate);
     lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
     fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode, GEMM attention");
+    const int keep_mode = lf_train_checkpoint;
+    lf_train_checkpoint = 1;
+    fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode, GEMM attention, checkpointed");
+    lf_train_checkpoint = keep_mode;
     lf_gate_free(gate);
     lf_model_free(m);
     lf_attn_gemm_min_t = keep;

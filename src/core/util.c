@@ -175,3 +175,14 @@ void lf_json_parse_error(const char *path, const char *what, const char *text, s
     else
         lf_set_error("%s: %s (error near byte %zu of %zu)", path, what, at, len);
 }
+
+size_t lf_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}

@@ -46,4 +46,7 @@ char *lf_read_file_limit(const char *path, size_t *len, size_t max_len, const ch
  * allows, says that this limit was hit. */
 void lf_json_parse_error(const char *path, const char *what, const char *text, size_t len, const char *end);
 
+/* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
+size_t lf_mem_available(void);
+
 #endif

@@ -687,6 +687,91 @@ static int cache_alloc(layer_cache *c, const lf_model *m, int T) {
     return ok ? 0 : -1;
 }
 
+/* The activation buffers of a layer cache (what a layer's backward step
+ * reads from its forward step) and their sizes in floats; the gradient and
+ * scratch buffers are the rest. */
+#define ACT_MAX (12 + LF_NPROJ)
+static int act_list(layer_cache *c, const lf_model *m, int T, float **ptr[ACT_MAX], size_t n[ACT_MAX]) {
+    const lf_config *cf = &m->cfg;
+    const size_t H = (size_t)cf->hidden_size, I = (size_t)cf->intermediate_size, t = (size_t)T;
+    const size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
+    const size_t k = (size_t)(m->n_adapters ? m->n_adapters : 1);
+    size_t R = 1;
+    for (int l = 0; l < cf->n_layers; l++)
+        for (int p = 0; p < LF_NPROJ; p++)
+            if ((size_t)m->layers[l].lora[p].R > R) R = (size_t)m->layers[l].lora[p].R;
+    int i = 0;
+#define ACT(F, N) (ptr[i] = &c->F, n[i++] = t * (N))
+    ACT(h1, H); ACT(q, qd); ACT(k, kvd); ACT(v, kvd); ACT(att, qd); ACT(xm, H); ACT(h2, H);
+    ACT(g, I); ACT(u, I); ACT(act, I); ACT(w, k); ACT(p, k);
+    for (int p = 0; p < LF_NPROJ; p++) ACT(z[p], R);
+#undef ACT
+    return i;
+}
+
+/* Per-layer caches for a training step that keeps every layer's
+ * activations (no recomputation in the backward pass): layer 0 owns a full
+ * cache, the others their own activation buffers and layer 0's gradient
+ * and scratch buffers. */
+static void caches_free(layer_cache *cs, const lf_model *m, int T) {
+    if (!cs) return;
+    for (int l = 1; l < m->cfg.n_layers; l++) {
+        float **ptr[ACT_MAX];
+        size_t n[ACT_MAX];
+        const int na = act_list(&cs[l], m, T, ptr, n);
+        for (int i = 0; i < na; i++) free(*ptr[i]);
+    }
+    cache_free(&cs[0]);
+    free(cs);
+}
+
+static layer_cache *caches_alloc(const lf_model *m, int T) {
+    const int L = m->cfg.n_layers;
+    layer_cache *cs = calloc((size_t)L, sizeof *cs);
+    if (!cs || cache_alloc(&cs[0], m, T)) {
+        free(cs);
+        return NULL;
+    }
+    float **ptr[ACT_MAX];
+    size_t n[ACT_MAX];
+    for (int l = 1; l < L; l++) { /* layer 0's buffers, then none of their own yet */
+        cs[l] = cs[0];
+        const int na = act_list(&cs[l], m, T, ptr, n);
+        for (int i = 0; i < na; i++) *ptr[i] = NULL;
+    }
+    for (int l = 1; l < L; l++) {
+        const int na = act_list(&cs[l], m, T, ptr, n);
+        for (int i = 0; i < na; i++)
+            if (!(*ptr[i] = lf_calloc(n[i] ? n[i] : 1, sizeof(float), "kept activations"))) {
+                caches_free(cs, m, T);
+                return NULL;
+            }
+    }
+    return cs;
+}
+
+int lf_train_checkpoint = -1;
+
+/* Bytes of activations one layer keeps for T tokens. */
+static size_t act_bytes(const lf_model *m, int T) {
+    layer_cache c;
+    memset(&c, 0, sizeof c);
+    float **ptr[ACT_MAX];
+    size_t n[ACT_MAX], b = 0;
+    const int na = act_list(&c, m, T, ptr, n);
+    for (int i = 0; i < na; i++) b += n[i] * sizeof(float);
+    return b;
+}
+
+/* Keep every layer's activations when they fit in a quarter of the
+ * available memory and at most 4 GiB; else checkpoint (recompute each
+ * layer in the backward pass). */
+static int keep_activations(const lf_model *m, int T) {
+    if (lf_train_checkpoint >= 0) return !lf_train_checkpoint;
+    const size_t need = act_bytes(m, T) * (size_t)(m->cfg.n_layers - 1), avail = lf_mem_available();
+    return m->cfg.n_layers > 1 && need <= (4ull << 30) && avail && need <= avail / 4;
+}
+
 static float *inv_freq_table(const lf_config *c) {
     float *f = lf_malloc((size_t)c->head_dim / 2 * sizeof(float), "rope table");
     if (f)
@@ -836,18 +921,25 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
     float *rows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
     float *drows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
     float *logits = lf_calloc((size_t)CE_CHUNK * V, sizeof(float), "logits");
-    layer_cache c;
+    /* with gradients to compute and memory to spare, every layer keeps its
+     * activations; else one cache is reused and the backward pass
+     * recomputes each layer from its input */
+    const int keep = tr && keep_activations(m, T);
+    layer_cache c, *cs = NULL;
     int rc = -1;
-    if (!xs || !hf || !dxa || !dxb || !inv_freq || !rows || !drows || !logits || cache_alloc(&c, m, T)) {
+    int bad = !xs || !hf || !dxa || !dxb || !inv_freq || !rows || !drows || !logits;
+    if (!bad) bad = keep ? !(cs = caches_alloc(m, T)) : cache_alloc(&c, m, T) != 0;
+    if (bad) {
         free(xs); free(hf); free(dxa); free(dxb); free(inv_freq); free(rows); free(drows); free(logits); free(pos);
         return -1;
     }
+#define CACHE(l) (keep ? &cs[l] : &c)
 
     /* forward, keeping every layer's input */
     for (int t = 0; t < T; t++) lf_to_f32(xs + (size_t)t * H, m->embed.data, m->embed.dtype, (size_t)ids[t] * H, (size_t)H);
     for (int l = 0; l < L; l++) {
-        layer_forward(xs + (size_t)(l + 1) * nH, xs + (size_t)l * nH, m, l, md, &c, T, inv_freq);
-        if (fusion_weights && k) memcpy(fusion_weights + (size_t)l * T * k, c.w, (size_t)T * k * sizeof(float));
+        layer_forward(xs + (size_t)(l + 1) * nH, xs + (size_t)l * nH, m, l, md, CACHE(l), T, inv_freq);
+        if (fusion_weights && k) memcpy(fusion_weights + (size_t)l * T * k, CACHE(l)->w, (size_t)T * k * sizeof(float));
     }
     const float *xL = xs + (size_t)L * nH;
     lf_rmsnorm(hf, xL, m->final_norm, T, H, cf->rms_norm_eps);
@@ -890,8 +982,8 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
     float *scratch_out = hf; /* the recomputed layer output is not needed */
     for (int l = L - 1; l >= 0; l--) {
         const float *xl = xs + (size_t)l * nH;
-        layer_forward(scratch_out, xl, m, l, md, &c, T, inv_freq);
-        layer_backward(dnext, dcur, xl, m, l, md, &c, T, inv_freq, tr);
+        if (!keep) layer_forward(scratch_out, xl, m, l, md, &c, T, inv_freq);
+        layer_backward(dnext, dcur, xl, m, l, md, CACHE(l), T, inv_freq, tr);
         float *sw = dcur; dcur = dnext; dnext = sw;
     }
     if (base)
@@ -902,7 +994,9 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
         }
     rc = 0;
 out:
-    cache_free(&c);
+#undef CACHE
+    if (keep) caches_free(cs, m, T);
+    else cache_free(&c);
     free(xs); free(hf); free(dxa); free(dxb); free(inv_freq); free(rows); free(drows); free(logits); free(pos);
     return rc;
 }

@@ -175,18 +175,6 @@ static int bind_weights(lf_model *m) {
 
 /* ============================ weight placement ============================ */
 
-/* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
-static size_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    size_t kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
-
 /* Every matrix the forward pass streams, and whether it may be quantised
  * (the embeddings are read one row at a time and stay as stored). */
 static int collect_mats(lf_model *m, lf_mat **mats, int *quantizable) {
@@ -276,7 +264,7 @@ static int place_weights(lf_model *m, const lf_load_options *o) {
          * the file is reclaimable and does not count against this). */
         size_t bytes = 0;
         for (int i = 0; i < m->ts.n; i++) bytes += m->ts.tensors[i].nbytes;
-        size_t avail = mem_available();
+        size_t avail = lf_mem_available();
         placement = avail && bytes + (2ull << 30) <= avail ? LF_PLACE_COPY : LF_PLACE_MMAP;
     }
     if (placement != LF_PLACE_COPY) return 0;

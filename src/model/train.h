@@ -1,7 +1,9 @@
 /* train.h: the training forward/backward pass over one sequence
- * (model layer, internal).  Layers are checkpointed: the forward pass keeps
- * only the residual stream entering each layer; the backward pass recomputes
- * one layer's internals at a time and backpropagates through it. */
+ * (model layer, internal).  Layers are checkpointed when memory is short:
+ * the forward pass keeps only the residual stream entering each layer and
+ * the backward pass recomputes one layer's internals at a time and
+ * backpropagates through it; otherwise every layer keeps its internals
+ * (lf_train_checkpoint). */
 #ifndef LF_TRAIN_H
 #define LF_TRAIN_H
 
@@ -60,5 +62,10 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *mode, 
  * shorter ones the row-by-row loops.  Tests lower it to check one path
  * against the other. */
 extern int lf_attn_gemm_min_t;
+
+/* A training step keeps every layer's activations (no recomputation) when
+ * they fit in a quarter of the available memory and 4 GiB; else it
+ * checkpoints.  -1: that choice (default); 1: always checkpoint; 0: never. */
+extern int lf_train_checkpoint;
 
 #endif
