@@ -33,7 +33,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define GEN_VERSION 2
+#define GEN_VERSION 3
 
 /* ============================ randomness ============================ */
 
@@ -151,6 +151,11 @@ static void put_num(sent *s, int v) {
         for (int i = 0; i <= MAXNUM; i++) snprintf(nums[i], 4, "%d", i);
     put(s, nums[v < 0 ? 0 : v > MAXNUM ? MAXNUM : v]);
 }
+/* --l2-order: 1 = L2 puts words in its own order (SOV, adjectives after
+ * nouns, postpositions); 0 = L2 keeps L1's order and only its words differ */
+static int l2_sov = 0;
+#define L1ORDER(lang) ((lang) == 1 || !l2_sov)
+
 /* word w in language lang (1 or 2) */
 static const char *tr(const char *w, int lang) {
     if (lang == 1) return w;
@@ -168,11 +173,11 @@ typedef struct {
 
 static void put_np(sent *s, const np *p, int lang, const char *det) {
     if (p->name) { put(s, p->name); return; }
-    if (lang == 1) {
+    if (L1ORDER(lang)) {
         if (p->num > 0) put_num(s, p->num);
-        else if (det) put(s, det);
-        if (p->adj) put(s, p->adj);
-        put(s, p->num > 1 ? OBJS[p->plural_idx][1] : p->noun);
+        else if (det) putl(s, det, lang);
+        if (p->adj) putl(s, p->adj, lang);
+        putl(s, p->num > 1 ? OBJS[p->plural_idx][1] : p->noun, lang);
     } else {
         if (p->num > 0) put_num(s, p->num);
         putl(s, p->noun, 2);
@@ -203,11 +208,11 @@ static np rand_object(void) {
 /* "SUBJ VERB OBJ [PREP the PLACE] ." (L1) / "SUBJ [PLACE PREP] OBJ VERB ." (L2) */
 static void general_sentence(sent *s, int lang, const np *subj, const char *verb, const np *obj, const char *prep,
                              const char *place) {
-    if (lang == 1) {
-        put_np(s, subj, 1, "the");
-        put(s, verb);
-        put_np(s, obj, 1, "a");
-        if (prep) { put(s, prep); put(s, "the"); put(s, place); }
+    if (L1ORDER(lang)) {
+        put_np(s, subj, lang, "the");
+        putl(s, verb, lang);
+        put_np(s, obj, lang, "a");
+        if (prep) { putl(s, prep, lang); putl(s, "the", lang); putl(s, place, lang); }
     } else {
         put_np(s, subj, 2, NULL);
         if (prep) { putl(s, place, 2); putl(s, prep, 2); }
@@ -225,9 +230,14 @@ static void rand_general(sent *l1, sent *l2) {
     if (rnd(8) == 0) { /* intransitive */
         const char *v = rnd(2) ? "sings" : rnd(2) ? "sleeps" : "walks";
         put_np(l1, &subj, 1, "the"); put(l1, v);
-        put_np(l2, &subj, 2, NULL);
-        if (prep) { put(l1, prep); put(l1, "the"); put(l1, place); putl(l2, place, 2); putl(l2, prep, 2); }
-        putl(l2, v, 2);
+        if (prep) { put(l1, prep); put(l1, "the"); put(l1, place); }
+        if (l2_sov) {
+            put_np(l2, &subj, 2, NULL);
+            if (prep) { putl(l2, place, 2); putl(l2, prep, 2); }
+            putl(l2, v, 2);
+        } else {
+            for (int i = 0; i < l1->n; i++) putl(l2, l1->w[i], 2);
+        }
         put(l1, "."); put(l2, ".");
         return;
     }
@@ -242,6 +252,8 @@ typedef struct {
     int answer;
 } problem;
 
+static int n_steps = 1; /* --steps: operations per word problem */
+
 static void rand_problem(problem *p) {
     memset(p, 0, sizeof *p);
     int male = rnd(2);
@@ -252,7 +264,7 @@ static void rand_problem(problem *p) {
     int o = rnd((int)(sizeof OBJS / sizeof *OBJS));
     const char *sing = OBJS[o][0], *plur = OBJS[o][1];
     int a = rrange(2, 12), x = a;
-    int steps = 2, ops[3], vals[3], res[3];
+    int steps = n_steps, ops[3], vals[3], res[3];
     const char *verbs[3];
     for (int k = 0; k < steps; k++) {
         int gain = x < 3 ? 1 : x > 14 ? 0 : rnd(2);
@@ -267,16 +279,16 @@ static void rand_problem(problem *p) {
     for (int lang = 1; lang <= 2; lang++) {
         sent *q = &p->q[lang - 1], *an = &p->a[lang - 1];
         /* NAME has A OBJS . */
-        if (lang == 1) { put(q, name); put(q, "has"); put_num(q, a); put(q, a == 1 ? sing : plur); }
+        if (L1ORDER(lang)) { put(q, name); putl(q, "has", lang); put_num(q, a); putl(q, a == 1 ? sing : plur, lang); }
         else { put(q, name); put_num(q, a); putl(q, sing, 2); putl(q, "has", 2); }
         put(q, ".");
         for (int k = 0; k < steps; k++) {
             const char *v = verbs[k];
             int to = !strcmp(v, "gives");
-            if (lang == 1) {
-                put(q, pron); put(q, v); put_num(q, vals[k]);
-                if (ops[k]) put(q, "more");
-                if (to) { put(q, "to"); put(q, other); }
+            if (L1ORDER(lang)) {
+                putl(q, pron, lang); putl(q, v, lang); put_num(q, vals[k]);
+                if (ops[k]) putl(q, "more", lang);
+                if (to) { putl(q, "to", lang); put(q, other); }
             } else {
                 putl(q, pron, 2);
                 if (to) { put(q, other); putl(q, "to", 2); }
@@ -287,8 +299,9 @@ static void rand_problem(problem *p) {
             put(q, ".");
         }
         /* how many OBJS does NAME have now ? */
-        if (lang == 1) {
-            put(q, "how"); put(q, "many"); put(q, plur); put(q, "does"); put(q, name); put(q, "have"); put(q, "now");
+        if (L1ORDER(lang)) {
+            putl(q, "how", lang); putl(q, "many", lang); putl(q, plur, lang); putl(q, "does", lang); put(q, name);
+            putl(q, "have", lang); putl(q, "now", lang);
         } else {
             put(q, name); putl(q, plur, 2); putl(q, "how", 2); putl(q, "many", 2); putl(q, "now", 2);
             putl(q, "have", 2);
@@ -297,7 +310,7 @@ static void rand_problem(problem *p) {
         /* worked answer: "PRON VERB V , so X op V = Y ." per step, then "the answer is Y ." */
         int cur = a;
         for (int k = 0; k < steps; k++) {
-            if (lang == 1) { put(an, pron); put(an, verbs[k]); put_num(an, vals[k]); }
+            if (L1ORDER(lang)) { putl(an, pron, lang); putl(an, verbs[k], lang); put_num(an, vals[k]); }
             else { putl(an, pron, 2); put_num(an, vals[k]); putl(an, verbs[k], 2); }
             put(an, ",");
             putl(an, "so", lang);
@@ -305,7 +318,7 @@ static void rand_problem(problem *p) {
             put(an, ".");
             cur = res[k];
         }
-        if (lang == 1) { put(an, "the"); put(an, "answer"); put(an, "is"); put_num(an, x); }
+        if (L1ORDER(lang)) { putl(an, "the", lang); putl(an, "answer", lang); putl(an, "is", lang); put_num(an, x); }
         else { putl(an, "answer", 2); put_num(an, x); putl(an, "is", 2); }
         put(an, ".");
     }
@@ -329,10 +342,11 @@ static void rand_story_qa(sent *q, sent *a, int lang) {
     int k = rnd(n);
     int kind = rnd(3);
     /* where does NAME VERB ... ? / what does NAME VERB ? / who VERB ... ? */
-    if (lang == 1) {
-        if (kind == 0) { put(q, "where"); put(q, "does"); put(q, subj[k].name); put(q, verb[k]); put_np(q, &obj[k], 1, "the"); }
-        else if (kind == 1) { put(q, "what"); put(q, "does"); put(q, subj[k].name); put(q, verb[k]); put(q, prep[k]); put(q, "the"); put(q, place[k]); }
-        else { put(q, "who"); put(q, verb[k]); put_np(q, &obj[k], 1, "the"); }
+    if (L1ORDER(lang)) {
+        const int g = lang;
+        if (kind == 0) { putl(q, "where", g); putl(q, "does", g); put(q, subj[k].name); putl(q, verb[k], g); put_np(q, &obj[k], g, "the"); }
+        else if (kind == 1) { putl(q, "what", g); putl(q, "does", g); put(q, subj[k].name); putl(q, verb[k], g); putl(q, prep[k], g); putl(q, "the", g); putl(q, place[k], g); }
+        else { putl(q, "who", g); putl(q, verb[k], g); put_np(q, &obj[k], g, "the"); }
     } else {
         if (kind == 0) { put(q, subj[k].name); put_np(q, &obj[k], 2, NULL); putl(q, "where", 2); putl(q, verb[k], 2); }
         else if (kind == 1) { put(q, subj[k].name); putl(q, place[k], 2); putl(q, prep[k], 2); putl(q, "what", 2); putl(q, verb[k], 2); }
@@ -344,12 +358,12 @@ static void rand_story_qa(sent *q, sent *a, int lang) {
     a->n--;
     put(a, ",");
     putl(a, "so", lang);
-    if (lang == 1) { put(a, "the"); put(a, "answer"); put(a, "is"); }
+    if (L1ORDER(lang)) { putl(a, "the", lang); putl(a, "answer", lang); putl(a, "is", lang); }
     else putl(a, "answer", 2);
     if (kind == 0) putl(a, place[k], lang);
     else if (kind == 1) putl(a, obj[k].noun, lang);
     else put(a, subj[k].name);
-    if (lang == 2) putl(a, "is", 2);
+    if (!L1ORDER(lang)) putl(a, "is", 2);
     put(a, ".");
 }
 
@@ -544,8 +558,16 @@ typedef struct {
     int hidden, layers, heads, ffn;
 } sizes;
 
+/* pre-training mix (--mix): documents of L1 text, L2 text, parallel text
+ * and arithmetic, in these proportions; --par-problems: the share of
+ * parallel documents that are word problems (question in L1, then in L2) */
+static int mix[4] = {7, 3, 3, 7};
+static int par_problems = 50; /* percent */
+
 static void make_base_doc(sent *parts, int *np_) {
-    int kind = rnd(20), n = 0; /* 7 L1, 3 L2, 3 parallel, 7 arithmetic in 20 */
+    const int tot = mix[0] + mix[1] + mix[2] + mix[3];
+    int kind = rnd(tot), n = 0;
+    kind = kind < mix[0] ? 0 : kind < mix[0] + mix[1] ? 7 : kind < mix[0] + mix[1] + mix[2] ? 10 : 13;
     int len = rrange(2, 5);
     if (kind < 7) { /* L1 text: general sentences and possession stories */
         for (int i = 0; i < len; i++) {
@@ -559,9 +581,16 @@ static void make_base_doc(sent *parts, int *np_) {
             if (rnd(3) == 0) { problem p; rand_problem(&p); parts[n++] = p.q[1]; }
             else { rand_general(&l1, &l2); parts[n++] = l2; }
         }
-    } else if (kind < 13) { /* parallel: each L1 sentence followed by its L2 translation */
+    } else if (kind < 13) { /* parallel: each L1 sentence (or problem) followed by its L2 translation */
         for (int i = 0; i < len && n + 2 <= 8; i++) {
             sent l1 = {0}, l2 = {0};
+            if (rnd(100) < par_problems) {
+                problem p;
+                rand_problem(&p);
+                parts[n++] = p.q[0];
+                parts[n++] = p.q[1];
+                continue;
+            }
             rand_general(&l1, &l2);
             parts[n++] = l1;
             parts[n++] = l2;
@@ -582,11 +611,31 @@ static void make_base_doc(sent *parts, int *np_) {
 int main(int argc, char **argv) {
     const char *out = NULL;
     unsigned long long seed = 1;
-    int small = 0;
+    int small = 0, o_hidden = 0, o_layers = 0, o_heads = 0, o_docs = 0, o_lora = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--small")) small = 1;
         else if (!strcmp(argv[i], "--version")) { printf("%d\n", GEN_VERSION); return 0; }
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) n_steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--par-problems") && i + 1 < argc) par_problems = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--l2-order") && i + 1 < argc) {
+            const char *o = argv[++i];
+            if (!strcmp(o, "sov")) l2_sov = 1;
+            else if (!strcmp(o, "l1")) l2_sov = 0;
+            else { fprintf(stderr, "gen: --l2-order expects sov or l1\n"); return 2; }
+        }
+        else if (!strcmp(argv[i], "--mix") && i + 1 < argc) {
+            if (sscanf(argv[++i], "%d,%d,%d,%d", &mix[0], &mix[1], &mix[2], &mix[3]) != 4 || mix[0] < 0 ||
+                mix[1] < 0 || mix[2] < 0 || mix[3] < 0 || mix[0] + mix[1] + mix[2] + mix[3] <= 0) {
+                fprintf(stderr, "gen: --mix expects four non-negative weights L1,L2,PARALLEL,ARITHMETIC\n");
+                return 2;
+            }
+        }
+        else if (!strcmp(argv[i], "--hidden") && i + 1 < argc) o_hidden = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--layers") && i + 1 < argc) o_layers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--heads") && i + 1 < argc) o_heads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--base-docs") && i + 1 < argc) o_docs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--lora-examples") && i + 1 < argc) o_lora = atoi(argv[++i]);
         else if (argv[i][0] != '-' && !out) out = argv[i];
         else {
             fprintf(stderr, "usage: gen OUTDIR [--seed S] [--small] | gen --version\n");
@@ -596,9 +645,15 @@ int main(int argc, char **argv) {
     if (!out) { fprintf(stderr, "usage: gen OUTDIR [--seed S] [--small] | gen --version\n"); return 2; }
     mkdir(out, 0777);
     sizes z = {.base_docs = 8000, .base_dev = 100, .lang = 1500, .lang_dev = 100, .task = 1500, .task_dev = 100,
-               .target = 200, .target_dev = 100, .test = 1000, .hidden = 64, .layers = 4, .heads = 2, .ffn = 172};
+               .target = 200, .target_dev = 100, .test = 1000, .hidden = 128, .layers = 4, .heads = 4, .ffn = 344};
     if (small) z = (sizes){.base_docs = 200, .base_dev = 10, .lang = 40, .lang_dev = 10, .task = 40, .task_dev = 10,
                            .target = 20, .target_dev = 10, .test = 12, .hidden = 16, .layers = 2, .heads = 2, .ffn = 32};
+    if (n_steps < 1 || n_steps > 3) { fprintf(stderr, "gen: --steps must be 1, 2 or 3\n"); return 2; }
+    if (o_hidden > 0) { z.hidden = o_hidden; z.ffn = (8 * o_hidden / 3 + 3) / 4 * 4; }
+    if (o_layers > 0) z.layers = o_layers;
+    if (o_heads > 0) z.heads = o_heads;
+    if (o_docs > 0) z.base_docs = o_docs;
+    if (o_lora > 0) z.lang = z.task = o_lora;
     build_lexicon();
     build_vocab();
     char p[4096];

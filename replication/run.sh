@@ -33,13 +33,13 @@ for b in "$LF" "$GEN" "$BENCH"; do
 done
 
 # Recipe: bump RECIPE when any training setting below changes (it is part of the cache key).
-RECIPE=2
+RECIPE=3
 if [ -n "$SMALL" ]; then
     MODE=small
-    BASE_EPOCHS=1; LORA_EPOCHS=1; GATE_EPOCHS=2; NEW=40
+    BASE_EPOCHS=1; LORA_EPOCHS=1; GATE_EPOCHS=2; GATE_LR=2e-2; NEW=40
 else
     MODE=full
-    BASE_EPOCHS=1; LORA_EPOCHS=3; GATE_EPOCHS=12; NEW=40
+    BASE_EPOCHS=3; LORA_EPOCHS=3; GATE_EPOCHS=30; GATE_LR=2e-2; NEW=40
 fi
 GV=$("$GEN" --version)
 KEY="g$GV-r$RECIPE-$MODE"
@@ -109,7 +109,7 @@ train_seed() {
         log "seed $s: task LoRA: $(tail -n 1 "$D/logs/lora_task.log")"
     fi
     L="-l lang=$D/lora_lang -l task=$D/lora_task"
-    G="--data $D/data/target_train.jsonl --dev $D/data/target_dev.jsonl --epochs $GATE_EPOCHS --batch 8 --lr 5e-3 --seed $s -t $t"
+    G="--data $D/data/target_train.jsonl --dev $D/data/target_dev.jsonl --epochs $GATE_EPOCHS --batch 8 --lr $GATE_LR --seed $s -t $t"
     if [ ! -f "$D/gate_flow.safetensors" ]; then
         runlog "$D/logs/gate_flow.log" "$LF" train-gate -m "$B" $L $G -o "$D/gate_flow.safetensors"
         log "seed $s: LoRA-Flow gate: $(tail -n 1 "$D/logs/gate_flow.log")"
