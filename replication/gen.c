@@ -563,6 +563,14 @@ typedef struct {
  * parallel documents that are word problems (question in L1, then in L2) */
 static int mix[4] = {7, 3, 3, 7};
 static int par_problems = 50; /* percent */
+/* --code-switch: percent of L1 text sentences in which every word is
+ * replaced by its L2 translation with probability 1/2 (L1 word order only) */
+static int code_switch = 0;
+
+static void switch_words(sent *s) {
+    for (int i = 0; i < s->n; i++)
+        if (rnd(2)) s->w[i] = tr(s->w[i], 2);
+}
 
 static void make_base_doc(sent *parts, int *np_) {
     const int tot = mix[0] + mix[1] + mix[2] + mix[3];
@@ -574,6 +582,7 @@ static void make_base_doc(sent *parts, int *np_) {
             sent l1 = {0}, l2 = {0};
             if (rnd(3) == 0) { problem p; rand_problem(&p); parts[n++] = p.q[0]; }
             else { rand_general(&l1, &l2); parts[n++] = l1; }
+            if (!l2_sov && rnd(100) < code_switch) switch_words(&parts[n - 1]);
         }
     } else if (kind < 10) { /* L2 text */
         for (int i = 0; i < len; i++) {
@@ -618,6 +627,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--version")) { printf("%d\n", GEN_VERSION); return 0; }
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) n_steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--par-problems") && i + 1 < argc) par_problems = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--code-switch") && i + 1 < argc) code_switch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--l2-order") && i + 1 < argc) {
             const char *o = argv[++i];
             if (!strcmp(o, "sov")) l2_sov = 1;
