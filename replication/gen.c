@@ -582,7 +582,7 @@ static void make_base_doc(sent *parts, int *np_) {
             sent l1 = {0}, l2 = {0};
             if (rnd(3) == 0) { problem p; rand_problem(&p); parts[n++] = p.q[0]; }
             else { rand_general(&l1, &l2); parts[n++] = l1; }
-            if (!l2_sov && rnd(100) < code_switch) switch_words(&parts[n - 1]);
+            if (code_switch > 0 && !l2_sov && rnd(100) < code_switch) switch_words(&parts[n - 1]);
         }
     } else if (kind < 10) { /* L2 text */
         for (int i = 0; i < len; i++) {
