@@ -83,6 +83,8 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1) {
 }
 
 #define CHUNK_BYTES (512u << 10)
+#define CHUNK_MIN_BYTES (16u << 10)
+#define CHUNKS_PER_THREAD 8
 
 typedef struct {
     const lf_matvec_job *jobs;
@@ -119,11 +121,18 @@ void lf_matvec(const lf_matvec_job *jobs, int n) {
     for (int i = 0; i < n; i++) {
         if (prepare(&jobs[i], &rt[i], isa)) abort(); /* a few KiB: out of memory is fatal here */
         total += rt[i].cost * (size_t)jobs[i].W->rows;
-        size_t per = CHUNK_BYTES / rt[i].cost / 4 * 4;
+    }
+    const int nt = total >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
+    /* at least CHUNKS_PER_THREAD chunks per thread, so that a small batch
+     * (the adapters' A_cat products) still keeps every thread busy */
+    size_t chunk = total / ((size_t)nt * CHUNKS_PER_THREAD);
+    if (chunk > CHUNK_BYTES) chunk = CHUNK_BYTES;
+    if (chunk < CHUNK_MIN_BYTES) chunk = CHUNK_MIN_BYTES;
+    for (int i = 0; i < n; i++) {
+        size_t per = chunk / rt[i].cost / 4 * 4;
         b.rows_per[i] = per < 4 ? 4 : (int)per;
         b.first[i + 1] = b.first[i] + (jobs[i].W->rows + b.rows_per[i] - 1) / b.rows_per[i];
     }
-    const int nt = total >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
     lf_parallel_chunks(run_chunk, &b, b.first[n], nt);
     for (int i = 0; i < n; i++) {
         lf_q8_act_free(&rt[i].qw);
