@@ -566,6 +566,9 @@ static int par_problems = 50; /* percent */
 /* --code-switch: percent of L1 text sentences in which every word is
  * replaced by its L2 translation with probability 1/2 (L1 word order only) */
 static int code_switch = 0;
+/* --task-l2-questions: percent of the task LoRA's examples whose question
+ * is posed in L2 (the worked answer stays in L1) */
+static int task_l2 = 0;
 
 static void switch_words(sent *s) {
     for (int i = 0; i < s->n; i++)
@@ -628,6 +631,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) n_steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--par-problems") && i + 1 < argc) par_problems = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--code-switch") && i + 1 < argc) code_switch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--task-l2-questions") && i + 1 < argc) task_l2 = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--l2-order") && i + 1 < argc) {
             const char *o = argv[++i];
             if (!strcmp(o, "sov")) l2_sov = 1;
@@ -721,7 +725,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < (d ? z.task_dev : z.task); i++) {
             problem pr;
             rand_problem(&pr);
-            write_chat(f, &pr.q[0], &pr.a[0]);
+            const int l2q = task_l2 > 0 && rnd(100) < task_l2; /* --task-l2-questions */
+            write_chat(f, &pr.q[l2q], &pr.a[0]);
         }
         fclose(f);
     }

@@ -4,7 +4,8 @@
  * cannot draw all of it: every product is split between the kernel threads
  * (pool.c; created once, no thread is started per call).  lf_matvec takes a
  * batch of products (q, k and v; gate and up) and cuts the rows of all of
- * them into chunks of about 512 KiB of weights that the threads claim, so
+ * them into chunks of at most 512 KiB of weights (and at least 8 per
+ * thread, for small batches) that the threads claim, so
  * that the threads wake once per batch; the chunks are small enough to bound
  * the time the caller can wait for a thread that the system preempted
  * mid-chunk and large enough that claiming them costs nothing measurable
