@@ -14,6 +14,7 @@
  * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf.
  * Figures: median of r runs [min, max]; one warm-up run before each mode. */
 #include "loraflow.h"
+#include "bench.h"
 #include "../src/tensor/kernels.h" /* lf_parallel_for: the kernel threads */
 
 #include <stdio.h>
@@ -24,31 +25,12 @@
 
 #define MAX_RUNS 32
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void die(const char *what) {
     fprintf(stderr, "bench_decode: %s: %s\n", what, lf_last_error());
     exit(1);
 }
 
-/* Median [min, max] of r figures. */
-typedef struct { double med, lo, hi; } stat3;
-
-static stat3 stats(double *v, int r) {
-    qsort(v, (size_t)r, sizeof *v, cmp_double);
-    return (stat3){v[r / 2], v[0], v[r - 1]};
-}
-
-static const char *fmt3(char *buf, size_t n, stat3 s) {
+static const char *fmt3(char *buf, size_t n, bench_stat s) {
     snprintf(buf, n, "%.2f [%.2f, %.2f]", s.med, s.lo, s.hi);
     return buf;
 }
@@ -72,18 +54,6 @@ static void cpu_name(char *buf, size_t n) {
         }
     }
     fclose(f);
-}
-
-/* Peak resident memory of this process (VmHWM), in GB. */
-static double peak_rss_gb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024.0 / 1e9;
 }
 
 typedef struct { double copy, triad, read; } bandwidth;
@@ -111,9 +81,9 @@ static void bw_chunk(void *ctx, int k) {
 
 static double bw_pass(bw_job *j, int op) {
     j->op = op;
-    double t0 = now();
+    double t0 = bench_now();
     lf_parallel_for(bw_chunk, j, (int)(BW_N / BW_CHUNK));
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 /* STREAM-style copy / triad and a read-only sum over 1 GiB arrays with all
@@ -135,12 +105,12 @@ static bandwidth measure_bandwidth(int runs) {
         rd[r] = 1.0 * bytes / bw_pass(&j, 3) / 1e9;
     }
     munmap(j.a, bytes); munmap(j.b, bytes); munmap(j.c, bytes);
-    return (bandwidth){stats(cp, runs).med, stats(tr, runs).med, stats(rd, runs).med};
+    return (bandwidth){bench_stats(cp, runs).med, bench_stats(tr, runs).med, bench_stats(rd, runs).med};
 }
 
 /* ============================ loraflow ============================ */
 
-typedef struct { stat3 pp, tg; } result;
+typedef struct { bench_stat pp, tg; } result;
 
 /* A prompt of p tokens in one pass, then n tokens one at a time. */
 static void run_once(lf_session *s, int V, int p, int n, double *pp, double *tg) {
@@ -150,14 +120,14 @@ static void run_once(lf_session *s, int V, int p, int n, double *pp, double *tg)
     for (int i = 0; i < p; i++) ids[i] = 3 + (i * 7919) % (V - 3);
     lf_session_reset(s);
     lf_outputs o = {.last_logits = logits};
-    double t0 = now();
+    double t0 = bench_now();
     if (lf_session_forward(s, ids, p, &o)) die("prompt");
-    double t1 = now();
+    double t1 = bench_now();
     for (int i = 0; i < n; i++) {
         int32_t id = 3 + (i * 104729) % (V - 3);
         if (lf_session_forward(s, &id, 1, &o)) die("decode");
     }
-    double t2 = now();
+    double t2 = bench_now();
     *pp = p / (t1 - t0);
     *tg = n / (t2 - t1);
     free(ids);
@@ -169,7 +139,7 @@ static const char *mode_names[3] = {"base", "static 2-LoRA", "LoRA-Flow 2-LoRA"}
 /* Load DIR with its two adapters and gate, run the three modes. */
 static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double bw, result out[3]) {
     lf_load_options lo = {LF_PLACE_AUTO, q8 ? LF_QUANT_Q8 : LF_QUANT_NONE};
-    double t0 = now();
+    double t0 = bench_now();
     lf_model *m = lf_model_load_opts(dir, &lo);
     if (!m) die(dir);
     char a0[4096], a1[4096], gp[4096];
@@ -179,7 +149,7 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
     if (lf_model_add_adapter(m, "lora_0", a0) < 0 || lf_model_add_adapter(m, "lora_1", a1) < 0) die("adapters");
     lf_gate *g = lf_gate_load(gp, m);
     if (!g) die(gp);
-    const double load_s = now() - t0;
+    const double load_s = bench_now() - t0;
     const lf_config *c = lf_model_config(m);
     const double base_b = (double)lf_model_decode_bytes(m, 0), lora_b = (double)lf_model_decode_bytes(m, 1);
     printf("\nloraflow, %s weights (%s), loaded in %.1f s; one token reads %.3f GB (base) / %.3f GB (with the adapters)\n",
@@ -197,8 +167,8 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
         double pp[MAX_RUNS], tg[MAX_RUNS], x, y;
         run_once(s, c->vocab_size, p < 16 ? p : 16, 4, &x, &y); /* warm-up */
         for (int i = 0; i < r; i++) run_once(s, c->vocab_size, p, n, &pp[i], &tg[i]);
-        out[mode].pp = stats(pp, r);
-        out[mode].tg = stats(tg, r);
+        out[mode].pp = bench_stats(pp, r);
+        out[mode].tg = bench_stats(tg, r);
         const double floor_tps = bw * 1e9 / (mode == 0 ? base_b : lora_b);
         char b1[64], b2[64];
         printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
@@ -207,7 +177,7 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
         fflush(stdout);
     }
     printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at %.1f GB/s; peak resident %.2f GB)\n",
-           bw * 1e9 / base_b, bw * 1e9 / lora_b, bw, peak_rss_gb());
+           bw * 1e9 / base_b, bw * 1e9 / lora_b, bw, bench_peak_rss_gb());
     lf_session_free(s);
     lf_gate_free(g);
     lf_model_free(m);
@@ -270,8 +240,8 @@ static void bench_llama(const char *cli, const char *gdir, int q8, int p, int n,
                 exit(1);
             }
         }
-        out[mode].pp = stats(pp, r);
-        out[mode].tg = stats(tg, r);
+        out[mode].pp = bench_stats(pp, r);
+        out[mode].tg = bench_stats(tg, r);
         char b1[64], b2[64];
         printf("%-18s %24s %24s\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp), fmt3(b2, sizeof b2, out[mode].tg));
         fflush(stdout);

@@ -7,6 +7,7 @@
  *   build/bench/bench_kernels [-t THREADS] [-r RUNS] [-isa avx512|avx2|portable]
  */
 #include "loraflow.h"
+#include "bench.h"
 #include "../src/tensor/kernels.h"
 
 #include <omp.h>
@@ -16,20 +17,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
+    return bench_stats(v, n).med;
 }
 
 static void *huge_alloc(size_t n) {
@@ -48,13 +37,13 @@ static void bandwidth(int runs) {
     for (size_t i = 0; i < n; i++) { a[i] = 1; b[i] = 2; c[i] = 3; }
     double cp[32], tr[32], rd[32];
     for (int r = 0; r < runs; r++) {
-        double t0 = now();
+        double t0 = bench_now();
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) c[i] = a[i];
-        double t1 = now();
+        double t1 = bench_now();
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) a[i] = b[i] + 1.5f * c[i];
-        double t2 = now();
+        double t2 = bench_now();
         float s = 0;
 #pragma omp parallel for schedule(static) reduction(+ : s)
         for (size_t i = 0; i < n; i += 16) {
@@ -62,7 +51,7 @@ static void bandwidth(int runs) {
             for (int j = 0; j < 16; j++) p += b[i + j];
             s += p;
         }
-        double t3 = now();
+        double t3 = bench_now();
         if (s == 12345) printf(" ");
         cp[r] = 2.0 * n * 4 / (t1 - t0) / 1e9;
         tr[r] = 3.0 * n * 4 / (t2 - t1) / 1e9;
@@ -101,12 +90,12 @@ static void matvec_speed(lf_dtype t, const char *name, int runs) {
     for (int i = 0; i < cols; i++) x[i] = 0.01f * (float)(i % 100);
     double gbs[32];
     for (int r = 0; r < runs; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < nmat; i++) {
             lf_matvec_job j = {&W[i], x, y, 0, NULL, NULL};
             lf_matvec(&j, 1);
         }
-        gbs[r] = bytes / (now() - t0) / 1e9;
+        gbs[r] = bytes / (bench_now() - t0) / 1e9;
     }
     printf("  matvec %-5s %5d x %d, %.2f GB of weights: %6.1f GB/s\n", name, rows, cols, bytes / 1e9, median(gbs, runs));
     for (int i = 0; i < nmat; i++) munmap((void *)W[i].data, lf_mat_bytes(&W[i]));
@@ -136,9 +125,9 @@ static void gemm_speed(lf_dtype t, const char *name, int runs) {
     double gf[32];
     lf_matmul(y, x, &W, T, 0);
     for (int r = 0; r < runs; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         lf_matmul(y, x, &W, T, 0);
-        gf[r] = 2.0 * T * rows * cols / (now() - t0) / 1e9;
+        gf[r] = 2.0 * T * rows * cols / (bench_now() - t0) / 1e9;
     }
     printf("  gemm   %-5s %d tokens x %d x %d: %6.1f GFLOP/s\n", name, T, rows, cols, median(gf, runs));
     free(f); free(d); free(x); free(y);

@@ -11,27 +11,16 @@
  * does) on that one sequence; figures: median of r runs [min, max] after
  * one warm-up run. */
 #include "loraflow.h"
+#include "bench.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_RUNS 32
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void die(const char *what) {
     fprintf(stderr, "bench_train: %s: %s\n", what, lf_last_error());
@@ -64,7 +53,7 @@ int main(int argc, char **argv) {
     if (!dir || n < 2 || r < 1 || r > MAX_RUNS || !(prompt_share >= 0 && prompt_share < 1)) usage();
     if (threads > 0) lf_set_threads(threads);
 
-    double t0 = now();
+    double t0 = bench_now();
     lf_model *m = lf_model_load(dir);
     if (!m) die(dir);
     char a0[4096], a1[4096], gp[4096], data[4096], out[4096];
@@ -77,7 +66,7 @@ int main(int argc, char **argv) {
     const lf_config *c = lf_model_config(m);
     printf("model %s: H=%d I=%d L=%d heads=%d/%d V=%d, loaded in %.1f s; %d threads\n", dir, c->hidden_size,
            c->intermediate_size, c->n_layers, c->n_heads, c->n_kv_heads,
-           c->vocab_size, now() - t0, lf_get_threads());
+           c->vocab_size, bench_now() - t0, lf_get_threads());
 
     /* one pre-tokenized sequence */
     const char *tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -108,15 +97,13 @@ int main(int argc, char **argv) {
     double s[MAX_RUNS], loss;
     if (lf_grad_to_file(m, g, 1.0f, LF_TRAIN_GATES, d, out, &loss)) die("warm-up step");
     for (int i = 0; i < r; i++) {
-        double a = now();
+        double a = bench_now();
         if (lf_grad_to_file(m, g, 1.0f, LF_TRAIN_GATES, d, out, &loss)) die("step");
-        s[i] = now() - a;
+        s[i] = bench_now() - a;
     }
-    qsort(s, (size_t)r, sizeof *s, cmp_double);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    const bench_stat sec = bench_stats(s, r);
     printf("gate-training step: %.2f s median of %d [%.2f, %.2f]; loss %.4f; peak resident memory %.2f GB\n",
-           s[r / 2], r, s[0], s[r - 1], loss, ru.ru_maxrss / 1e6);
+           sec.med, r, sec.lo, sec.hi, loss, bench_peak_rss_gb());
     unlink(data);
     unlink(out);
     lf_dataset_free(d);
