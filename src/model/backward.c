@@ -612,13 +612,11 @@ static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dou
                 for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)sum) * scale;
                 memset(d + t + 1, 0, (size_t)(T - 1 - t) * sizeof(float));
             }
-            /* dQ_h = dS K (into qc, then added to dq) */
-            lf_gemm_ex(b.qc + 0, dS, (size_t)T, 1, &K, 1, T, 0);
+            lf_gemm_ex(b.dkc, dS, 1, (size_t)T, &Q, 1, T, 1);  /* dK += dS^T Q */
+            lf_gemm_ex(b.dvc, P, 1, (size_t)T, &dO, 1, T, 1);  /* dV += P^T dO */
+            /* dQ_h = dS K: Q is no longer needed, so into qc, then added to dq */
+            lf_gemm_ex(b.qc, dS, (size_t)T, 1, &K, 1, T, 0);
             scatter_add(dq, b.qc, T, hd, qd, (size_t)h * hd);
-            /* qc held dQ: gather Q again for dK += dS^T Q */
-            gather(b.qc, q, T, hd, qd, (size_t)h * hd);
-            lf_gemm_ex(b.dkc, dS, 1, (size_t)T, &Q, 1, T, 1);
-            lf_gemm_ex(b.dvc, P, 1, (size_t)T, &dO, 1, T, 1);
         }
         scatter_add(dk, b.dkc, T, hd, kvd, (size_t)kh * hd);
         scatter_add(dv, b.dvc, T, hd, kvd, (size_t)kh * hd);
