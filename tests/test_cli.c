@@ -57,21 +57,28 @@ static void test_tokenize(void **state) {
 }
 
 /* forward in LoRA-Flow mode writes what the fixture holds. */
-static void test_forward_gate(void **state) {
-    (void)state;
-    LF_REQUIRE_SHARED();
-    char path[512], *out;
-    snprintf(path, sizeof path, "%s/fwd.safetensors", lf_test_tmpdir());
-    int rc = run_tool(&out, "forward -m %s -l lang=%s -l task=%s -g %s -T 1.1 -p 'The quick brown fox jumps over the lazy dog.' -o %s -t 2",
+/* `loraflow forward` on the fixture with both LoRAs and the gate, the en
+ * prompt and the extra options; its output file read into got. */
+static void forward_gate_cli(const char *extra, const char *path, lf_tensorset *got) {
+    char *out;
+    int rc = run_tool(&out, "forward -m %s -l lang=%s -l task=%s -g %s %s -p 'The quick brown fox jumps over the lazy dog.' -o %s -t 2",
                       lf_test_path(FIX "base"), lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task"),
-                      lf_test_path(FIX "gate.pt"), path);
+                      lf_test_path(FIX "gate.pt"), extra, path);
     if (rc) print_error("%s\n", out);
     assert_int_equal(rc, 0);
     free(out);
+    lf_tensorset_init(got);
+    assert_int_equal(lf_safetensors_read(path, got), 0);
+}
+
+static void test_forward_gate(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    char path[512];
+    snprintf(path, sizeof path, "%s/fwd.safetensors", lf_test_tmpdir());
     lf_tensorset got, ref;
-    lf_tensorset_init(&got);
+    forward_gate_cli("-T 1.1", path, &got);
     lf_tensorset_init(&ref);
-    assert_int_equal(lf_safetensors_read(path, &got), 0);
     assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/logits.safetensors"), &ref), 0);
     const lf_tensor *lg = lf_tensorset_find(&got, "logits");
     assert_non_null(lg);
@@ -112,17 +119,10 @@ static void test_forward_load_options(void **state) {
     const double sc = lf_test_scale(r->data, 32000);
     static const char *opts[] = {"--quantize q8", "--placement mmap", "--placement copy --quantize none"};
     for (int i = 0; i < 3; i++) {
-        char path[512], *out;
+        char path[512];
         snprintf(path, sizeof path, "%s/fwd_load%d.safetensors", lf_test_tmpdir(), i);
-        int rc = run_tool(&out, "forward -m %s -l lang=%s -l task=%s -g %s %s -p 'The quick brown fox jumps over the lazy dog.' -o %s -t 2",
-                          lf_test_path(FIX "base"), lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task"),
-                          lf_test_path(FIX "gate.pt"), opts[i], path);
-        if (rc) print_error("%s\n", out);
-        assert_int_equal(rc, 0);
-        free(out);
         lf_tensorset got;
-        lf_tensorset_init(&got);
-        assert_int_equal(lf_safetensors_read(path, &got), 0);
+        forward_gate_cli(opts[i], path, &got);
         const lf_tensor *lg = lf_tensorset_find(&got, "logits");
         assert_non_null(lg);
         const float *last = (const float *)lg->data + (lg->shape[0] - 1) * 32000;

@@ -147,9 +147,6 @@ static void check_fixture_group(const char *group, lf_model *m, lf_gate *gate, c
 static void test_fixture_gradients(void **state) {
     (void)state;
     LF_REQUIRE_SHARED();
-    const int keep_mode = lf_train_checkpoint;
-    for (int ck = 0; ck < 2; ck++) { /* kept activations, then checkpointed layers */
-    lf_train_checkpoint = ck;
     lf_model *m = lf_model_load(lf_test_path(FIX "base"));
     assert_non_null(m);
     assert_int_equal(lf_model_add_adapter(m, "lang", lf_test_path(FIX "lora_lang")), 0);
@@ -159,13 +156,16 @@ static void test_fixture_gradients(void **state) {
     lf_tensorset ref;
     lf_tensorset_init(&ref);
     assert_int_equal(lf_safetensors_read(lf_test_path(FIX "expected/train.safetensors"), &ref), 0);
-    check_fixture_group("single", m, gate, &ref);
-    check_fixture_group("batch", m, gate, &ref);
+    const int keep_mode = lf_train_checkpoint;
+    for (int ck = 0; ck < 2; ck++) { /* kept activations, then checkpointed layers */
+        lf_train_checkpoint = ck;
+        check_fixture_group("single", m, gate, &ref);
+        check_fixture_group("batch", m, gate, &ref);
+    }
+    lf_train_checkpoint = keep_mode;
     lf_tensorset_free(&ref);
     lf_gate_free(gate);
     lf_model_free(m);
-    }
-    lf_train_checkpoint = keep_mode;
 }
 
 /* ---------- finite differences on a small random model ---------- */
