@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../src/tensor/kernels.h"
+#include "../src/tensor/simd.h"
 #include "../src/fusion/fusion.h"
 #include "../src/io/tensorset.h"
 #include "../src/model/model.h"
@@ -91,6 +92,76 @@ static void test_matmul(void **state) {
         }
         lf_kernels_set_isa(prev);
     }
+}
+
+/* The many-token product on AMX tiles (gemm_amx.c) against a double
+ * reference, both orientations (x W^T and x W), strided x, accumulation,
+ * F16 and BF16 weights, shapes with every edge (tokens, rows and columns
+ * not multiples of the 32 x 32 block, columns past one 256-column slice).
+ * Bound: each operand is split into two bfloat16 parts, so every product
+ * term carries a relative error below 2^-15 (the file's header derives
+ * it), plus float32 accumulation: sum |x w| (2^-15 + cols 2^-24).  The
+ * same products with AMX turned off must meet the float32 bound, and the
+ * two paths must agree with each other to the AMX bound. */
+static void test_gemm_amx(void **state) {
+    (void)state;
+    int prev_isa = lf_kernels_set_isa(LF_ISA_AVX512);
+    if (!lf_kernels_amx()) {
+        lf_kernels_set_isa(prev_isa);
+        print_message("skipped: no AMX on this CPU (or LORAFLOW_AMX=0)\n");
+        skip();
+    }
+    const int shapes[][3] = {{32, 32, 32}, {64, 256, 64}, {70, 300, 33}, {33, 520, 97}, {128, 64, 40}, {5, 40, 32}};
+    const lf_dtype types[] = {LF_F16, LF_BF16};
+    for (int ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int wtrans = 0; wtrans < 2; wtrans++)
+                for (int strided = 0; strided < 2; strided++) {
+                    const int wr = shapes[si][0], wc = shapes[si][1], T = shapes[si][2];
+                    const int rows = wtrans ? wc : wr, cols = wtrans ? wr : wc;
+                    lf_mat W;
+                    void *buf = rand_mat(&W, types[ti], wr, wc);
+                    float *x = malloc((size_t)T * cols * sizeof(float));
+                    for (int i = 0; i < T * cols; i++) x[i] = frand() * (i % 7 == 0 ? 100.0f : 1.0f);
+                    /* strided: x stored transposed, element (t, c) at x[c * T + t] */
+                    float *xs = malloc((size_t)T * cols * sizeof(float));
+                    for (int t = 0; t < T; t++)
+                        for (int c = 0; c < cols; c++) xs[(size_t)c * T + t] = x[(size_t)t * cols + c];
+                    float *w = malloc((size_t)wr * wc * sizeof(float));
+                    for (int r = 0; r < wr; r++) lf_mat_row_f32(w + (size_t)r * wc, &W, r);
+                    const size_t n = (size_t)T * rows;
+                    float *y0 = malloc(n * sizeof(float)), *ya = malloc(n * sizeof(float)),
+                          *yf = malloc(n * sizeof(float));
+                    for (int acc = 0; acc < 2; acc++) {
+                        for (size_t i = 0; i < n; i++) y0[i] = ya[i] = yf[i] = frand();
+                        const float *xin = strided ? xs : x;
+                        const size_t st = strided ? 1 : (size_t)cols, sk = strided ? (size_t)T : 1;
+                        lf_gemm_ex(ya, xin, st, sk, &W, wtrans, T, acc);
+                        lf_kernels_set_amx(0);
+                        lf_gemm_ex(yf, xin, st, sk, &W, wtrans, T, acc);
+                        lf_kernels_set_amx(1);
+                        for (int t = 0; t < T; t++)
+                            for (int o = 0; o < rows; o++) {
+                                double ref = acc ? y0[(size_t)t * rows + o] : 0.0, mag = fabs(ref);
+                                for (int c = 0; c < cols; c++) {
+                                    const double wv = wtrans ? w[(size_t)c * wc + o] : w[(size_t)o * wc + c];
+                                    ref += (double)x[(size_t)t * cols + c] * wv;
+                                    mag += fabs((double)x[(size_t)t * cols + c] * wv);
+                                }
+                                const double bamx = mag * (ldexp(1, -15) + cols * ldexp(1, -24)) + 1e-6;
+                                const double bf32 = mag * (cols + 2) * ldexp(1, -24) + 1e-6;
+                                const double ea = fabs(ya[(size_t)t * rows + o] - ref),
+                                             ef = fabs(yf[(size_t)t * rows + o] - ref);
+                                if (ea > bamx || ef > bf32)
+                                    fail_msg("%s %dx%d T=%d wtrans=%d strided=%d acc=%d (%d,%d): amx error %g "
+                                             "(bound %g), float32 error %g (bound %g)",
+                                             types[ti] == LF_F16 ? "F16" : "BF16", wr, wc, T, wtrans, strided, acc,
+                                             t, o, ea, bamx, ef, bf32);
+                            }
+                    }
+                    free(buf); free(x); free(xs); free(w); free(y0); free(ya); free(yf);
+                }
+    lf_kernels_set_isa(prev_isa);
 }
 
 /* Q8: the stored values are within half a step of the originals; the
@@ -374,7 +445,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),       cmocka_unit_test(test_q8),
         cmocka_unit_test(test_matvec_batch), cmocka_unit_test(test_project_stacked),
         cmocka_unit_test(test_vec_kernels),  cmocka_unit_test(test_q8_fixture),
-        cmocka_unit_test(test_small_kernels),
+        cmocka_unit_test(test_small_kernels), cmocka_unit_test(test_gemm_amx),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,15 +3,43 @@
  * Detected once with __builtin_cpu_supports (the default build targets the
  * x86-64 baseline; every fast kernel carries its own target attribute), then
  * capped by the environment (LORAFLOW_NO_SIMD=1, LORAFLOW_ISA=avx2|portable)
- * and by lf_kernels_set_isa, which the tests use to run every path. */
+ * and by lf_kernels_set_isa, which the tests use to run every path.
+ *
+ * AMX (the many-token products of gemm_amx.c) needs three things: the CPU
+ * (AMX-TILE, AMX-BF16 and AVX512-BF16), the kernel's saving of tile state
+ * (XCR0 bits 17 and 18) and this process's permission to use it, asked
+ * once with arch_prctl(ARCH_REQ_XCOMP_PERM).  LORAFLOW_AMX=0 turns it off,
+ * and so does any cap below AVX-512. */
 #include "simd.h"
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef LF_X86
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static int detected = -1; /* best path the CPU has */
 static int vnni = 0;      /* AVX512-VNNI */
 static int cap = LF_ISA_AVX512;
+static int amx = 0;       /* AMX usable (CPU, kernel and permission) */
+static int amx_cap = 1;   /* lf_kernels_set_amx */
+
+#ifdef LF_X86
+static int amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 24)) || !(d & (1u << 22))) return 0; /* AMX-TILE, AMX-BF16 */
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return 0; /* AVX512-BF16 */
+    if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0; /* XTILECFG, XTILEDATA enabled */
+    /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18) */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+#endif
 
 static void detect(void) {
     if (detected >= 0) return;
@@ -25,6 +53,8 @@ static void detect(void) {
             best = LF_ISA_AVX512;
         vnni = __builtin_cpu_supports("avx512vnni");
     }
+    const char *a = getenv("LORAFLOW_AMX");
+    if (best == LF_ISA_AVX512 && !(a && !strcmp(a, "0"))) amx = amx_usable();
 #endif
     const char *e = getenv("LORAFLOW_NO_SIMD");
     if (e && *e && strcmp(e, "0")) best = LF_ISA_PORTABLE;
@@ -40,6 +70,16 @@ int lf_isa(void) {
 }
 
 int lf_cpu_vnni512(void) { return lf_isa() == LF_ISA_AVX512 && vnni; }
+
+int lf_cpu_amx(void) { return lf_isa() == LF_ISA_AVX512 && amx && amx_cap; }
+
+int lf_kernels_set_amx(int on) {
+    int prev = amx_cap;
+    amx_cap = on != 0;
+    return prev;
+}
+
+int lf_kernels_amx(void) { return lf_cpu_amx(); }
 
 int lf_kernels_set_isa(int isa) {
     int prev = cap;

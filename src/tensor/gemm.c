@@ -362,6 +362,7 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
         if (!accumulate) memset(y, 0, (size_t)T * rows * sizeof(float));
         return;
     }
+    if (lf_gemm_amx(y, x, xst, xsk, W, wtrans, T, accumulate)) return;
     gemm_job g = {.sh = shape_for(lf_isa()), .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
                   .rows = rows, .cols = cols, .accumulate = accumulate};
     if (wtrans) g.sh.pack = pack_trans;

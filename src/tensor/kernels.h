@@ -112,6 +112,12 @@ int lf_kernels_threads(void);
  * LORAFLOW_ISA=avx2|portable caps the detected path. */
 enum { LF_ISA_PORTABLE = 0, LF_ISA_AVX2 = 1, LF_ISA_AVX512 = 2 };
 int lf_kernels_set_isa(int isa);
+/* AMX tiles for the many-token products of F16/BF16 weights (gemm_amx.c),
+ * when the CPU and kernel allow them; on by default, LORAFLOW_AMX=0 turns
+ * them off.  lf_kernels_set_amx(0) turns them off in this process (tests);
+ * it returns the previous setting.  lf_kernels_amx: in use now. */
+int lf_kernels_set_amx(int on);
+int lf_kernels_amx(void);
 int lf_kernels_isa(void);
 const char *lf_kernels_isa_name(int isa);
 

@@ -20,6 +20,7 @@
 /* ---- which path ---- */
 int lf_isa(void);         /* current LF_ISA_* (detected once, capped by the env and by lf_kernels_set_isa) */
 int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected) */
+int lf_cpu_amx(void);     /* AMX tiles usable (and the AVX-512 path selected, not turned off) */
 
 /* ---- row dot products (decoding) ----
  * out[i] = sum_c W[r0 + i, c] * x[c] for i < nr (nr <= 4), reading each
@@ -71,6 +72,10 @@ void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate);
 /* General form: element (t, c) of x is x[t * xst + c * xsk]; wtrans: the
  * product is with W (y [T, W->cols] (+)= x [T, W->rows] W) instead of W^T. */
 void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                int accumulate);
+/* The same on AMX tiles (gemm_amx.c) when the CPU has them, W is F16 or
+ * BF16 and T is large enough; returns 0, having done nothing, otherwise. */
+int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
                 int accumulate);
 /* The same with each weight row read once for all T tokens (small T). */
 void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumulate);
