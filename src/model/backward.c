@@ -877,7 +877,7 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
 
 /* ============================ the whole sequence ============================ */
 
-#define CE_CHUNK 64 /* loss positions whose logits are held at once */
+#define CE_CHUNK 256 /* loss positions whose logits are held at once (32 MB of logits for a 32k vocabulary) */
 
 int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, const int32_t *ids,
                       const int32_t *labels, int T, float scale, double *loss_sum, int *n_tokens,
