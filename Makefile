@@ -164,6 +164,7 @@ fuzz: fuzz-seeds
 
 # VALGRIND_TESTS: the test programs to run (default: all; under memcheck the
 # whole suite takes about an hour, e.g. VALGRIND_TESTS="test_hostile test_atomic").
+# AMX is turned off there: valgrind does not emulate the tile instructions.
 VALGRIND ?= valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite --track-origins=yes
 VALGRIND_TESTS ?= $(TEST_BIN:$(BUILD)/tests/%=%)
@@ -171,7 +172,7 @@ test-valgrind: deps
 	@$(MAKE) --no-print-directory all-tests
 	@mkdir -p $(BUILD)/valgrind
 	@for t in $(TEST_BIN) $(BUILD)/loraflow; do \
-	    printf '#!/bin/sh\nexec %s %s "$$@"\n' "$(VALGRIND)" "$(CURDIR)/$$t" >$(BUILD)/valgrind/$$(basename $$t); \
+	    printf '#!/bin/sh\nexec env LORAFLOW_AMX=0 %s %s "$$@"\n' "$(VALGRIND)" "$(CURDIR)/$$t" >$(BUILD)/valgrind/$$(basename $$t); \
 	    chmod +x $(BUILD)/valgrind/$$(basename $$t); done
 	@LORAFLOW_BIN=$(BUILD)/valgrind/loraflow LF_TEST_SLOW=50 BUILD=$(BUILD) tests/run.sh \
 	    $(addprefix $(BUILD)/valgrind/,$(VALGRIND_TESTS))
