@@ -97,29 +97,10 @@ static void pack_portable(float *panel, const lf_mat *W, int r0, int nr, int c0,
 
 /* 16 x 16 float transpose in registers: r[i] = row i in, column i out. */
 T_512 static inline void tr16_regs(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    /* r[4q + s] now holds, in 128-bit lane L, column 4L + s of rows 4q .. 4q+3 */
-    for (int i = 0; i < 16; i++) t[i] = r[i];
-    for (int s = 0; s < 4; s++) {
-        __m512 a = _mm512_shuffle_f32x4(t[s], t[4 + s], 0x88); /* lanes 0, 2 of rows 0-3 and 4-7 */
-        __m512 b = _mm512_shuffle_f32x4(t[s], t[4 + s], 0xdd); /* lanes 1, 3 */
-        __m512 c = _mm512_shuffle_f32x4(t[8 + s], t[12 + s], 0x88);
-        __m512 d = _mm512_shuffle_f32x4(t[8 + s], t[12 + s], 0xdd);
-        r[s] = _mm512_shuffle_f32x4(a, c, 0x88);      /* column s */
-        r[8 + s] = _mm512_shuffle_f32x4(a, c, 0xdd);  /* column 8 + s */
-        r[4 + s] = _mm512_shuffle_f32x4(b, d, 0x88);  /* column 4 + s */
-        r[12 + s] = _mm512_shuffle_f32x4(b, d, 0xdd); /* column 12 + s */
-    }
+    __m512i v[16];
+    for (int i = 0; i < 16; i++) v[i] = _mm512_castps_si512(r[i]);
+    lf_tr16_epi32(v);
+    for (int i = 0; i < 16; i++) r[i] = _mm512_castsi512_ps(v[i]);
 }
 
 T_512 static void transpose_avx512(float *panel, const float *tmp, int ld, int nr, int kc) {

@@ -141,32 +141,6 @@ T_AMX static void pack_x_tile(void *ctx, int t) {
 
 /* ---- weights: panel [kb][hi0, hi1, lo0, lo1][16 pair rows][16 x 2] ---- */
 
-/* 16 x 16 transpose of 32-bit lanes in registers. */
-T_AMX static inline void tr16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int i = 0; i < 16; i++) t[i] = r[i];
-    for (int s = 0; s < 4; s++) {
-        __m512i a = _mm512_shuffle_i32x4(t[s], t[4 + s], 0x88);
-        __m512i b = _mm512_shuffle_i32x4(t[s], t[4 + s], 0xdd);
-        __m512i c = _mm512_shuffle_i32x4(t[8 + s], t[12 + s], 0x88);
-        __m512i d = _mm512_shuffle_i32x4(t[8 + s], t[12 + s], 0xdd);
-        r[s] = _mm512_shuffle_i32x4(a, c, 0x88);
-        r[8 + s] = _mm512_shuffle_i32x4(a, c, 0xdd);
-        r[4 + s] = _mm512_shuffle_i32x4(b, d, 0x88);
-        r[12 + s] = _mm512_shuffle_i32x4(b, d, 0xdd);
-    }
-}
-
 /* 16 values of W (row r, columns c ..; the first m) as float32, 0 past the matrix. */
 T_AMX static inline __m512 w16(const lf_mat *W, int r, int c, int m) {
     if (r >= W->rows || m <= 0) return _mm512_setzero_ps();
@@ -210,8 +184,8 @@ T_AMX static void pack_panel(uint16_t *dst, const amx_job *g, int o0, int kb0, i
                 const int m = W->cols - c0;
                 for (int j = 0; j < 16; j++)
                     split32(w16(W, n0 + j, c0, m), w16(W, n0 + j, c0 + 16, m - 16), &hi[j], &lo[j]);
-                tr16(hi);
-                tr16(lo);
+                lf_tr16_epi32(hi);
+                lf_tr16_epi32(lo);
             } else {
                 /* pair row p: rows c0 + 2p and c0 + 2p + 1 of W at columns n0 .. n0+15 */
                 const int m = W->cols - n0;
@@ -248,31 +222,31 @@ T_AMX static void kernel(int nkb, const uint16_t *xa, const uint16_t *xb, const 
         _tile_zero(2);
         _tile_zero(3);
     }
+/* the four accumulators += x tiles (tmm4, 5) times weight tiles (tmm6, 7) */
+#define TILE_PRODUCTS()          \
+    do {                         \
+        _tile_dpbf16ps(0, 4, 6); \
+        _tile_dpbf16ps(1, 4, 7); \
+        _tile_dpbf16ps(2, 5, 6); \
+        _tile_dpbf16ps(3, 5, 7); \
+    } while (0)
     for (int kb = 0; kb < nkb; kb++) {
         const uint16_t *w = pw + (size_t)kb * 4 * 512, *a = xa + (size_t)kb * 2 * 512, *b = xb + (size_t)kb * 2 * 512;
-        _tile_loadd(4, a, 64);
+        _tile_loadd(4, a, 64); /* x_hi */
         _tile_loadd(5, b, 64);
         if (has_lo) {
-            _tile_loadd(6, w + 2 * 512, 64);
+            _tile_loadd(6, w + 2 * 512, 64); /* W_lo */
             _tile_loadd(7, w + 3 * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            TILE_PRODUCTS();
         }
-        _tile_loadd(6, w, 64);
+        _tile_loadd(6, w, 64); /* W_hi */
         _tile_loadd(7, w + 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, a + 512, 64);
+        TILE_PRODUCTS();
+        _tile_loadd(4, a + 512, 64); /* x_lo */
         _tile_loadd(5, b + 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        TILE_PRODUCTS();
     }
+#undef TILE_PRODUCTS
     _tile_stored(0, c, 64);
     _tile_stored(1, c + 256, 64);
     _tile_stored(2, c + 512, 64);

@@ -22,6 +22,37 @@ int lf_isa(void);         /* current LF_ISA_* (detected once, capped by the env 
 int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected) */
 int lf_cpu_amx(void);     /* AMX tiles usable (and the AVX-512 path selected, not turned off) */
 
+#ifdef LF_X86
+#include <immintrin.h>
+/* 16 x 16 transpose of 32-bit lanes in registers: r[i] is row i in,
+ * column i out (the weight panels of gemm.c and gemm_amx.c). */
+__attribute__((target("avx512f"))) static inline void lf_tr16_epi32(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4q + s] now holds, in 128-bit lane L, column 4L + s of rows 4q .. 4q+3 */
+    for (int i = 0; i < 16; i++) t[i] = r[i];
+    for (int s = 0; s < 4; s++) {
+        const __m512i a = _mm512_shuffle_i32x4(t[s], t[4 + s], 0x88); /* lanes 0, 2 of rows 0-3 and 4-7 */
+        const __m512i b = _mm512_shuffle_i32x4(t[s], t[4 + s], 0xdd); /* lanes 1, 3 */
+        const __m512i c = _mm512_shuffle_i32x4(t[8 + s], t[12 + s], 0x88);
+        const __m512i d = _mm512_shuffle_i32x4(t[8 + s], t[12 + s], 0xdd);
+        r[s] = _mm512_shuffle_i32x4(a, c, 0x88);     /* column s */
+        r[8 + s] = _mm512_shuffle_i32x4(a, c, 0xdd); /* column 8 + s */
+        r[4 + s] = _mm512_shuffle_i32x4(b, d, 0x88); /* column 4 + s */
+        r[12 + s] = _mm512_shuffle_i32x4(b, d, 0xdd); /* column 12 + s */
+    }
+}
+#endif
+
 /* ---- row dot products (decoding) ----
  * out[i] = sum_c W[r0 + i, c] * x[c] for i < nr (nr <= 4), reading each
  * weight byte once.  x is float32 for F32/F16/BF16 rows, a quantised
