@@ -65,7 +65,7 @@ static void bandwidth(int runs) {
 /* A set of matrices larger than any cache, as decoding sees them. */
 static void matvec_speed(lf_dtype t, const char *name, int runs) {
     const int rows = 5632, cols = 2048, nmat = 48; /* 48 x 23 MB (F16) */
-    lf_mat src = {LF_F32, NULL, rows, cols};
+    lf_mat src = {.dtype = LF_F32, .data = NULL, .rows = rows, .cols = cols};
     float *f = malloc((size_t)rows * cols * sizeof(float));
     for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
     src.data = f;
@@ -82,7 +82,7 @@ static void matvec_speed(lf_dtype t, const char *name, int runs) {
                 if (t == LF_F32) ((float *)d)[j] = f[j];
                 else d[j] = t == LF_F16 ? lf_f32_to_f16(f[j]) : lf_f32_to_bf16(f[j]);
             }
-            W[i] = (lf_mat){t, d, rows, cols};
+            W[i] = (lf_mat){.dtype = t, .data = d, .rows = rows, .cols = cols};
         }
         bytes += lf_mat_bytes(&W[i]);
     }
@@ -106,7 +106,7 @@ static void gemm_speed(lf_dtype t, const char *name, int runs) {
     const int rows = 2048, cols = 2048, T = 512;
     float *f = malloc((size_t)rows * cols * sizeof(float));
     for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    lf_mat src = {LF_F32, f, rows, cols}, W;
+    lf_mat src = {.dtype = LF_F32, .data = f, .rows = rows, .cols = cols}, W;
     void *d;
     if (t == LF_Q8) {
         d = malloc(lf_q8_bytes(rows, cols));
@@ -118,7 +118,7 @@ static void gemm_speed(lf_dtype t, const char *name, int runs) {
             if (t == LF_F32) ((float *)d)[j] = f[j];
             else ((uint16_t *)d)[j] = t == LF_F16 ? lf_f32_to_f16(f[j]) : lf_f32_to_bf16(f[j]);
         }
-        W = (lf_mat){t, d, rows, cols};
+        W = (lf_mat){.dtype = t, .data = d, .rows = rows, .cols = cols};
     }
     float *x = malloc((size_t)T * cols * sizeof(float)), *y = malloc((size_t)T * rows * sizeof(float));
     for (size_t i = 0; i < (size_t)T * cols; i++) x[i] = 0.01f * (float)(i % 100);

@@ -42,7 +42,7 @@ static void test_train_kernels(void **state) {
                     else if (types[ti] == LF_F16) ((uint16_t *)buf)[i] = lf_f32_to_f16(v);
                     else ((uint16_t *)buf)[i] = lf_f32_to_bf16(v);
                 }
-                lf_mat W = {types[ti], buf, rows, cols};
+                lf_mat W = {.dtype = types[ti], .data = buf, .rows = rows, .cols = cols};
                 float *dy = malloc((size_t)T * rows * 4), *a = malloc((size_t)T * cols * 4),
                       *b = malloc((size_t)T * cols * 4);
                 for (int i = 0; i < T * rows; i++) dy[i] = frand();
@@ -170,7 +170,9 @@ static void test_fixture_gradients(void **state) {
 
 /* ---------- finite differences on a small random model ---------- */
 
-static lf_model *small_model(const char *dir, lf_gate **gate) {
+/* A random model written by lf_synth_model with its two adapters and gate
+ * attached: the small float32 one of the finite differences, or sp. */
+static lf_model *synth_model(const char *dir, const lf_synth_spec *spec, lf_gate **gate) {
     lf_synth_spec sp;
     memset(&sp, 0, sizeof sp);
     sp.cfg = (lf_config){32, 48, 2, 4, 2, 8, 64, 64, 1e-5f, 10000.0f, 0, 1, 2};
@@ -181,6 +183,7 @@ static lf_model *small_model(const char *dir, lf_gate **gate) {
     sp.alpha = 8;
     sp.gate = 1;
     sp.seed = 11;
+    if (spec) sp = *spec;
     assert_int_equal(lf_synth_model(dir, &sp, NULL, NULL), 0);
     lf_model *m = lf_model_load(dir);
     assert_non_null(m);
@@ -194,6 +197,8 @@ static lf_model *small_model(const char *dir, lf_gate **gate) {
     assert_non_null(*gate);
     return m;
 }
+
+static lf_model *small_model(const char *dir, lf_gate **gate) { return synth_model(dir, NULL, gate); }
 
 static double seq_loss(lf_model *m, const lf_train_mode *md, const int32_t *ids, const int32_t *lab, int T) {
     double ls;
@@ -312,6 +317,69 @@ static void test_loss_matches_inference(void **state) {
     lf_model_free(m);
 }
 
+/* Weights converted into AMX tiles once for the run (lf_trainable_prepack)
+ * give the gradients of weights converted product by product, bit for
+ * bit; the trainer takes them away again when it is freed.  On a CPU
+ * without AMX nothing is converted and the two runs are the same path. */
+static void test_prepacked_weights(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/f16", lf_test_tmpdir());
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.cfg = (lf_config){128, 256, 2, 4, 2, 32, 64, 128, 1e-5f, 10000.0f, 0, 1, 2};
+    sp.dtype = sp.adapter_dtype = LF_F16;
+    sp.n_adapters = 2;
+    sp.rank = 64;
+    sp.alpha = 16;
+    sp.gate = 1;
+    sp.seed = 5;
+    lf_gate *gate;
+    lf_model *m = synth_model(dir, &sp, &gate);
+    enum { T = 70 };
+    int32_t ids[T], lab[T];
+    for (int t = 0; t < T; t++) {
+        ids[t] = 3 + (t * 13) % 60;
+        lab[t] = t < 20 ? -100 : (7 + t * 5) % 64;
+    }
+    const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
+    float *g[2] = {NULL, NULL};
+    size_t n = 0;
+    double loss[2];
+    const int keep = lf_train_prepack;
+    for (int run = 0; run < 2; run++) {
+        lf_train_prepack = run; /* 0: none; 1: every weight */
+        lf_trainable *tr = lf_trainable_new(m, gate, LF_TRAIN_GATE);
+        assert_non_null(tr);
+        lf_trainable_prepack(tr);
+        if (run == 0 || !lf_kernels_amx()) assert_int_equal(lf_trainable_panel_bytes(tr), 0);
+        else assert_true(lf_trainable_panel_bytes(tr) > 0);
+        int nt;
+        assert_int_equal(lf_train_sequence(m, tr, &md, ids, lab, T, 0.02f, &loss[run], &nt, NULL), 0);
+        n = 0;
+        for (int i = 0; i < lf_trainable_count(tr); i++) n += lf_trainable_param(tr, i)->n;
+        g[run] = malloc(n * sizeof(float));
+        size_t at = 0;
+        for (int i = 0; i < lf_trainable_count(tr); i++) {
+            const lf_param *q = lf_trainable_param(tr, i);
+            memcpy(g[run] + at, q->g, q->n * sizeof(float));
+            at += q->n;
+        }
+        lf_trainable_free(tr);
+        for (int l = 0; l < 2; l++) /* nothing left pointing at freed tiles */
+            for (int q = 0; q < LF_NPROJ; q++)
+                assert_true(!m->layers[l].W[q].panels[0] && !m->layers[l].W[q].panels[1] &&
+                            !m->layers[l].lora[q].A.panels[0] && !m->layers[l].lora[q].B.panels[1]);
+    }
+    lf_train_prepack = keep;
+    assert_true(loss[0] == loss[1]);
+    assert_memory_equal(g[0], g[1], n * sizeof(float));
+    free(g[0]);
+    free(g[1]);
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_kernels),
@@ -319,6 +387,7 @@ int main(void) {
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_attention_gemm_path),
         cmocka_unit_test(test_loss_matches_inference),
+        cmocka_unit_test(test_prepacked_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

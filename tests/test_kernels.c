@@ -53,7 +53,7 @@ static void *rand_mat(lf_mat *W, lf_dtype t, int rows, int cols) {
         else if (t == LF_F16) ((uint16_t *)buf)[i] = lf_f32_to_f16(v);
         else ((uint16_t *)buf)[i] = lf_f32_to_bf16(v);
     }
-    *W = (lf_mat){t, buf, rows, cols};
+    *W = (lf_mat){.dtype = t, .data = buf, .rows = rows, .cols = cols};
     return buf;
 }
 
@@ -111,7 +111,9 @@ static void test_gemm_amx(void **state) {
         print_message("skipped: no AMX on this CPU (or LORAFLOW_AMX=0)\n");
         skip();
     }
-    const int shapes[][3] = {{32, 32, 32}, {64, 256, 64}, {70, 300, 33}, {33, 520, 97}, {128, 64, 40}, {5, 40, 32}};
+    /* the last: so many tokens that a claim holds fewer panels */
+    const int shapes[][3] = {{32, 32, 32},  {64, 256, 64}, {70, 300, 33}, {33, 520, 97},
+                             {128, 64, 40}, {5, 40, 32},   {40, 130, 1100}};
     const lf_dtype types[] = {LF_F16, LF_BF16};
     for (int ti = 0; ti < 2; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
@@ -137,6 +139,39 @@ static void test_gemm_amx(void **state) {
                         const float *xin = strided ? xs : x;
                         const size_t st = strided ? 1 : (size_t)cols, sk = strided ? (size_t)T : 1;
                         lf_gemm_ex(ya, xin, st, sk, &W, wtrans, T, acc);
+                        /* the weights converted beforehand: the same products, bit for bit */
+                        lf_amx_panels *pp = lf_amx_panels_new(&W, wtrans);
+                        if ((pp != NULL) != (cols >= 128)) fail_msg("panels made: %d, %d columns", pp != NULL, cols);
+                        if (pp) {
+                            float *yp = malloc(n * sizeof(float));
+                            for (size_t i = 0; i < n; i++) yp[i] = y0[i];
+                            lf_mat Wp = W;
+                            Wp.panels[wtrans] = pp;
+                            lf_gemm_ex(yp, xin, st, sk, &Wp, wtrans, T, acc);
+                            assert_memory_equal(yp, ya, n * sizeof(float));
+                            /* a view that differs from the converted matrix does not use them:
+                             * the other orientation's slot, or the rows after the first */
+                            Wp.panels[wtrans] = NULL;
+                            Wp.panels[!wtrans] = pp;
+                            for (size_t i = 0; i < n; i++) yp[i] = y0[i];
+                            lf_gemm_ex(yp, xin, st, sk, &Wp, wtrans, T, acc);
+                            assert_memory_equal(yp, ya, n * sizeof(float));
+                            Wp.panels[!wtrans] = NULL;
+                            if (wr > 1 && !wtrans) {
+                                float *yv = malloc(n * sizeof(float));
+                                Wp.rows = wr - 1;
+                                Wp.data = (const uint16_t *)W.data + wc;
+                                const size_t nv = (size_t)T * (wr - 1);
+                                for (size_t i = 0; i < nv; i++) yp[i] = yv[i] = y0[i];
+                                lf_gemm_ex(yv, xin, st, sk, &Wp, wtrans, T, acc);
+                                Wp.panels[wtrans] = pp;
+                                lf_gemm_ex(yp, xin, st, sk, &Wp, wtrans, T, acc);
+                                assert_memory_equal(yp, yv, nv * sizeof(float));
+                                free(yv);
+                            }
+                            free(yp);
+                            lf_amx_panels_free(pp);
+                        }
                         lf_kernels_set_amx(0);
                         lf_gemm_ex(yf, xin, st, sk, &W, wtrans, T, acc);
                         lf_kernels_set_amx(1);
@@ -191,7 +226,7 @@ static void test_q8(void **state) {
                 }
             }
         }
-        lf_mat D = {LF_F32, deq, rows, cols};
+        lf_mat D = {.dtype = LF_F32, .data = deq, .rows = rows, .cols = cols};
         float *x = malloc((size_t)T * cols * sizeof(float));
         for (int i = 0; i < T * cols; i++) x[i] = frand();
         float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));

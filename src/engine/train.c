@@ -298,6 +298,7 @@ int lf_train(lf_model *m, lf_gate *gate, const lf_dataset *train, const lf_datas
     eval_md.dropout = 0;
     lf_trainable *tr = lf_trainable_new(m, gate, p->what);
     if (!tr) return -1;
+    lf_trainable_prepack(tr); /* every step multiplies by the same frozen weights */
     optim o = {0};
     int *order = lf_malloc((size_t)N * sizeof(int), "data order");
     int rc = -1, step = 0, best_epoch = 0;
@@ -410,6 +411,7 @@ int lf_grad_to_file(lf_model *m, lf_gate *gate, float temperature, int what, con
     fill_mode(&md, m, gate, &p);
     lf_trainable *tr = lf_trainable_new(m, gate, what);
     if (!tr) return -1;
+    if (lf_dataset_size(d) > 1) lf_trainable_prepack(tr); /* converted once, not once per example */
     int n_labels = 0, rc = -1;
     for (int i = 0; i < lf_dataset_size(d); i++) n_labels += lf_example_label_count(lf_dataset_get(d, i));
     double sum = 0;

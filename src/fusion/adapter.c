@@ -395,8 +395,8 @@ int lf_fusion_restack(lf_model *m) {
                         lf_to_f32((float *)Bc + (size_t)o * R + st->off[i], B->data, B->dtype, (size_t)o * r, (size_t)r);
                 }
             }
-            st->A = (lf_mat){dt, Ac, R, W->cols};
-            st->B = (lf_mat){dt, Bc, W->rows, R};
+            st->A = (lf_mat){.dtype = dt, .data = Ac, .rows = R, .cols = W->cols};
+            st->B = (lf_mat){.dtype = dt, .data = Bc, .rows = W->rows, .cols = R};
         }
     }
     /* The stacks are copies: let the adapter files' pages leave this

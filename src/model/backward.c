@@ -41,6 +41,14 @@ struct lf_trainable {
     lf_mat *saved;                            /* [L * NPROJ + 2] */
     float **owned;
     int n_owned;
+    /* weights held as AMX tiles while training (lf_amx_panels_new) */
+    struct {
+        lf_mat *W;
+        int wtrans;
+        lf_amx_panels *p;
+    } *panels;
+    int n_panels;
+    size_t panel_bytes;
 };
 
 /* Register a parameter; its gradient is grad when given (a view into a
@@ -190,6 +198,47 @@ static int setup_gate(lf_trainable *tr) {
     return 0;
 }
 
+int lf_train_prepack = -1;
+
+/* Convert the frozen F16/BF16 weights into AMX tiles once, for every
+ * product of every step to read instead of converting them each time
+ * (training multiplies by each weight twice per step: forward and input
+ * gradient).  4 bytes per weight and orientation; by default as many as fit
+ * in half of the memory available beyond 4 GiB (what the activations may
+ * take); a product whose weights were not converted converts its own. */
+void lf_trainable_prepack(lf_trainable *tr) {
+    lf_model *m = tr->m;
+    const int L = m->cfg.n_layers;
+    if (lf_train_prepack == 0 || tr->panels) return;
+    const size_t avail = lf_mem_available(), reserve = 4ull << 30;
+    size_t budget = lf_train_prepack > 0 ? SIZE_MAX : avail > reserve ? (avail - reserve) / 2 : 0;
+    const int nmax = (L + 1) * LF_NPROJ * 3 * 2;
+    tr->panels = calloc((size_t)nmax, sizeof *tr->panels);
+    if (!tr->panels) return;
+    for (int l = 0; l <= L; l++)
+        for (int p = 0; p < LF_NPROJ; p++) {
+            lf_layer *ly = &m->layers[l < L ? l : 0];
+            const int base = !(tr->what & LF_TRAIN_BASE), lora = !(tr->what & LF_TRAIN_LORA) && l < L;
+            lf_mat *mats[3] = {l == L ? (base && p == 0 ? &m->lm_head : NULL) : base ? &ly->W[p] : NULL,
+                               lora ? &ly->lora[p].A : NULL, lora ? &ly->lora[p].B : NULL};
+            for (int i = 0; i < 3; i++)
+                for (int wt = 0; mats[i] && wt < 2; wt++) {
+                    const size_t b = lf_amx_panels_bytes(mats[i], wt);
+                    if (!b || b > budget || mats[i]->panels[wt]) continue;
+                    lf_amx_panels *pp = lf_amx_panels_new(mats[i], wt);
+                    if (!pp) return; /* out of memory: the products convert as they go */
+                    mats[i]->panels[wt] = pp;
+                    tr->panels[tr->n_panels].W = mats[i];
+                    tr->panels[tr->n_panels].wtrans = wt;
+                    tr->panels[tr->n_panels++].p = pp;
+                    tr->panel_bytes += b;
+                    budget -= b;
+                }
+        }
+}
+
+size_t lf_trainable_panel_bytes(const lf_trainable *tr) { return tr->panel_bytes; }
+
 lf_trainable *lf_trainable_new(lf_model *m, lf_gate *gate, int what) {
     lf_trainable *tr = lf_calloc(1, sizeof *tr, "trainer");
     if (!tr) return NULL;
@@ -217,6 +266,12 @@ void lf_trainable_free(lf_trainable *tr) {
     if (!tr) return;
     lf_model *m = tr->m;
     const int L = m->cfg.n_layers;
+    for (int i = 0; i < tr->n_panels; i++) {
+        if (tr->panels[i].W->panels[tr->panels[i].wtrans] == tr->panels[i].p)
+            tr->panels[i].W->panels[tr->panels[i].wtrans] = NULL;
+        lf_amx_panels_free(tr->panels[i].p);
+    }
+    free(tr->panels);
     if (tr->saved) { /* restore the original (memory-mapped) weights */
         for (int l = 0; l < L; l++)
             for (int p = 0; p < LF_NPROJ; p++) m->layers[l].W[p] = tr->saved[l * LF_NPROJ + p];
@@ -302,17 +357,19 @@ static void proj_forward(float *y, float *z, const float *u, const lf_mat *W, co
     lf_matmul(y, u, W, T, 0);
     if (!w || !st->R) return;
     const int R = st->R, in = W->cols;
-    for (int i = 0; i < k; i++) {
-        const int r = st->rank[i];
-        if (!r) continue;
-        const float *ui = u;
-        if (md->dropout > 0) {
+    if (md->dropout > 0) {
+        /* each adapter sees its own mask: one product per adapter */
+        for (int i = 0; i < k; i++) {
+            const int r = st->rank[i];
+            if (!r) continue;
             dropout(s->tmp, u, (size_t)T * in, md->dropout, drop_key(md, l, p, i));
-            ui = s->tmp;
+            lf_mat Ai = rows_of(&st->A, st->off[i], r);
+            lf_matmul(s->z2, s->tmp, &Ai, T, 0); /* [T, r] */
+            for (int t = 0; t < T; t++)
+                memcpy(z + (size_t)t * R + st->off[i], s->z2 + (size_t)t * r, (size_t)r * sizeof(float));
         }
-        lf_mat Ai = rows_of(&st->A, st->off[i], r);
-        lf_matmul(s->z2, ui, &Ai, T, 0); /* [T, r] */
-        for (int t = 0; t < T; t++) memcpy(z + (size_t)t * R + st->off[i], s->z2 + (size_t)t * r, (size_t)r * sizeof(float));
+    } else {
+        lf_matmul(z, u, &st->A, T, 0); /* all adapters at once: [T, R] = u A_cat^T */
     }
     for (int t = 0; t < T; t++)
         for (int i = 0; i < k; i++) {
@@ -354,31 +411,28 @@ static void proj_backward(float *du, float *dw, const float *dy, const float *u,
             const float f = w[(size_t)t * k + i] * st->scale[i];
             for (int j = 0; j < st->rank[i]; j++) g[(size_t)t * R + st->off[i] + j] *= f;
         }
+    if (md->dropout <= 0) { /* all adapters at once */
+        if (dA) lf_matmul_wgrad(dA, g, u, T, R, in);
+        lf_matmul_tn(du, g, &st->A, T, 1);
+        return;
+    }
     for (int i = 0; i < k; i++) {
         const int r = st->rank[i];
         if (!r) continue;
         for (int t = 0; t < T; t++) memcpy(s->z2 + (size_t)t * r, g + (size_t)t * R + st->off[i], (size_t)r * sizeof(float));
         lf_mat Ai = rows_of(&st->A, st->off[i], r);
         if (dA) {
-            const float *ui = u;
-            if (md->dropout > 0) {
-                dropout(s->tmp, u, (size_t)T * in, md->dropout, drop_key(md, l, p, i));
-                ui = s->tmp;
-            }
-            lf_matmul_wgrad(dA + (size_t)st->off[i] * in, s->z2, ui, T, r, in);
+            dropout(s->tmp, u, (size_t)T * in, md->dropout, drop_key(md, l, p, i));
+            lf_matmul_wgrad(dA + (size_t)st->off[i] * in, s->z2, s->tmp, T, r, in);
         }
-        if (md->dropout > 0) {
-            /* du += drop_i(A_i^T gs_i): the same mask applied to the gradient */
-            lf_matmul_tn(s->tmp, s->z2, &Ai, T, 0);
-            float *masked = s->tmp;
-            const float keep = 1.0f / (1.0f - md->dropout);
-            const uint64_t key = drop_key(md, l, p, i);
-            const uint64_t thresh = (uint64_t)((double)md->dropout * 18446744073709551615.0);
-            for (size_t q = 0; q < (size_t)T * in; q++)
-                du[q] += mix64(key + 0x9E3779B97F4A7C15ULL * (q + 1)) < thresh ? 0.0f : masked[q] * keep;
-        } else {
-            lf_matmul_tn(du, s->z2, &Ai, T, 1);
-        }
+        /* du += drop_i(A_i^T gs_i): the same mask applied to the gradient */
+        lf_matmul_tn(s->tmp, s->z2, &Ai, T, 0);
+        const float *masked = s->tmp;
+        const float keep = 1.0f / (1.0f - md->dropout);
+        const uint64_t key = drop_key(md, l, p, i);
+        const uint64_t thresh = (uint64_t)((double)md->dropout * 18446744073709551615.0);
+        for (size_t q = 0; q < (size_t)T * in; q++)
+            du[q] += mix64(key + 0x9E3779B97F4A7C15ULL * (q + 1)) < thresh ? 0.0f : masked[q] * keep;
     }
 }
 
@@ -567,7 +621,7 @@ static void attn_forward_gemm(float *out, const float *q, const float *k, const 
     const float scale = 1.0f / sqrtf((float)hd);
     attn_bufs b;
     attn_bufs_alloc(&b, T, hd);
-    const lf_mat K = {LF_F32, b.kc, T, hd}, Vm = {LF_F32, b.vc, T, hd};
+    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd}, Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
     for (int kh = 0; kh < nkv; kh++) {
         gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
         gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
@@ -590,8 +644,8 @@ static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dou
     const float scale = 1.0f / sqrtf((float)hd);
     attn_bufs b;
     attn_bufs_alloc(&b, T, hd);
-    const lf_mat K = {LF_F32, b.kc, T, hd}, Vm = {LF_F32, b.vc, T, hd};
-    const lf_mat Q = {LF_F32, b.qc, T, hd}, dO = {LF_F32, b.oc, T, hd};
+    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd}, Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
+    const lf_mat Q = {.dtype = LF_F32, .data = b.qc, .rows = T, .cols = hd}, dO = {.dtype = LF_F32, .data = b.oc, .rows = T, .cols = hd};
     for (int kh = 0; kh < nkv; kh++) {
         gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
         gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);

@@ -37,6 +37,15 @@ int lf_trainable_keep_weights(lf_trainable *tr);
 int lf_trainable_count(const lf_trainable *tr);
 lf_param *lf_trainable_param(lf_trainable *tr, int i);
 void lf_trainable_zero_grad(lf_trainable *tr);
+/* Convert the frozen F16/BF16 weights into the AMX tiles their products
+ * read, once, for a caller that runs many sequences (each would convert
+ * them again): as many as fit in half of the memory available beyond
+ * 4 GiB (lf_train_prepack: -1 that, the default; 0 none; 1 all); the
+ * others are converted product by product as before.  Results are the
+ * same bit for bit.  lf_trainable_panel_bytes: the bytes they take. */
+void lf_trainable_prepack(lf_trainable *tr);
+size_t lf_trainable_panel_bytes(const lf_trainable *tr);
+extern int lf_train_prepack;
 
 /* The fusion mode used during training (as lf_session_set_*). */
 typedef struct {

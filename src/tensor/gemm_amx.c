@@ -20,7 +20,7 @@
  * Layout (tiles are 16 rows x 64 bytes):
  *   - x is packed once per product into 16-token tiles of 32 columns,
  *     hi and lo, zero-padded to 32 tokens and 32 columns;
- *   - a thread claims GROUP panels of 32 output rows; per slice of KC
+ *   - a thread claims up to GROUP panels of 32 output rows; per slice of KC
  *     columns it converts each panel into the tiles' pair-interleaved
  *     (VNNI) layout, hi and lo (AVX-512: 16 x 16 transposes of value
  *     pairs in registers), then runs every 32-token block over them;
@@ -33,12 +33,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #ifdef LF_X86
 #include <immintrin.h>
 
 #define KC 256     /* columns per slice: a 32-row panel's tiles are 32 KiB, x's slice 2 KiB per token */
-#define GROUP 4    /* panels per claim (their y block stays in L2 across slices) */
+#define GROUP 8    /* most panels per claim (x is read from L2 or L3 once per claim and slice) */
 #define MIN_T 32   /* fewer tokens: the float32 GEMM */
 #define MIN_K 128  /* fewer columns (a rank-64 adapter's second product): the float32 GEMM is faster */
 
@@ -103,6 +104,8 @@ typedef struct {
     uint16_t *xp; /* packed x: [ntiles16][nkb][2][16][32] */
     int T, rows, cols, nkb, ntiles, nblocks, npanels, accumulate, wtrans, has_lo;
     int nsplit; /* token ranges per group of panels (few output rows: more chunks than groups) */
+    const uint16_t *pre; /* or NULL: every panel converted already, [npanels][nkb][4][512] */
+    int group;           /* panels per claim, at most GROUP */
 } amx_job;
 
 /* Tile t of x (16 tokens), all column blocks. */
@@ -256,17 +259,17 @@ T_AMX static void kernel(int nkb, const uint16_t *xa, const uint16_t *xb, const 
 /* Element (i, o) of a 32 x 32 block held as four contiguous tiles. */
 static inline size_t at_block(int i, int o) { return (size_t)((i >> 4) * 2 + (o >> 4)) * 256 + (i & 15) * 16 + (o & 15); }
 
-/* GROUP panels of 32 output rows and one range of tokens (one chunk): the y block is
+/* g->group panels of 32 output rows and one range of tokens (one chunk): the y block is
  * accumulated in a contiguous buffer of tiles (y's own rows lie rows * 4
  * bytes apart: tile loads and stores there collide in the cache), copied
  * in and out once. */
 T_AMX static void panels_chunk(void *ctx, int chunk) {
     const amx_job *g = ctx;
     const int grp = chunk / g->nsplit, part = chunk % g->nsplit;
-    const int p0 = grp * GROUP, np = g->npanels - p0 < GROUP ? g->npanels - p0 : GROUP;
+    const int p0 = grp * g->group, np = g->npanels - p0 < g->group ? g->npanels - p0 : g->group;
     const int b0 = (int)((long)g->nblocks * part / g->nsplit), b1 = (int)((long)g->nblocks * (part + 1) / g->nsplit);
     const int kbs = KC / 32;
-    uint16_t *panels = xaligned((size_t)GROUP * kbs * 4 * 512 * sizeof(uint16_t));
+    uint16_t *panels = g->pre ? NULL : xaligned((size_t)GROUP * kbs * 4 * 512 * sizeof(uint16_t));
     float *cbuf = xaligned((size_t)(b1 - b0) * np * 1024 * sizeof(float));
     if (g->accumulate)
         for (int b = b0; b < b1; b++)
@@ -282,13 +285,20 @@ T_AMX static void panels_chunk(void *ctx, int chunk) {
     for (int kb0 = 0; kb0 < g->nkb; kb0 += kbs) {
         const int nkb = g->nkb - kb0 < kbs ? g->nkb - kb0 : kbs;
         const int load = g->accumulate || kb0 > 0;
-        for (int j = 0; j < np; j++) pack_panel(panels + (size_t)j * kbs * 4 * 512, g, (p0 + j) * 32, kb0, nkb);
+        const uint16_t *pw[GROUP];
+        for (int j = 0; j < np; j++) {
+            if (g->pre) {
+                pw[j] = g->pre + ((size_t)(p0 + j) * g->nkb + kb0) * 4 * 512;
+            } else {
+                pack_panel(panels + (size_t)j * kbs * 4 * 512, g, (p0 + j) * 32, kb0, nkb);
+                pw[j] = panels + (size_t)j * kbs * 4 * 512;
+            }
+        }
         for (int b = b0; b < b1; b++) {
             const uint16_t *xa = g->xp + ((size_t)(2 * b) * g->nkb + kb0) * 2 * 512;
             const uint16_t *xb = g->xp + ((size_t)(2 * b + 1) * g->nkb + kb0) * 2 * 512;
             for (int j = 0; j < np; j++)
-                kernel(nkb, xa, xb, panels + (size_t)j * kbs * 4 * 512, cbuf + ((size_t)(b - b0) * np + j) * 1024, load,
-                       g->has_lo);
+                kernel(nkb, xa, xb, pw[j], cbuf + ((size_t)(b - b0) * np + j) * 1024, load, g->has_lo);
         }
     }
     tiles_off();
@@ -307,20 +317,86 @@ T_AMX static void panels_chunk(void *ctx, int chunk) {
     free(cbuf);
 }
 
-int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
-                int accumulate) {
-    if (T < MIN_T || (W->dtype != LF_F16 && W->dtype != LF_BF16) || !lf_cpu_amx()) return 0;
+struct lf_amx_panels {
+    const void *data; /* the matrix it was made from */
+    lf_dtype dtype;
+    int rows, cols, wtrans;
+    uint16_t *p;      /* [npanels][nkb][4][512] */
+    size_t bytes;
+};
+
+/* The products with W (wtrans) run on AMX tiles from MIN_T tokens on. */
+static int amx_shape(const lf_mat *W, int wtrans) {
+    if ((W->dtype != LF_F16 && W->dtype != LF_BF16) || !lf_cpu_amx()) return 0;
     const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
     /* fewer than MIN_K columns: too few tile products per block to pay for packing x and y's tiles */
-    if (rows <= 0 || cols < MIN_K) return 0;
+    return rows > 0 && cols >= MIN_K;
+}
+
+size_t lf_amx_panels_bytes(const lf_mat *W, int wtrans) {
+    if (!amx_shape(W, wtrans)) return 0;
+    const size_t rows = (size_t)(wtrans ? W->cols : W->rows), cols = (size_t)(wtrans ? W->rows : W->cols);
+    return (rows + 31) / 32 * ((cols + 31) / 32) * 4 * 512 * sizeof(uint16_t);
+}
+
+typedef struct {
+    amx_job g;
+    uint16_t *p;
+} prepack_job;
+
+T_AMX static void prepack_panel(void *ctx, int panel) {
+    const prepack_job *j = ctx;
+    pack_panel(j->p + (size_t)panel * j->g.nkb * 4 * 512, &j->g, panel * 32, 0, j->g.nkb);
+}
+
+lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans) {
+    const size_t bytes = lf_amx_panels_bytes(W, wtrans), huge = 2u << 20;
+    if (!bytes) return NULL;
+    lf_amx_panels *pp = calloc(1, sizeof *pp);
+    const size_t size = (bytes + huge - 1) / huge * huge;
+    uint16_t *p = pp ? aligned_alloc(huge, size) : NULL;
+    if (!p) {
+        free(pp);
+        return NULL;
+    }
+    madvise(p, size, MADV_HUGEPAGE);
+    prepack_job j = {.g = {.W = W, .wtrans = wtrans}, .p = p};
+    j.g.rows = wtrans ? W->cols : W->rows;
+    j.g.cols = wtrans ? W->rows : W->cols;
+    j.g.nkb = (j.g.cols + 31) / 32;
+    lf_parallel_chunks(prepack_panel, &j, (j.g.rows + 31) / 32, lf_kernels_threads());
+    *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols, .wtrans = wtrans,
+                          .p = p, .bytes = bytes};
+    return pp;
+}
+
+void lf_amx_panels_free(lf_amx_panels *p) {
+    if (!p) return;
+    free(p->p);
+    free(p);
+}
+
+int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                int accumulate) {
+    if (T < MIN_T || !amx_shape(W, wtrans)) return 0;
+    const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
     amx_job g = {.W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T, .rows = rows, .cols = cols,
                  .accumulate = accumulate, .wtrans = wtrans, .has_lo = W->dtype == LF_F16};
+    const lf_amx_panels *pp = W->panels[wtrans ? 1 : 0];
+    if (pp && pp->data == W->data && pp->dtype == W->dtype && pp->rows == W->rows && pp->cols == W->cols &&
+        pp->wtrans == (wtrans ? 1 : 0))
+        g.pre = pp->p;
     g.nkb = (cols + 31) / 32;
     g.nblocks = (T + 31) / 32;
     g.ntiles = 2 * g.nblocks;
     g.npanels = (rows + 31) / 32;
     g.xp = xaligned((size_t)g.ntiles * g.nkb * 2 * 512 * sizeof(uint16_t));
-    const int nt = lf_kernels_threads(), ngroups = (g.npanels + GROUP - 1) / GROUP;
+    /* x is read once per claim and slice: the more panels a claim holds, the
+     * less it is read, as long as their y blocks (4 KiB per 32 x 32) stay
+     * within about 1 MiB of L2 */
+    g.group = GROUP;
+    while (g.group > 1 && (size_t)g.nblocks * g.group * 4096 > (1u << 20)) g.group /= 2;
+    const int nt = lf_kernels_threads(), ngroups = (g.npanels + g.group - 1) / g.group;
     /* at least two chunks per thread: few groups share out their tokens */
     g.nsplit = ngroups >= 2 * nt ? 1 : (2 * nt + ngroups - 1) / ngroups;
     if (g.nsplit > g.nblocks) g.nsplit = g.nblocks;
@@ -331,6 +407,16 @@ int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
 }
 
 #else
+
+lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans) {
+    (void)W, (void)wtrans;
+    return NULL;
+}
+size_t lf_amx_panels_bytes(const lf_mat *W, int wtrans) {
+    (void)W, (void)wtrans;
+    return 0;
+}
+void lf_amx_panels_free(lf_amx_panels *p) { (void)p; }
 
 int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
                 int accumulate) {

@@ -23,10 +23,17 @@
 /* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout).
  * Q8: data holds rows * lf_q8_row_bytes(cols) bytes of codes, then the
  * F16 block scales [rows][lf_q8_row_bytes(cols) / 32]. */
+typedef struct lf_amx_panels lf_amx_panels;
+
 typedef struct {
     lf_dtype dtype;   /* LF_F32, LF_F16, LF_BF16 or LF_Q8 */
     const void *data;
     int rows, cols;
+    /* or NULL: this matrix already converted to AMX tiles for the products
+     * with W^T ([0]) and with W ([1]) (lf_amx_panels_new); used only while
+     * it matches data, rows, cols and dtype, so a view made by copying the
+     * struct and changing them does not use it */
+    const lf_amx_panels *panels[2];
 } lf_mat;
 
 /* ---- scalar conversions ---- */
@@ -118,6 +125,15 @@ int lf_kernels_set_isa(int isa);
  * it returns the previous setting.  lf_kernels_amx: in use now. */
 int lf_kernels_set_amx(int on);
 int lf_kernels_amx(void);
+/* W converted once into the tiles its AMX products with W^T (wtrans 0) or
+ * with W (wtrans 1) read, 4 bytes per weight (bfloat16 hi and lo), for a
+ * caller that multiplies by the same weights many times (training): the
+ * products skip their conversion while W->panels[wtrans] holds it.  NULL
+ * when those products would not use AMX (CPU, dtype, shape) or memory is
+ * short.  lf_amx_panels_bytes: the size it would take, 0 when NULL. */
+lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans);
+size_t lf_amx_panels_bytes(const lf_mat *W, int wtrans);
+void lf_amx_panels_free(lf_amx_panels *p);
 int lf_kernels_isa(void);
 const char *lf_kernels_isa_name(int isa);
 

@@ -89,7 +89,7 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
         }
         free(row);
     }
-    *out = (lf_mat){LF_Q8, dst, rows, cols};
+    *out = (lf_mat){.dtype = LF_Q8, .data = dst, .rows = rows, .cols = cols};
 }
 
 /* One whole group (256 values) of codes and its 8 scales into dst. */

@@ -90,7 +90,7 @@ void lf_matmul_wgrad_ref(float *dW, const float *dy, const float *x, int T, int 
  * dW; each row is an axpy over the tokens. */
 void lf_matmul_wgrad(float *dW, const float *dy, const float *x, int T, int rows, int cols) {
     if (T >= GEMM_MIN_T) {
-        const lf_mat X = {LF_F32, x, T, cols};
+        const lf_mat X = {.dtype = LF_F32, .data = x, .rows = T, .cols = cols};
         lf_gemm_ex(dW, dy, 1, (size_t)rows, &X, 1, rows, 1);
         return;
     }
