@@ -272,24 +272,31 @@ static void test_finite_differences(void **state) {
 
 /* The attention through the blocked GEMM (what sequences of
  * lf_attn_gemm_min_t tokens and more take) on the same checks: the
- * fixture's reference gradients and finite differences of every weight. */
+ * fixture's reference gradients and finite differences of every weight;
+ * all queries at once, and in blocks of 5 (so that most blocks see only a
+ * part of the keys and the last block is short). */
 static void test_attention_gemm_path(void **state) {
-    const int keep = lf_attn_gemm_min_t;
+    const int keep = lf_attn_gemm_min_t, keep_block = lf_attn_query_block;
     lf_attn_gemm_min_t = 1;
-    test_fixture_gradients(state);
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/small3", lf_test_tmpdir());
-    lf_gate *gate;
-    lf_model *m = small_model(dir, &gate);
-    lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
-    fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode, GEMM attention");
-    const int keep_mode = lf_train_checkpoint;
-    lf_train_checkpoint = 1;
-    fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode, GEMM attention, checkpointed");
-    lf_train_checkpoint = keep_mode;
-    lf_gate_free(gate);
-    lf_model_free(m);
+    for (int bi = 0; bi < 2; bi++) {
+        lf_attn_query_block = bi ? 5 : 0;
+        test_fixture_gradients(state);
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/small3", lf_test_tmpdir());
+        lf_gate *gate;
+        lf_model *m = small_model(dir, &gate);
+        lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
+        fd_check(m, gate, LF_TRAIN_BASE, &gm, bi ? "all weights, gate mode, GEMM attention in query blocks"
+                                                 : "all weights, gate mode, GEMM attention");
+        const int keep_mode = lf_train_checkpoint;
+        lf_train_checkpoint = 1;
+        fd_check(m, gate, LF_TRAIN_BASE, &gm, "all weights, gate mode, GEMM attention, checkpointed");
+        lf_train_checkpoint = keep_mode;
+        lf_gate_free(gate);
+        lf_model_free(m);
+    }
     lf_attn_gemm_min_t = keep;
+    lf_attn_query_block = keep_block;
 }
 
 /* The training forward pass gives the loss of the inference forward pass. */

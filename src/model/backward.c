@@ -597,37 +597,68 @@ static void scatter_add(float *dst, const float *src, int T, int hd, size_t ld, 
     for (int t = 0; t < T; t++) lf_axpy_f32(dst + (size_t)t * ld + off, 1.0f, src + (size_t)t * hd, hd);
 }
 
-/* P = causal softmax(S * scale), row by row, in place. */
-static void causal_softmax(float *s, int T, float scale) {
+/* Rows r0 .. r0+nb-1 of P = causal softmax(S * scale), in place: s holds
+ * them as [nb][n], n = r0 + nb (the keys a query of the block can see). */
+static void causal_softmax(float *s, int r0, int nb, float scale) {
+    const int n = r0 + nb;
 #pragma omp parallel for schedule(dynamic, 16)
-    for (int t = 0; t < T; t++) {
-        float *r = s + (size_t)t * T;
+    for (int i = 0; i < nb; i++) {
+        float *r = s + (size_t)i * n;
+        const int t = r0 + i;
         for (int j = 0; j <= t; j++) r[j] *= scale;
         lf_softmax(r, t + 1);
-        memset(r + t + 1, 0, (size_t)(T - 1 - t) * sizeof(float));
+        memset(r + t + 1, 0, (size_t)(n - 1 - t) * sizeof(float));
     }
 }
 
-/* S = Q_h K^T (Q_h read in place from q) then P. */
-static void attn_probs(float *s, const float *q, const lf_mat *K, int T, size_t qld, size_t qoff, float scale) {
-    lf_gemm_ex(s, q + qoff, qld, 1, K, 0, T, 0);
-    causal_softmax(s, T, scale);
+/* Query block [r0, r0+nb) of head h: S = Q_b K[0:n]^T (Q read in place
+ * from q), then P; s: [nb][n]. */
+static void attn_probs(float *s, const float *q, const lf_mat *K, int r0, int nb, size_t qld, size_t qoff,
+                       float scale) {
+    lf_mat Kn = *K;
+    Kn.rows = r0 + nb;
+    lf_gemm_ex(s, q + (size_t)r0 * qld + qoff, qld, 1, &Kn, 0, nb, 0);
+    causal_softmax(s, r0, nb, scale);
+}
+
+/* Queries are taken lf_attn_query_block at a time: block b sees the first
+ * (b + 1) * block keys only, so the masked part of S is mostly not
+ * computed (5/8 of the square with four blocks). */
+int lf_attn_query_block = 128;
+
+/* The first n rows of a contiguous [T, hd] matrix, and rows r0 .. r0+n-1. */
+static lf_mat first_rows(const lf_mat *M, int n) {
+    lf_mat v = *M;
+    v.rows = n;
+    return v;
+}
+static lf_mat row_range(const lf_mat *M, int r0, int n) {
+    lf_mat v = *M;
+    v.data = (const float *)M->data + (size_t)r0 * M->cols;
+    v.rows = n;
+    return v;
 }
 
 static void attn_forward_gemm(float *out, const float *q, const float *k, const float *v, const lf_config *c,
                               int T) {
     const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+    const int qb = lf_attn_query_block > 0 ? lf_attn_query_block : T;
     const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     attn_bufs b;
     attn_bufs_alloc(&b, T, hd);
-    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd}, Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
+    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd};
+    const lf_mat Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
     for (int kh = 0; kh < nkv; kh++) {
         gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
         gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
         for (int h = kh * group; h < (kh + 1) * group; h++) {
-            attn_probs(b.s, q, &K, T, qd, (size_t)h * hd, scale);
-            lf_gemm_ex(b.oc, b.s, (size_t)T, 1, &Vm, 1, T, 0); /* O = P V */
+            for (int r0 = 0; r0 < T; r0 += qb) {
+                const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
+                attn_probs(b.s, q, &K, r0, nb, qd, (size_t)h * hd, scale);
+                const lf_mat Vn = first_rows(&Vm, n);
+                lf_gemm_ex(b.oc + (size_t)r0 * hd, b.s, (size_t)n, 1, &Vn, 1, nb, 0); /* O_b = P_b V[0:n] */
+            }
             for (int t = 0; t < T; t++)
                 memcpy(out + (size_t)t * qd + (size_t)h * hd, b.oc + (size_t)t * hd, (size_t)hd * sizeof(float));
         }
@@ -635,17 +666,20 @@ static void attn_forward_gemm(float *out, const float *q, const float *k, const 
     attn_bufs_free(&b);
 }
 
-/* dP = dO V^T; dS = P * (dP - rowsum(P * dP)) * scale; dQ += dS K;
- * dK += dS^T Q; dV += P^T dO. */
+/* Per query block: dP = dO_b V^T; dS = P * (dP - rowsum(P * dP)) * scale;
+ * dQ_b = dS K; dK += dS^T Q_b; dV += P^T dO_b (over the keys the block sees). */
 static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                                const float *v, const lf_config *c, int T) {
     const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+    const int qb = lf_attn_query_block > 0 ? lf_attn_query_block : T;
     const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     attn_bufs b;
     attn_bufs_alloc(&b, T, hd);
-    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd}, Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
-    const lf_mat Q = {.dtype = LF_F32, .data = b.qc, .rows = T, .cols = hd}, dO = {.dtype = LF_F32, .data = b.oc, .rows = T, .cols = hd};
+    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd};
+    const lf_mat Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
+    const lf_mat Q = {.dtype = LF_F32, .data = b.qc, .rows = T, .cols = hd};
+    const lf_mat dO = {.dtype = LF_F32, .data = b.oc, .rows = T, .cols = hd};
     for (int kh = 0; kh < nkv; kh++) {
         gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
         gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
@@ -654,23 +688,29 @@ static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dou
         for (int h = kh * group; h < (kh + 1) * group; h++) {
             gather(b.qc, q, T, hd, qd, (size_t)h * hd);
             gather(b.oc, dout, T, hd, qd, (size_t)h * hd);
-            float *P = b.s, *dS = b.s2;
-            attn_probs(P, q, &K, T, qd, (size_t)h * hd, scale);
-            lf_gemm_ex(dS, b.oc, (size_t)hd, 1, &Vm, 0, T, 0); /* dP [T, T] */
+            for (int r0 = 0; r0 < T; r0 += qb) {
+                const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
+                float *P = b.s, *dS = b.s2;
+                attn_probs(P, q, &K, r0, nb, qd, (size_t)h * hd, scale);
+                const lf_mat Vn = first_rows(&Vm, n), Kn = first_rows(&K, n);
+                const lf_mat Qb = row_range(&Q, r0, nb), dOb = row_range(&dO, r0, nb);
+                lf_gemm_ex(dS, b.oc + (size_t)r0 * hd, (size_t)hd, 1, &Vn, 0, nb, 0); /* dP [nb, n] */
 #pragma omp parallel for schedule(dynamic, 16)
-            for (int t = 0; t < T; t++) {
-                const float *pr = P + (size_t)t * T;
-                float *d = dS + (size_t)t * T;
-                double sum = 0;
-                for (int j = 0; j <= t; j++) sum += (double)pr[j] * d[j];
-                for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)sum) * scale;
-                memset(d + t + 1, 0, (size_t)(T - 1 - t) * sizeof(float));
+                for (int i = 0; i < nb; i++) {
+                    const int t = r0 + i;
+                    const float *pr = P + (size_t)i * n;
+                    float *d = dS + (size_t)i * n;
+                    double sum = 0;
+                    for (int j = 0; j <= t; j++) sum += (double)pr[j] * d[j];
+                    for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)sum) * scale;
+                    memset(d + t + 1, 0, (size_t)(n - 1 - t) * sizeof(float));
+                }
+                lf_gemm_ex(b.dkc, dS, 1, (size_t)n, &Qb, 1, n, 1); /* dK[0:n] += dS^T Q_b */
+                lf_gemm_ex(b.dvc, P, 1, (size_t)n, &dOb, 1, n, 1); /* dV[0:n] += P^T dO_b */
+                /* dQ_b = dS K[0:n], into a scratch of its own (qc still holds Q) */
+                lf_gemm_ex(b.s, dS, (size_t)n, 1, &Kn, 1, nb, 0);
+                scatter_add(dq + (size_t)r0 * qd, b.s, nb, hd, qd, (size_t)h * hd);
             }
-            lf_gemm_ex(b.dkc, dS, 1, (size_t)T, &Q, 1, T, 1);  /* dK += dS^T Q */
-            lf_gemm_ex(b.dvc, P, 1, (size_t)T, &dO, 1, T, 1);  /* dV += P^T dO */
-            /* dQ_h = dS K: Q is no longer needed, so into qc, then added to dq */
-            lf_gemm_ex(b.qc, dS, (size_t)T, 1, &K, 1, T, 0);
-            scatter_add(dq, b.qc, T, hd, qd, (size_t)h * hd);
         }
         scatter_add(dk, b.dkc, T, hd, kvd, (size_t)kh * hd);
         scatter_add(dv, b.dvc, T, hd, kvd, (size_t)kh * hd);

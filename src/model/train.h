@@ -71,6 +71,9 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *mode, 
  * shorter ones the row-by-row loops.  Tests lower it to check one path
  * against the other. */
 extern int lf_attn_gemm_min_t;
+/* The GEMM attention takes this many queries at a time, each block over
+ * the keys it can see only (0: all queries at once; tests lower it). */
+extern int lf_attn_query_block;
 
 /* A training step keeps every layer's activations (no recomputation) when
  * they fit in a quarter of the available memory and 4 GiB; else it
