@@ -1,7 +1,9 @@
-/* bench.h: timing and statistics shared by the benchmark programs
- * (header-only: every .c file under bench/ is a program of its own). */
+/* bench.h: timing, statistics and model loading shared by the benchmark
+ * programs (header-only: every .c file under bench/ is a program of its own). */
 #ifndef LF_BENCH_H
 #define LF_BENCH_H
+
+#include "loraflow.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,22 @@ static inline double bench_peak_rss_gb(void) {
         if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
     fclose(f);
     return kb * 1024.0 / 1e9;
+}
+
+/* Attach DIR/lora_0 and DIR/lora_1 (what `loraflow synth` writes) to m and
+ * load DIR/gate.safetensors; exits with a message on failure. */
+static inline lf_gate *bench_attach_synth(lf_model *m, const char *dir, const char *prog) {
+    char a0[4096], a1[4096], gp[4096];
+    snprintf(a0, sizeof a0, "%s/lora_0", dir);
+    snprintf(a1, sizeof a1, "%s/lora_1", dir);
+    snprintf(gp, sizeof gp, "%s/gate.safetensors", dir);
+    lf_gate *g = NULL;
+    if (lf_model_add_adapter(m, "lora_0", a0) < 0 || lf_model_add_adapter(m, "lora_1", a1) < 0 ||
+        !(g = lf_gate_load(gp, m))) {
+        fprintf(stderr, "%s: %s: %s\n", prog, dir, lf_last_error());
+        exit(1);
+    }
+    return g;
 }
 
 #endif

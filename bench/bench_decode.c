@@ -142,13 +142,7 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
     double t0 = bench_now();
     lf_model *m = lf_model_load_opts(dir, &lo);
     if (!m) die(dir);
-    char a0[4096], a1[4096], gp[4096];
-    snprintf(a0, sizeof a0, "%s/lora_0", dir);
-    snprintf(a1, sizeof a1, "%s/lora_1", dir);
-    snprintf(gp, sizeof gp, "%s/gate.safetensors", dir);
-    if (lf_model_add_adapter(m, "lora_0", a0) < 0 || lf_model_add_adapter(m, "lora_1", a1) < 0) die("adapters");
-    lf_gate *g = lf_gate_load(gp, m);
-    if (!g) die(gp);
+    lf_gate *g = bench_attach_synth(m, dir, "bench_decode");
     const double load_s = bench_now() - t0;
     const lf_config *c = lf_model_config(m);
     const double base_b = (double)lf_model_decode_bytes(m, 0), lora_b = (double)lf_model_decode_bytes(m, 1);

@@ -73,13 +73,8 @@ int main(int argc, char **argv) {
     double t0 = bench_now();
     lf_model *m = lf_model_load(dir);
     if (!m) die(dir);
-    char a0[4096], a1[4096], gp[4096], data[4096], out[4096];
-    snprintf(a0, sizeof a0, "%s/lora_0", dir);
-    snprintf(a1, sizeof a1, "%s/lora_1", dir);
-    snprintf(gp, sizeof gp, "%s/gate.safetensors", dir);
-    if (lf_model_add_adapter(m, "lora_0", a0) < 0 || lf_model_add_adapter(m, "lora_1", a1) < 0) die("adapters");
-    lf_gate *g = lf_gate_load(gp, m);
-    if (!g) die(gp);
+    char data[4096], out[4096];
+    lf_gate *g = bench_attach_synth(m, dir, "bench_train");
     const lf_config *c = lf_model_config(m);
     printf("model %s: H=%d I=%d L=%d heads=%d/%d V=%d, loaded in %.1f s; %d threads\n", dir, c->hidden_size,
            c->intermediate_size, c->n_layers, c->n_heads, c->n_kv_heads,

@@ -33,7 +33,7 @@
 #define GROUP 4    /* panels packed together: their y block (512 tokens x 128 rows, 256 KiB) stays in L2
                       across the column slices, and each x tile is reused from L1 for all of them */
 
-static void *xaligned(size_t n) {
+void *lf_xaligned(size_t n) {
     void *p = aligned_alloc(64, (n + 63) / 64 * 64);
     if (!p) abort();
     return p;
@@ -315,8 +315,8 @@ static void panels_chunk(void *ctx, int chunk) {
     const gemm_job *g = ctx;
     const int mr = g->sh.mr, nr = g->sh.nr, rows = g->rows, T = g->T;
     const int g0 = chunk * GROUP, ng = g->npanels - g0 < GROUP ? g->npanels - g0 : GROUP;
-    float *tmp = xaligned((size_t)nr * g->kcmax * sizeof(float));
-    float *panels = xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
+    float *tmp = lf_xaligned((size_t)nr * g->kcmax * sizeof(float));
+    float *panels = lf_xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
     for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
         const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
         const int load = g->accumulate || k0 > 0;
@@ -352,7 +352,7 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
     /* equal slices of at most KC_MAX columns */
     const int nslices = (cols + KC_MAX - 1) / KC_MAX;
     g.kcmax = ((cols + nslices - 1) / nslices + 15) / 16 * 16;
-    g.xp = xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
+    g.xp = lf_xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
     /* The kernel threads claim tiles, then groups of panels (pool.c): a
      * thread the system preempts delays only the chunk it holds. */
     const int nt = 2.0 * T * rows * cols >= 4e6 ? lf_kernels_threads() : 1;

@@ -45,12 +45,6 @@
 
 #define T_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 
-static void *xaligned(size_t n) {
-    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
-    if (!p) abort();
-    return p;
-}
-
 /* Tile configuration: palette 1, eight tiles of 16 rows x 64 bytes. */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -112,7 +106,7 @@ typedef struct {
 T_AMX static void pack_x_tile(void *ctx, int t) {
     const amx_job *g = ctx;
     float *row = NULL;
-    if (g->xsk != 1) row = xaligned((size_t)g->cols * sizeof(float));
+    if (g->xsk != 1) row = lf_xaligned((size_t)g->cols * sizeof(float));
     for (int i = 0; i < 16; i++) {
         const int tok = t * 16 + i;
         const float *src = NULL;
@@ -269,8 +263,8 @@ T_AMX static void panels_chunk(void *ctx, int chunk) {
     const int p0 = grp * g->group, np = g->npanels - p0 < g->group ? g->npanels - p0 : g->group;
     const int b0 = (int)((long)g->nblocks * part / g->nsplit), b1 = (int)((long)g->nblocks * (part + 1) / g->nsplit);
     const int kbs = KC / 32;
-    uint16_t *panels = g->pre ? NULL : xaligned((size_t)GROUP * kbs * 4 * 512 * sizeof(uint16_t));
-    float *cbuf = xaligned((size_t)(b1 - b0) * np * 1024 * sizeof(float));
+    uint16_t *panels = g->pre ? NULL : lf_xaligned((size_t)GROUP * kbs * 4 * 512 * sizeof(uint16_t));
+    float *cbuf = lf_xaligned((size_t)(b1 - b0) * np * 1024 * sizeof(float));
     if (g->accumulate)
         for (int b = b0; b < b1; b++)
             for (int j = 0; j < np; j++) {
@@ -390,7 +384,7 @@ int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
     g.nblocks = (T + 31) / 32;
     g.ntiles = 2 * g.nblocks;
     g.npanels = (rows + 31) / 32;
-    g.xp = xaligned((size_t)g.ntiles * g.nkb * 2 * 512 * sizeof(uint16_t));
+    g.xp = lf_xaligned((size_t)g.ntiles * g.nkb * 2 * 512 * sizeof(uint16_t));
     /* x is read once per claim and slice: the more panels a claim holds, the
      * less it is read, as long as their y blocks (4 KiB per 32 x 32) stay
      * within about 1 MiB of L2 */

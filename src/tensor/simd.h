@@ -17,6 +17,10 @@
 #define LF_X86 1
 #endif
 
+/* 64-byte aligned scratch of n bytes (rounded up); aborts when out of
+ * memory (the GEMMs' packing buffers: a few hundred KiB). */
+void *lf_xaligned(size_t n);
+
 /* ---- which path ---- */
 int lf_isa(void);         /* current LF_ISA_* (detected once, capped by the env and by lf_kernels_set_isa) */
 int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected) */
