@@ -255,6 +255,11 @@ typedef struct {
     lf_dtype adapter_dtype;
     int gate;            /* also write gate.safetensors (random, for the adapters) */
     uint64_t seed;
+    /* or NULL: n_tie pairs (dst, src) of token ids; the input embedding of
+     * dst starts as a copy of src's (a from-scratch model told that two
+     * words mean the same; the other values are as without it) */
+    const int32_t (*tie)[2];
+    int n_tie;
 } lf_synth_spec;
 
 /* Named shapes: "tiny" (H 256, 4 layers, vocab 512), "fixture" (the

@@ -16,6 +16,8 @@
  *   target_train.jsonl 200 L2 word problems with worked L2 answers (gates)
  *   target_dev.jsonl
  *   test.jsonl         held-out L2 word problems {"question","answer","number"}
+ *   ties.tsv           "L2 word id <TAB> its L1 translation's id" per line
+ *                      (train-base --tie-embeddings)
  *   sizes.txt          the sizes used (part of the cache key)
  * Training files are pre-tokenized {"input_ids","labels"} in the prompt
  * format "<s>[INST] {question} [/INST] {answer} </s>" (loss on the answer),
@@ -686,6 +688,12 @@ int main(int argc, char **argv) {
     fclose(f);
     f = open_out(out, "l1_words.txt");
     for (int i = 0; i < n_lex; i++) fprintf(f, "%s\n", lex[i].w);
+    fclose(f);
+    /* L2 word id and the id of its L1 translation (a plural's L2 word: its
+     * singular), for `train-base --tie-embeddings` */
+    f = open_out(out, "ties.tsv");
+    for (int i = 0; i < n_lex; i++)
+        if (!i || strcmp(lex[i].l2, lex[i - 1].l2)) fprintf(f, "%d\t%d\n", word_id(lex[i].l2), word_id(lex[i].w));
     fclose(f);
     f = open_out(out, "sizes.txt");
     fprintf(f, "gen_version %d\nseed %llu\nbase_docs %d\nlang %d\ntask %d\ntarget %d\ntarget_dev %d\ntest %d\n"

@@ -6,13 +6,18 @@
 # pieces are cached there under a key of (generator version, recipe version,
 # sizes, seed), so a second run only re-prints the table.
 #
-#   replication/run.sh [BUILD] [--small] [--seeds "1 2 3"] [--out DIR] [--jobs N]
+#   replication/run.sh [BUILD] [--small] [--seeds "1 2 3"] [--out DIR] [--jobs N] [--tie-embeddings]
+#
+# --tie-embeddings: the base model starts with each L2 word's input
+# embedding a copy of its L1 translation's (train-base --tie-embeddings
+# with the generator's ties.tsv); cached under its own key.
 set -e
 BUILD=build
 SMALL=""
 SEEDS="1 2 3"
 OUT=""
 JOBS=2
+TIE=""
 case "$1" in -*|"") ;; *) BUILD=$1; shift ;; esac
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -20,6 +25,7 @@ while [ $# -gt 0 ]; do
     --seeds) SEEDS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
+    --tie-embeddings) TIE=1 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -42,7 +48,7 @@ else
     BASE_EPOCHS=3; LORA_EPOCHS=3; GATE_EPOCHS=30; GATE_LR=2e-2; NEW=40
 fi
 GV=$("$GEN" --version)
-KEY="g$GV-r$RECIPE-$MODE"
+KEY="g$GV-r$RECIPE-$MODE${TIE:+-tie}"
 CACHE=$OUT/cache
 mkdir -p "$CACHE"
 T0=$(date +%s)
@@ -67,9 +73,10 @@ for s in $SEEDS; do
         "$BENCH" check -m "$D/data" --data "$D/data/test.jsonl" >/dev/null
         touch "$D/data/.done"
     fi
-    if [ ! -f "$D/data/l1_test.jsonl" ]; then # a cache from before l1_test.jsonl (same generator otherwise)
+    if [ ! -f "$D/data/l1_test.jsonl" ] || [ ! -f "$D/data/ties.tsv" ]; then
+        # a cache from before l1_test.jsonl or ties.tsv (same generator otherwise)
         "$GEN" "$D/l1tmp" --seed "$s" $SMALL
-        mv "$D/l1tmp/l1_test.jsonl" "$D/data/l1_test.jsonl"
+        for f in l1_test.jsonl ties.tsv; do [ -f "$D/data/$f" ] || mv "$D/l1tmp/$f" "$D/data/$f"; done
         rm -rf "$D/l1tmp"
     fi
 done
@@ -83,7 +90,7 @@ if [ ! -f "$B/.done" ]; then
     rm -rf "$B" "$B.init"
     runlog "$CACHE/$KEY-base.log" "$LF" train-base --config "$BD/config.json" --tokenizer "$BD" \
         --data "$BD/base.jsonl" --dev "$BD/base_dev.jsonl" -o "$B" --batch 16 --epochs $BASE_EPOCHS --lr 3e-3 \
-        --warmup 0.05 --seed 1 -t 1
+        --warmup 0.05 --seed 1 -t 1 ${TIE:+--tie-embeddings "$BD/ties.tsv"}
     rm -rf "$B.init"
     touch "$B/.done"
     log "base model: $(tail -n 1 "$CACHE/$KEY-base.log")"

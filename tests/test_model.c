@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../src/core/util.h"
+#include "../src/model/model.h"
 
 /* A small random model in dir (tiny shape, 2 layers, F16, 2 adapters). */
 static void make_model(const char *dir, lf_dtype dt, int tie) {
@@ -289,12 +290,53 @@ static void test_adapter_gate_errors(void **state) {
     lf_model_free(m);
 }
 
+/* lf_synth_spec.tie: the tied rows of the input embedding are copies of
+ * their source rows as drawn; every other value is what the same seed
+ * gives without ties; a pair outside the vocabulary is refused. */
+static void test_synth_ties(void **state) {
+    (void)state;
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    assert_int_equal(lf_synth_shape("tiny", &sp.cfg), 0);
+    sp.cfg.n_layers = 1;
+    sp.dtype = LF_F32;
+    sp.seed = 3;
+    const char *plain = sub("untied"), *tied = sub("tied");
+    assert_int_equal(lf_synth_model(plain, &sp, NULL, NULL), 0);
+    static const int32_t pairs[][2] = {{5, 9}, {7, 9}, {100, 3}, {9, 100}};
+    sp.tie = pairs;
+    sp.n_tie = 4;
+    assert_int_equal(lf_synth_model(tied, &sp, NULL, NULL), 0);
+    lf_model *a = lf_model_load(plain), *b = lf_model_load(tied);
+    assert_non_null(a);
+    assert_non_null(b);
+    const int V = sp.cfg.vocab_size, H = sp.cfg.hidden_size;
+    const float *ea = a->embed.data, *eb = b->embed.data;
+    for (int r = 0; r < V; r++) {
+        int src = r;
+        for (int k = 0; k < 4; k++)
+            if (pairs[k][0] == r) src = pairs[k][1];
+        assert_memory_equal(eb + (size_t)r * H, ea + (size_t)src * H, (size_t)H * sizeof(float));
+    }
+    assert_memory_equal(b->lm_head.data, a->lm_head.data, (size_t)V * H * sizeof(float));
+    const lf_mat *wa = &a->layers[0].W[LF_PROJ_DOWN], *wb = &b->layers[0].W[LF_PROJ_DOWN];
+    assert_memory_equal(wb->data, wa->data, (size_t)wa->rows * wa->cols * sizeof(float));
+    lf_model_free(a);
+    lf_model_free(b);
+    static const int32_t bad[][2] = {{1, 2}, {3, 99999}};
+    sp.tie = bad;
+    sp.n_tie = 2;
+    assert_int_equal(lf_synth_model(sub("badtie"), &sp, NULL, NULL), -1);
+    assert_non_null(strstr(lf_last_error(), "tied pair 2 (3, 99999)"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_dtypes_and_tied),
         cmocka_unit_test(test_mismatch),
         cmocka_unit_test(test_adapter_gate_errors),
+        cmocka_unit_test(test_synth_ties),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

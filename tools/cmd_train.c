@@ -13,7 +13,7 @@
 
 typedef struct {
     const char *model_dir, *gate, *data, *dev, *out, *system, *system_file, *task, *format, *checkpoint;
-    const char *shape, *config, *tokenizer, *targets, *weights;
+    const char *shape, *config, *tokenizer, *targets, *weights, *ties;
     const char *adapter_name[CLI_MAX_ADAPTERS], *adapter_dir[CLI_MAX_ADAPTERS];
     int n_adapters, init, max_len, threads, rank, resume, checkpoint_every, max_steps, quiet;
     float temperature, alpha;
@@ -22,7 +22,7 @@ typedef struct {
 
 enum { T_INIT = 300, T_DATA, T_DEV, T_SYSTEM, T_SYSFILE, T_TASK, T_MAXLEN, T_LR, T_BATCH, T_ACCUM, T_EPOCHS,
        T_SEED, T_DROPOUT, T_WD, T_FORMAT, T_CKPT, T_CKPT_EVERY, T_RESUME, T_MAXSTEPS, T_RANK, T_ALPHA, T_TARGETS,
-       T_SHAPE, T_CONFIG, T_TOKENIZER, T_WARMUP, T_CLIP, T_QUIET };
+       T_SHAPE, T_CONFIG, T_TOKENIZER, T_WARMUP, T_CLIP, T_QUIET, T_TIES };
 
 static int num_f(const char *s, const char *what, float *out) {
     char *end;
@@ -65,7 +65,8 @@ static int parse(int argc, char **argv, train_opts *o, const char *usage) {
         {"max-steps", required_argument, 0, T_MAXSTEPS}, {"rank", required_argument, 0, T_RANK},
         {"alpha", required_argument, 0, T_ALPHA}, {"targets", required_argument, 0, T_TARGETS},
         {"shape", required_argument, 0, T_SHAPE}, {"config", required_argument, 0, T_CONFIG},
-        {"tokenizer", required_argument, 0, T_TOKENIZER}, {"quiet", no_argument, 0, T_QUIET}, {0, 0, 0, 0},
+        {"tokenizer", required_argument, 0, T_TOKENIZER}, {"quiet", no_argument, 0, T_QUIET},
+        {"tie-embeddings", required_argument, 0, T_TIES}, {0, 0, 0, 0},
     };
     optind = 1;
     opterr = 0;
@@ -124,6 +125,7 @@ static int parse(int argc, char **argv, train_opts *o, const char *usage) {
         case T_CONFIG: o->config = optarg; break;
         case T_TOKENIZER: o->tokenizer = optarg; break;
         case T_QUIET: o->quiet = 1; break;
+        case T_TIES: o->ties = optarg; break;
         case ':': fprintf(stderr, "loraflow: option %s needs a value (see --help)\n", argv[optind - 1]); return -1;
         default: fprintf(stderr, "loraflow: unknown option %s (see --help)\n", argv[optind - 1]); return -1;
         }
@@ -456,7 +458,51 @@ static const char base_usage_head[] =
     "Trains every weight of a Llama model and saves it as a Hugging Face folder\n"
     "(config.json, model.safetensors in F32, the tokenizer files).  -m continues from a\n"
     "model; --shape starts from random weights of a named shape (tiny, fixture, 1b, 7b)\n"
-    "or --config CONFIG.json, with the tokenizer folder or file --tokenizer.\n";
+    "or --config CONFIG.json, with the tokenizer folder or file --tokenizer.\n"
+    "  --tie-embeddings FILE  with --shape/--config: lines 'DST SRC' of token ids; the\n"
+    "                        input embedding of DST starts as a copy of SRC's (tell a\n"
+    "                        model trained from scratch that two words mean the same)\n";
+
+/* Read --tie-embeddings: lines "DST SRC" (token ids; blank lines and '#'
+ * comments skipped). */
+static int read_ties(const char *path, int32_t (**out)[2], int *n) {
+    *out = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "loraflow train-base: %s: %s\n", path, strerror(errno)); return -1; }
+    char line[256];
+    int cap = 0, ln = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '#' || *p == '\n' || *p == '\r' || !*p) continue;
+        long a, b;
+        char *e1, *e2;
+        errno = 0;
+        a = strtol(p, &e1, 10);
+        b = e1 != p ? strtol(e1, &e2, 10) : 0;
+        if (errno || e1 == p || e2 == e1 || a < 0 || b < 0 || a > INT32_MAX || b > INT32_MAX ||
+            strspn(e2, " \t\r\n") != strlen(e2)) {
+            fprintf(stderr, "loraflow train-base: %s:%d: expected two token ids 'DST SRC'\n", path, ln);
+            rc = -1;
+            break;
+        }
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 256;
+            int32_t(*t)[2] = realloc(*out, (size_t)cap * sizeof **out);
+            if (!t) { fprintf(stderr, "loraflow train-base: out of memory\n"); rc = -1; break; }
+            *out = t;
+        }
+        (*out)[*n][0] = (int32_t)a;
+        (*out)[*n][1] = (int32_t)b;
+        (*n)++;
+    }
+    if (!rc && ferror(f)) { fprintf(stderr, "loraflow train-base: %s: read error\n", path); rc = -1; }
+    fclose(f);
+    if (rc) { free(*out); *out = NULL; *n = 0; }
+    return rc;
+}
 
 /* Copy a file atomically (temporary file beside the target, then rename). */
 static int copy_file(const char *from, const char *to) {
@@ -515,11 +561,16 @@ int cmd_train_base(int argc, char **argv) {
         cli_error("train-base", "need --data, -o, and either -m MODEL or --shape/--config with --tokenizer (see --help)");
         return 2;
     }
+    if (o.ties && o.model_dir) {
+        cli_error("train-base", "--tie-embeddings sets the random initial weights: use it with --shape/--config, not -m");
+        return 2;
+    }
     if (lf_dist_init(&argc, &argv) != 0) { cli_error("train-base", "%s", lf_last_error()); return 1; }
     fill_train_params(&o);
     o.tp.what = LF_TRAIN_ALL;
     const char *tok_src = o.model_dir ? o.model_dir : o.tokenizer;
     char init_dir[4200] = "";
+    int32_t(*ties)[2] = NULL;
     lf_model *m = NULL;
     lf_tokenizer *tok = NULL;
     lf_dataset *train = NULL, *dev = NULL;
@@ -537,6 +588,8 @@ int cmd_train_base(int argc, char **argv) {
         lf_tokenizer_free(t);
         sp.dtype = LF_F32;
         sp.seed = o.tp.seed;
+        if (o.ties && read_ties(o.ties, &ties, &sp.n_tie)) goto out;
+        sp.tie = (const int32_t(*)[2])ties;
         snprintf(init_dir, sizeof init_dir, "%s.init", o.out);
         if (lf_synth_model(init_dir, &sp, NULL, NULL)) { /* every rank writes the same bytes, atomically */
             cli_error("train-base", "%s", lf_last_error());
@@ -557,6 +610,7 @@ int cmd_train_base(int argc, char **argv) {
     }
     rc = 0;
 out:
+    free(ties);
     lf_dataset_free(train);
     lf_dataset_free(dev);
     lf_tokenizer_free(tok);

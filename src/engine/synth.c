@@ -59,6 +59,8 @@ typedef struct {
     int64_t shape[2];
     float std;      /* random values of this standard deviation, or */
     float value;    /* this constant when std == 0 */
+    const int32_t (*tie)[2]; /* or NULL: rows (dst, src), dst becomes a copy of src */
+    int n_tie;
 } synth_tensor;
 
 typedef struct {
@@ -108,6 +110,32 @@ static int write_tensors(const char *path, const synth_tensor *t, int n, const c
     const float amp_of_std = sqrtf(3.0f);
     for (int i = 0; i < n && !a.failed; i++) {
         size_t total = st_bytes(&t[i]) / lf_dtype_size(t[i].dtype);
+        if (t[i].n_tie > 0) { /* the whole tensor at once, then the copied rows (from the drawn values) */
+            const size_t cols = (size_t)t[i].shape[1];
+            float *all = lf_malloc(total * sizeof(float), "synthetic weights"), *orig = NULL;
+            if (all) orig = lf_malloc(total * sizeof(float), "synthetic weights");
+            if (!orig) { free(all); free(f); free(h16); lf_atomic_abort(&a); return -1; }
+            for (size_t j = 0; j < total; j++) orig[j] = all[j] = rng_sym(rng, t[i].std * amp_of_std);
+            for (int k = 0; k < t[i].n_tie; k++)
+                memcpy(all + (size_t)t[i].tie[k][0] * cols, orig + (size_t)t[i].tie[k][1] * cols, cols * sizeof(float));
+            for (size_t done = 0; done < total && !a.failed; done += CHUNK) {
+                size_t m = total - done < CHUNK ? total - done : CHUNK;
+                if (t[i].dtype == LF_F32) {
+                    lf_atomic_write(&a, all + done, m * 4);
+                } else {
+                    for (size_t j = 0; j < m; j++)
+                        h16[j] = t[i].dtype == LF_F16 ? lf_f32_to_f16(all[done + j]) : lf_f32_to_bf16(all[done + j]);
+                    lf_atomic_write(&a, h16, m * 2);
+                }
+            }
+            if (pr && pr->progress) {
+                pr->done += st_bytes(&t[i]);
+                pr->progress(pr->done, pr->total, pr->user);
+            }
+            free(all);
+            free(orig);
+            continue;
+        }
         for (size_t done = 0; done < total && !a.failed; done += CHUNK) {
             size_t m = total - done < CHUNK ? total - done : CHUNK;
             for (size_t j = 0; j < m; j++) f[j] = t[i].std > 0 ? rng_sym(rng, t[i].std * amp_of_std) : t[i].value;
@@ -243,7 +271,8 @@ static int write_base(const char *dir, const lf_synth_spec *sp, uint64_t *rng, s
     synth_tensor *t = lf_calloc((size_t)cap, sizeof *t, "tensor list");
     if (!t) return -1;
     const float std = 0.02f;
-    t[n++] = (synth_tensor){"model.embed_tokens.weight", sp->dtype, 2, {c->vocab_size, c->hidden_size}, 1.0f, 0};
+    t[n++] = (synth_tensor){"model.embed_tokens.weight", sp->dtype, 2, {c->vocab_size, c->hidden_size}, 1.0f, 0,
+                            sp->tie, sp->tie ? sp->n_tie : 0};
     for (int l = 0; l < c->n_layers; l++) {
         snprintf(t[n].name, sizeof t[n].name, "model.layers.%d.input_layernorm.weight", l);
         t[n].dtype = sp->dtype; t[n].ndim = 1; t[n].shape[0] = c->hidden_size; t[n].value = 1.0f; n++;
@@ -259,9 +288,11 @@ static int write_base(const char *dir, const lf_synth_spec *sp, uint64_t *rng, s
             }
         }
     }
-    t[n++] = (synth_tensor){"model.norm.weight", sp->dtype, 1, {c->hidden_size, 0}, 0, 1.0f};
+    t[n++] = (synth_tensor){.name = "model.norm.weight", .dtype = sp->dtype, .ndim = 1, .shape = {c->hidden_size, 0},
+                            .value = 1.0f};
     if (!c->tie_word_embeddings)
-        t[n++] = (synth_tensor){"lm_head.weight", sp->dtype, 2, {c->vocab_size, c->hidden_size}, std * 4, 0};
+        t[n++] = (synth_tensor){.name = "lm_head.weight", .dtype = sp->dtype, .ndim = 2,
+                                .shape = {c->vocab_size, c->hidden_size}, .std = std * 4};
     char *p = lf_path_join(dir, "model.safetensors");
     int rc = p ? write_tensors(p, t, n, NULL, 0, rng, pr) : -1;
     free(p);
@@ -356,6 +387,13 @@ int lf_synth_model(const char *dir, const lf_synth_spec *sp,
         lf_set_error("synthetic model: need 0..16 adapters and a positive rank");
         return -1;
     }
+    for (int k = 0; sp->tie && k < sp->n_tie; k++)
+        if (sp->tie[k][0] < 0 || sp->tie[k][0] >= c->vocab_size || sp->tie[k][1] < 0 ||
+            sp->tie[k][1] >= c->vocab_size) {
+            lf_set_error("synthetic model: tied pair %d (%d, %d) is outside the vocabulary [0, %d)", k + 1,
+                         sp->tie[k][0], sp->tie[k][1], c->vocab_size);
+            return -1;
+        }
     if (mkdir_p(dir) != 0) return -1;
     uint64_t rng = sp->seed * 0x2545F4914F6CDD1DULL + 1;
     synth_progress pr = {progress, user, 0, 0};
