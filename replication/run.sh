@@ -6,18 +6,19 @@
 # pieces are cached there under a key of (generator version, recipe version,
 # sizes, seed), so a second run only re-prints the table.
 #
-#   replication/run.sh [BUILD] [--small] [--seeds "1 2 3"] [--out DIR] [--jobs N] [--tie-embeddings]
+#   replication/run.sh [BUILD] [--small] [--seeds "1 2 3"] [--out DIR] [--jobs N] [--no-tie-embeddings]
 #
-# --tie-embeddings: the base model starts with each L2 word's input
-# embedding a copy of its L1 translation's (train-base --tie-embeddings
-# with the generator's ties.tsv); cached under its own key.
+# The base model starts with each L2 word's input embedding a copy of its
+# L1 translation's (train-base --tie-embeddings with the generator's
+# ties.tsv); --no-tie-embeddings starts it from random embeddings only (the
+# design before session 4), cached under its own key.
 set -e
 BUILD=build
 SMALL=""
 SEEDS="1 2 3"
 OUT=""
 JOBS=2
-TIE=""
+TIE=1
 case "$1" in -*|"") ;; *) BUILD=$1; shift ;; esac
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --seeds) SEEDS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
-    --tie-embeddings) TIE=1 ;;
+    --no-tie-embeddings) TIE="" ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
