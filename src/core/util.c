@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -174,6 +175,13 @@ void lf_json_parse_error(const char *path, const char *what, const char *text, s
                      "parser, CJSON_NESTING_LIMIT)", path, (int)CJSON_NESTING_LIMIT, at, len);
     else
         lf_set_error("%s: %s (error near byte %zu of %zu)", path, what, at, len);
+}
+
+void *lf_huge_alloc(size_t bytes) {
+    const size_t huge = 2u << 20, size = ((bytes ? bytes : 1) + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, size);
+    if (p) madvise(p, size, MADV_HUGEPAGE);
+    return p;
 }
 
 size_t lf_mem_available(void) {

@@ -46,6 +46,12 @@ char *lf_read_file_limit(const char *path, size_t *len, size_t max_len, const ch
  * allows, says that this limit was hit. */
 void lf_json_parse_error(const char *path, const char *what, const char *text, size_t len, const char *end);
 
+/* bytes (at least 1) rounded up to whole 2 MiB pages, aligned to them,
+ * with transparent huge pages asked for (large buffers streamed every
+ * token or step: fewer TLB misses); NULL when out of memory, no error set.
+ * Contents undefined; free() releases it. */
+void *lf_huge_alloc(size_t bytes);
+
 /* MemAvailable of /proc/meminfo in bytes, or 0 when unknown. */
 size_t lf_mem_available(void);
 

@@ -110,39 +110,30 @@ static int write_tensors(const char *path, const synth_tensor *t, int n, const c
     const float amp_of_std = sqrtf(3.0f);
     for (int i = 0; i < n && !a.failed; i++) {
         size_t total = st_bytes(&t[i]) / lf_dtype_size(t[i].dtype);
-        if (t[i].n_tie > 0) { /* the whole tensor at once, then the copied rows (from the drawn values) */
+        /* with tied rows: the whole tensor drawn first, then the copied rows
+         * (from the drawn values), then written like any other */
+        float *all = NULL;
+        if (t[i].n_tie > 0) {
             const size_t cols = (size_t)t[i].shape[1];
-            float *all = lf_malloc(total * sizeof(float), "synthetic weights"), *orig = NULL;
+            float *orig = NULL;
+            all = lf_malloc(total * sizeof(float), "synthetic weights");
             if (all) orig = lf_malloc(total * sizeof(float), "synthetic weights");
             if (!orig) { free(all); free(f); free(h16); lf_atomic_abort(&a); return -1; }
             for (size_t j = 0; j < total; j++) orig[j] = all[j] = rng_sym(rng, t[i].std * amp_of_std);
             for (int k = 0; k < t[i].n_tie; k++)
                 memcpy(all + (size_t)t[i].tie[k][0] * cols, orig + (size_t)t[i].tie[k][1] * cols, cols * sizeof(float));
-            for (size_t done = 0; done < total && !a.failed; done += CHUNK) {
-                size_t m = total - done < CHUNK ? total - done : CHUNK;
-                if (t[i].dtype == LF_F32) {
-                    lf_atomic_write(&a, all + done, m * 4);
-                } else {
-                    for (size_t j = 0; j < m; j++)
-                        h16[j] = t[i].dtype == LF_F16 ? lf_f32_to_f16(all[done + j]) : lf_f32_to_bf16(all[done + j]);
-                    lf_atomic_write(&a, h16, m * 2);
-                }
-            }
-            if (pr && pr->progress) {
-                pr->done += st_bytes(&t[i]);
-                pr->progress(pr->done, pr->total, pr->user);
-            }
-            free(all);
             free(orig);
-            continue;
         }
         for (size_t done = 0; done < total && !a.failed; done += CHUNK) {
             size_t m = total - done < CHUNK ? total - done : CHUNK;
-            for (size_t j = 0; j < m; j++) f[j] = t[i].std > 0 ? rng_sym(rng, t[i].std * amp_of_std) : t[i].value;
+            const float *v = f;
+            if (all) v = all + done;
+            else
+                for (size_t j = 0; j < m; j++) f[j] = t[i].std > 0 ? rng_sym(rng, t[i].std * amp_of_std) : t[i].value;
             if (t[i].dtype == LF_F32) {
-                lf_atomic_write(&a, f, m * 4);
+                lf_atomic_write(&a, v, m * 4);
             } else {
-                for (size_t j = 0; j < m; j++) h16[j] = t[i].dtype == LF_F16 ? lf_f32_to_f16(f[j]) : lf_f32_to_bf16(f[j]);
+                for (size_t j = 0; j < m; j++) h16[j] = t[i].dtype == LF_F16 ? lf_f32_to_f16(v[j]) : lf_f32_to_bf16(v[j]);
                 lf_atomic_write(&a, h16, m * 2);
             }
             if (pr && pr->progress) {
@@ -150,6 +141,7 @@ static int write_tensors(const char *path, const synth_tensor *t, int n, const c
                 pr->progress(pr->done, pr->total, pr->user);
             }
         }
+        free(all);
     }
     free(f);
     free(h16);

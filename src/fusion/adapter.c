@@ -331,15 +331,12 @@ void lf_adapters_free(lf_model *m) {
  * 2 MiB: about 1.6x the stacks' size in memory, 0.5 GB for two rank-64
  * adapters on a 7B model). */
 static void *stack_alloc(size_t bytes, const char *what) {
-    const size_t huge = 2u << 20;
     if (bytes < (256u << 10)) return lf_calloc(bytes ? bytes : 1, 1, what);
-    size_t size = (bytes + huge - 1) / huge * huge;
-    void *p = aligned_alloc(huge, size);
+    void *p = lf_huge_alloc(bytes);
     if (!p) {
         lf_set_error("out of memory (%s: %zu bytes)", what, bytes);
         return NULL;
     }
-    madvise(p, size, MADV_HUGEPAGE);
     memset(p, 0, bytes);
     return p;
 }

@@ -206,35 +206,41 @@ int lf_train_prepack = -1;
  * gradient).  4 bytes per weight and orientation; by default as many as fit
  * in half of the memory available beyond 4 GiB (what the activations may
  * take); a product whose weights were not converted converts its own. */
+/* Both orientations of W, as far as the budget goes; 0 when memory ran out. */
+static int prepack_mat(lf_trainable *tr, lf_mat *W, size_t *budget) {
+    for (int wt = 0; wt < 2; wt++) {
+        const size_t b = lf_amx_panels_bytes(W, wt);
+        if (!b || b > *budget || W->panels[wt]) continue;
+        lf_amx_panels *pp = lf_amx_panels_new(W, wt);
+        if (!pp) return 0;
+        W->panels[wt] = pp;
+        tr->panels[tr->n_panels].W = W;
+        tr->panels[tr->n_panels].wtrans = wt;
+        tr->panels[tr->n_panels++].p = pp;
+        tr->panel_bytes += b;
+        *budget -= b;
+    }
+    return 1;
+}
+
 void lf_trainable_prepack(lf_trainable *tr) {
     lf_model *m = tr->m;
     const int L = m->cfg.n_layers;
     if (lf_train_prepack == 0 || tr->panels) return;
     const size_t avail = lf_mem_available(), reserve = 4ull << 30;
     size_t budget = lf_train_prepack > 0 ? SIZE_MAX : avail > reserve ? (avail - reserve) / 2 : 0;
-    const int nmax = (L + 1) * LF_NPROJ * 3 * 2;
-    tr->panels = calloc((size_t)nmax, sizeof *tr->panels);
+    tr->panels = calloc((size_t)(L * LF_NPROJ * 3 + 1) * 2, sizeof *tr->panels);
     if (!tr->panels) return;
-    for (int l = 0; l <= L; l++)
+    const int base = !(tr->what & LF_TRAIN_BASE), lora = !(tr->what & LF_TRAIN_LORA); /* frozen */
+    for (int l = 0; l < L; l++)
         for (int p = 0; p < LF_NPROJ; p++) {
-            lf_layer *ly = &m->layers[l < L ? l : 0];
-            const int base = !(tr->what & LF_TRAIN_BASE), lora = !(tr->what & LF_TRAIN_LORA) && l < L;
-            lf_mat *mats[3] = {l == L ? (base && p == 0 ? &m->lm_head : NULL) : base ? &ly->W[p] : NULL,
-                               lora ? &ly->lora[p].A : NULL, lora ? &ly->lora[p].B : NULL};
-            for (int i = 0; i < 3; i++)
-                for (int wt = 0; mats[i] && wt < 2; wt++) {
-                    const size_t b = lf_amx_panels_bytes(mats[i], wt);
-                    if (!b || b > budget || mats[i]->panels[wt]) continue;
-                    lf_amx_panels *pp = lf_amx_panels_new(mats[i], wt);
-                    if (!pp) return; /* out of memory: the products convert as they go */
-                    mats[i]->panels[wt] = pp;
-                    tr->panels[tr->n_panels].W = mats[i];
-                    tr->panels[tr->n_panels].wtrans = wt;
-                    tr->panels[tr->n_panels++].p = pp;
-                    tr->panel_bytes += b;
-                    budget -= b;
-                }
+            lf_layer *ly = &m->layers[l];
+            /* out of memory: the products convert as they go */
+            if ((base && !prepack_mat(tr, &ly->W[p], &budget)) ||
+                (lora && (!prepack_mat(tr, &ly->lora[p].A, &budget) || !prepack_mat(tr, &ly->lora[p].B, &budget))))
+                return;
         }
+    if (base) prepack_mat(tr, &m->lm_head, &budget);
 }
 
 size_t lf_trainable_panel_bytes(const lf_trainable *tr) { return tr->panel_bytes; }

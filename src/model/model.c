@@ -217,12 +217,11 @@ static int copy_weights(lf_model *m, int q8) {
         if (qz[i] == 2 && !q8) continue;
         total += placed_bytes(mats[i], q8 && qz[i]);
     }
-    const size_t huge = 2u << 20, size = (total + huge - 1) / huge * huge;
     void **own = lf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *own, "weights");
     uint8_t *arena = NULL;
     if (own) {
         m->owned = own;
-        arena = aligned_alloc(huge, size ? size : huge);
+        arena = lf_huge_alloc(total);
     }
     if (!arena) {
         lf_set_error("%s: out of memory copying %.2f GiB of weights (use the memory-mapped placement)", m->dir,
@@ -231,7 +230,6 @@ static int copy_weights(lf_model *m, int q8) {
         return -1;
     }
     m->owned[m->n_owned++] = arena;
-    madvise(arena, size, MADV_HUGEPAGE);
     size_t at = 0;
     for (int i = 0; i < n; i++) {
         lf_mat *W = mats[i];

@@ -30,10 +30,10 @@
  * Used when the CPU and the kernel allow AMX (cpu.c: lf_cpu_amx) and T is
  * large enough for the tiles to pay off; LORAFLOW_AMX=0 turns it off. */
 #include "simd.h"
+#include "../core/util.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #ifdef LF_X86
 #include <immintrin.h>
@@ -316,7 +316,6 @@ struct lf_amx_panels {
     lf_dtype dtype;
     int rows, cols, wtrans;
     uint16_t *p;      /* [npanels][nkb][4][512] */
-    size_t bytes;
 };
 
 /* The products with W (wtrans) run on AMX tiles from MIN_T tokens on. */
@@ -344,23 +343,21 @@ T_AMX static void prepack_panel(void *ctx, int panel) {
 }
 
 lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans) {
-    const size_t bytes = lf_amx_panels_bytes(W, wtrans), huge = 2u << 20;
+    const size_t bytes = lf_amx_panels_bytes(W, wtrans);
     if (!bytes) return NULL;
     lf_amx_panels *pp = calloc(1, sizeof *pp);
-    const size_t size = (bytes + huge - 1) / huge * huge;
-    uint16_t *p = pp ? aligned_alloc(huge, size) : NULL;
+    uint16_t *p = pp ? lf_huge_alloc(bytes) : NULL;
     if (!p) {
         free(pp);
         return NULL;
     }
-    madvise(p, size, MADV_HUGEPAGE);
     prepack_job j = {.g = {.W = W, .wtrans = wtrans}, .p = p};
     j.g.rows = wtrans ? W->cols : W->rows;
     j.g.cols = wtrans ? W->rows : W->cols;
     j.g.nkb = (j.g.cols + 31) / 32;
     lf_parallel_chunks(prepack_panel, &j, (j.g.rows + 31) / 32, lf_kernels_threads());
     *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols, .wtrans = wtrans,
-                          .p = p, .bytes = bytes};
+                          .p = p};
     return pp;
 }
 
