@@ -10,7 +10,9 @@
  * the time the caller can wait for a thread that the system preempted
  * mid-chunk and large enough that claiming them costs nothing measurable
  * (32 KiB chunks: 9.6 tokens/s on the 1b F16 shape with 2 threads;
- * 256 KiB: 10.5; 512 KiB: 11.2; 1 MiB: 10.3, with more spread).
+ * 256 KiB: 10.5; 512 KiB: 11.2; 1 MiB: 10.3, with more spread).  The
+ * last job's final chunks are a quarter of that size, so that the threads
+ * finish a batch close together.
  * A job may carry the
  * stacked adapters' second factor B (same rows): y = W x + B z is then one
  * pass over the rows with no second sweep over y. */
@@ -86,6 +88,7 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1) {
 #define CHUNK_BYTES (512u << 10)
 #define CHUNK_MIN_BYTES (16u << 10)
 #define CHUNKS_PER_THREAD 8
+#define TAIL_SPLIT 4
 
 typedef struct {
     const lf_matvec_job *jobs;
@@ -93,14 +96,24 @@ typedef struct {
     int n;
     int first[9];   /* first chunk of each job; first[n] = all chunks */
     int rows_per[8];
+    /* the last job ends in chunks of rows_small rows from row tail0 on
+     * (chunk first_small on), so that the threads finish close together */
+    int tail0, rows_small, first_small;
 } batch;
 
 static void run_chunk(void *ctx, int c) {
     const batch *b = ctx;
     int j = 0;
     while (c >= b->first[j + 1]) j++;
-    const int r0 = (c - b->first[j]) * b->rows_per[j];
-    const int r1 = r0 + b->rows_per[j] < b->jobs[j].W->rows ? r0 + b->rows_per[j] : b->jobs[j].W->rows;
+    int r0, r1;
+    if (j == b->n - 1 && c >= b->first_small) {
+        r0 = b->tail0 + (c - b->first_small) * b->rows_small;
+        r1 = r0 + b->rows_small;
+    } else {
+        r0 = (c - b->first[j]) * b->rows_per[j];
+        r1 = r0 + b->rows_per[j];
+    }
+    if (r1 > b->jobs[j].W->rows) r1 = b->jobs[j].W->rows;
     run_rows(&b->jobs[j], &b->rt[j], r0, r1);
 }
 
@@ -133,6 +146,19 @@ void lf_matvec(const lf_matvec_job *jobs, int n) {
         size_t per = chunk / rt[i].cost / 4 * 4;
         b.rows_per[i] = per < 4 ? 4 : (int)per;
         b.first[i + 1] = b.first[i] + (jobs[i].W->rows + b.rows_per[i] - 1) / b.rows_per[i];
+    }
+    /* A thread that claims the last big chunk keeps the others waiting for
+     * up to a chunk's time: the last job's final nt full chunks are cut in
+     * TAIL_SPLIT. */
+    const int last = n - 1, per = b.rows_per[last], rows = jobs[last].W->rows;
+    const int full = rows / per, small = per / TAIL_SPLIT / 4 * 4;
+    if (nt > 1 && small >= 4 && full > nt) {
+        b.tail0 = (full - nt) * per;
+        b.rows_small = small;
+        b.first_small = b.first[last] + full - nt;
+        b.first[n] = b.first_small + (rows - b.tail0 + small - 1) / small;
+    } else {
+        b.first_small = b.first[n];
     }
     lf_parallel_chunks(run_chunk, &b, b.first[n], nt);
     for (int i = 0; i < n; i++) {
