@@ -103,7 +103,7 @@ typedef struct {
     const float *z;
 } lf_matvec_job;
 /* Run the jobs on the kernel threads, the rows of all of them cut into
- * chunks of up to 512 KiB of weights (one wake-up for several matrices). */
+ * chunks of up to 2 MiB of weights (one wake-up for several matrices). */
 void lf_matvec(const lf_matvec_job *jobs, int n);
 /* fn(ctx, c) for c < nchunks on the kernel threads (pool.c: no barrier
  * waits for a thread that took no chunk); for short parallel steps. */
