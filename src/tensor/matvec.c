@@ -97,8 +97,9 @@ typedef struct {
     int n;
     int first[9];   /* first chunk of each job; first[n] = all chunks */
     int rows_per[8];
-    /* the last job ends in chunks of rows_small rows from row tail0 on
-     * (chunk first_small on), so that the threads finish close together */
+    /* chunks first_small on (all of the last job's) are rows_small rows
+     * each from row tail0 on, so that the threads finish close together;
+     * first_small = first[n] when there are none */
     int tail0, rows_small, first_small;
 } batch;
 
@@ -107,7 +108,7 @@ static void run_chunk(void *ctx, int c) {
     int j = 0;
     while (c >= b->first[j + 1]) j++;
     int r0, r1;
-    if (j == b->n - 1 && c >= b->first_small) {
+    if (c >= b->first_small) {
         r0 = b->tail0 + (c - b->first_small) * b->rows_small;
         r1 = r0 + b->rows_small;
     } else {

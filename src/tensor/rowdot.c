@@ -43,15 +43,14 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
 
 #ifdef LF_X86
 /* Rows longer than SHORT_ROW bytes (the base weights) are read one at a
- * time, in memory order, 64 columns per step, with
- * the bytes 2 KiB ahead requested as they go: a single sequential stream
- * reads faster than four rows side by side, which the hardware prefetchers
- * treat as four streams that each stop at a 4 KiB page (1 GiB of F16 rows
- * of 2048 on two Sapphire Rapids cores, AVX-512: 30.7 GB/s against 28.3,
- * where a plain read loop draws 34-35; 1b F16 decoding on the AVX2 path:
- * 12.99 -> 14.56 tokens/s).  Shorter rows (the adapters' B_cat) go four
- * at a time, sharing the loads of x, and ask for the group after next at
- * the start. */
+ * time, in memory order, 64 columns per step, with the bytes LONG_AHEAD
+ * further on requested as they go: a single sequential stream reads faster
+ * than four rows side by side, which the hardware prefetchers treat as four
+ * streams that each stop at a 4 KiB page (1 GiB of F16 rows of 2048 on two
+ * Sapphire Rapids cores, AVX-512: 30.7 GB/s against 28.3, where a plain
+ * read loop draws 34-35; 1b F16 decoding on the AVX2 path: 12.99 -> 14.56
+ * tokens/s).  Shorter rows (the adapters' B_cat) go four at a time,
+ * sharing the loads of x, and ask for the group after next at the start. */
 #define SHORT_ROW 1024 /* bytes */
 #define LONG_AHEAD 2048 /* bytes */
 
@@ -173,7 +172,6 @@ AVX2_ROWDOT(lf_rowdot_avx2_bf16, 2, v8_bf16, ld_bf16, longrow8_bf16)
 /* ============================ AVX-512 ============================ */
 
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
 
 /* The four sums of a0 .. a3 at once (short rows, such as the adapters'
  * B_cat of rank 128, spend as long in the sums as in the products). */
