@@ -329,8 +329,27 @@ static void test_project_stacked(void **state) {
     free(wb); free(ab); free(bb);
 }
 
+/* softmax(K q * scale) V in double precision. */
+static void attend_ref(float *o, const float *q, const float *K, const float *V, int len, int hd, float scale) {
+    double *p = malloc(sizeof(double) * len), mx = -1e300, sum = 0;
+    for (int t = 0; t < len; t++) {
+        double d = 0;
+        for (int i = 0; i < hd; i++) d += (double)q[i] * K[t * hd + i];
+        p[t] = d * scale;
+        if (p[t] > mx) mx = p[t];
+    }
+    for (int t = 0; t < len; t++) { p[t] = exp(p[t] - mx); sum += p[t]; }
+    for (int i = 0; i < hd; i++) {
+        double a = 0;
+        for (int t = 0; t < len; t++) a += p[t] / sum * V[t * hd + i];
+        o[i] = (float)a;
+    }
+    free(p);
+}
+
 /* The vector kernels of every path against plain C: exp over its whole
- * range (relative error), attention of one query, softmax and SwiGLU. */
+ * range (relative error), attention of one query and of a group of
+ * queries, softmax and SwiGLU. */
 static void test_vec_kernels(void **state) {
     (void)state;
     for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
@@ -346,27 +365,29 @@ static void test_vec_kernels(void **state) {
             if (isinf(ref[i])) assert_true(x[i] > 3e38f); /* past the top: the largest finite value or inf */
             else if (fabs(x[i] - ref[i]) > tol) fail_msg("%s exp(%g) = %g, expected %g", nm, -95.0 + 185.0 * i / (N - 1), x[i], ref[i]);
         }
-        for (int hd = 16; hd <= 80; hd += 16) { /* 80: a head size that is not a multiple of 64 */
-            const int len = 37;
-            float q[80], K[37 * 80], V[37 * 80], o[80], o2[80], sc[37], p[37];
-            for (int i = 0; i < hd; i++) q[i] = frand();
-            for (int i = 0; i < len * hd; i++) { K[i] = frand(); V[i] = frand(); }
-            double mx = -1e30, sum = 0;
-            for (int t = 0; t < len; t++) {
-                double d = 0;
-                for (int i = 0; i < hd; i++) d += (double)q[i] * K[t * hd + i];
-                p[t] = (float)(d * 0.25);
-                if (p[t] > mx) mx = p[t];
-            }
-            for (int t = 0; t < len; t++) { p[t] = (float)exp(p[t] - mx); sum += p[t]; }
-            for (int i = 0; i < hd; i++) {
-                double a = 0;
-                for (int t = 0; t < len; t++) a += p[t] / sum * V[t * hd + i];
-                o2[i] = (float)a;
-            }
-            lf_attend(o, q, K, V, len, hd, 0.25f, sc);
-            lf_test_check_close("attend", o, o2, (size_t)hd, 1e-5);
-        }
+        /* head sizes below, at and past the vector kernels' 64 and 128 and
+         * not multiples of 16; key counts past the block of 64 keys and not
+         * multiples of 4; groups of 1, 3 and 8 queries; peaked scores */
+        static const int hds[] = {8, 16, 48, 64, 80, 128, 160}, lens[] = {1, 3, 37, 150}, Gs[] = {1, 3, 8};
+        for (int ih = 0; ih < 7; ih++)
+            for (int il = 0; il < 4; il++)
+                for (int ig = 0; ig < 3; ig++) {
+                    const int hd = hds[ih], len = lens[il], G = Gs[ig];
+                    const float qs = il == 2 ? 8.0f : 1.0f;
+                    float *q = malloc(sizeof(float) * G * hd), *K = malloc(sizeof(float) * len * hd);
+                    float *V = malloc(sizeof(float) * len * hd), *o = malloc(sizeof(float) * G * hd);
+                    float *o2 = malloc(sizeof(float) * G * hd), *sc = malloc(sizeof(float) * G * len);
+                    for (int i = 0; i < G * hd; i++) q[i] = qs * frand();
+                    for (int i = 0; i < len * hd; i++) { K[i] = frand(); V[i] = frand(); }
+                    for (int g = 0; g < G; g++) attend_ref(o2 + g * hd, q + g * hd, K, V, len, hd, 0.25f);
+                    if (G == 1) {
+                        lf_attend(o, q, K, V, len, hd, 0.25f, sc);
+                        lf_test_check_close("attend", o, o2, (size_t)hd, 1e-5);
+                    }
+                    lf_attend_group(o, q, G, K, V, len, hd, 0.25f, sc);
+                    lf_test_check_close("attend_group", o, o2, (size_t)G * hd, 1e-5);
+                    free(q); free(K); free(V); free(o); free(o2); free(sc);
+                }
         float a[300], b[300], c[300];
         for (int i = 0; i < 300; i++) { a[i] = 8 * frand(); b[i] = frand(); c[i] = a[i] / (1.0f + expf(-a[i])) * b[i]; }
         lf_swiglu(a, b, 300);

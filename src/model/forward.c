@@ -147,35 +147,45 @@ typedef struct {
     const float *q;
     const lf_session *s;
     int l, n;
+    int parts; /* each group of query heads is cut in this many parts */
 } attn_job;
 
-/* Query head h of tokens t0 .. t0+ATT_TOKENS-1 (one chunk of work: c
- * counts heads fastest). */
+/* The query heads (a part of them) that share key/value head h
+ * (grouped-query attention) for tokens t0 .. t0+ATT_TOKENS-1; c counts
+ * parts fastest, then key/value heads, then blocks of tokens.  The keys
+ * and values are read once per token for all these query heads. */
 static void attend_chunk(void *ctx, int c) {
     const attn_job *a = ctx;
     const lf_config *cf = &a->s->m->cfg;
-    const int hd = cf->head_dim, nh = cf->n_heads, group = cf->n_heads / cf->n_kv_heads;
-    const int h = c % nh, t0 = c / nh * ATT_TOKENS, t1 = t0 + ATT_TOKENS < a->n ? t0 + ATT_TOKENS : a->n;
-    const int total = a->s->pos + t1;
-    float stack_sc[1024];
-    float *sc = total <= 1024 ? stack_sc : malloc((size_t)total * sizeof(float));
+    const int hd = cf->head_dim, nh = cf->n_heads, nkv = cf->n_kv_heads, group = nh / nkv;
+    const int part = c % a->parts, h = c / a->parts % nkv, t0 = c / a->parts / nkv * ATT_TOKENS;
+    const int t1 = t0 + ATT_TOKENS < a->n ? t0 + ATT_TOKENS : a->n;
+    const int g0 = group * part / a->parts, g1 = group * (part + 1) / a->parts;
+    const size_t need = (size_t)(g1 - g0) * (a->s->pos + t1);
+    float stack_sc[4096];
+    float *sc = need <= 4096 ? stack_sc : malloc(need * sizeof(float));
     if (!sc) abort();
-    const size_t at = kv_off(a->s, a->l, h / group, 0);
+    const size_t at = kv_off(a->s, a->l, h, 0);
     for (int t = t0; t < t1; t++) {
-        const size_t o = (size_t)t * nh * hd + (size_t)h * hd;
-        lf_attend(a->out + o, a->q + o, a->s->kcache + at, a->s->vcache + at, a->s->pos + t + 1, hd,
-                  1.0f / sqrtf((float)hd), sc);
+        const size_t o = (size_t)t * nh * hd + ((size_t)h * group + g0) * hd;
+        lf_attend_group(a->out + o, a->q + o, g1 - g0, a->s->kcache + at, a->s->vcache + at, a->s->pos + t + 1, hd,
+                        1.0f / sqrtf((float)hd), sc);
     }
     if (sc != stack_sc) free(sc);
 }
 
 /* Causal grouped-query attention of the n new queries q [n, qd] over the
  * cache of layer l (positions 0 .. pos + t for query t).  out: [n, qd].
- * The kernel threads take (query head, block of tokens) chunks. */
+ * The kernel threads take (part of a key/value head's query heads, block
+ * of tokens) chunks; the groups are cut in parts when there are fewer of
+ * them than twice the threads. */
 static void attention(float *out, const float *q, const lf_session *s, int l, int n) {
     const lf_config *c = &s->m->cfg;
-    const int nh = c->n_heads, nchunks = (n + ATT_TOKENS - 1) / ATT_TOKENS * nh;
-    attn_job a = {out, q, s, l, n};
+    const int nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+    int parts = (2 * lf_kernels_threads() + nkv - 1) / nkv;
+    if (parts > group) parts = group;
+    const int nchunks = (n + ATT_TOKENS - 1) / ATT_TOKENS * nkv * parts;
+    attn_job a = {out, q, s, l, n, parts};
     if ((size_t)n * nh * (s->pos + n) * c->head_dim > 65536) lf_parallel_for(attend_chunk, &a, nchunks);
     else for (int i = 0; i < nchunks; i++) attend_chunk(&a, i);
 }

@@ -89,6 +89,11 @@ void lf_exp_f32(float *x, int n);
 /* Attention of one query q [hd] over len keys K and values V ([len, hd]
  * each, contiguous): o [hd] = softmax(K q * scale) V.  sc: scratch [len]. */
 void lf_attend(float *o, const float *q, const float *K, const float *V, int len, int hd, float scale, float *sc);
+/* lf_attend for the G queries q [G, hd] that share K and V (grouped-query
+ * attention), into o [G, hd]: each block of keys and values is read once
+ * from memory for all G.  sc: scratch [G * len]. */
+void lf_attend_group(float *o, const float *q, int G, const float *K, const float *V, int len, int hd, float scale,
+                     float *sc);
 
 /* One matrix-vector product of a batch (decoding, one token):
  * y (+)= W x, and then y += B z when B is set (B [W->rows, R], z [R]):

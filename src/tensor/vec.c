@@ -200,12 +200,197 @@ T_512 static void exp_avx512(float *x, int n) {
         _mm512_mask_storeu_ps(x + i, k, exp16(_mm512_maskz_loadu_ps(k, x + i)));
     }
 }
-#endif
 
-static void exp_avx512(float *x, int n);
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* exp(sc - mx) in place (mx: the largest score); returns 1 / sum. */
+T_512 static float softmax_avx512(float *sc, int len, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 sum = _mm512_setzero_ps();
+    int p = 0;
+    for (; p + 16 <= len; p += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sc + p), m));
+        _mm512_storeu_ps(sc + p, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (p < len) {
+        const __mmask16 k = (__mmask16)((1u << (len - p)) - 1);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sc + p), m));
+        _mm512_mask_storeu_ps(sc + p, k, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
+    }
+    return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+/* The sums of four vectors, one in each lane of the result: the 128-bit
+ * quarters are added across the vectors first, then within them. */
+T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
+}
+
+/* One query against len keys and values, head size hd <= 16 * NV (NV a
+ * constant, so that q and the accumulators stay in registers).  Scores
+ * four keys at a time with one reduction; the values in two interleaved
+ * sets of accumulators, so that consecutive keys do not wait on each
+ * other's additions; 1 / sum applied once at the end. */
+#define ATTEND_NV_AVX512(NAME, NV)                                                                         \
+    T_512 static void NAME(float *o, const float *q, const float *K, const float *V, int len, int hd,      \
+                           float scale, float *sc) {                                                        \
+        __mmask16 km[NV];                                                                                   \
+        __m512 qv[NV];                                                                                      \
+        UNROLL for (int i = 0; i < NV; i++) {                                                                      \
+            const int m = hd - 16 * i;                                                                      \
+            km[i] = (__mmask16)(m >= 16 ? 0xffff : m <= 0 ? 0 : (1u << m) - 1);                             \
+            qv[i] = _mm512_maskz_loadu_ps(km[i], q + 16 * i);                                               \
+        }                                                                                                   \
+        __m128 mx4 = _mm_set1_ps(-INFINITY);                                                                \
+        float mx = -INFINITY;                                                                               \
+        int p = 0;                                                                                          \
+        for (; p + 4 <= len; p += 4) {                                                                      \
+            __m512 s[4];                                                                                    \
+            UNROLL for (int k = 0; k < 4; k++) {                                                                   \
+                const float *kr = K + (size_t)(p + k) * hd;                                                 \
+                __m512 a = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(km[0], kr));                          \
+                __m512 b = _mm512_mul_ps(qv[1], _mm512_maskz_loadu_ps(km[1], kr + 16));                     \
+                UNROLL for (int i = 2; i < NV; i += 2) {                                                           \
+                    a = _mm512_fmadd_ps(qv[i], _mm512_maskz_loadu_ps(km[i], kr + 16 * i), a);               \
+                    b = _mm512_fmadd_ps(qv[i + 1], _mm512_maskz_loadu_ps(km[i + 1], kr + 16 * i + 16), b);  \
+                }                                                                                           \
+                s[k] = _mm512_add_ps(a, b);                                                                 \
+            }                                                                                               \
+            const __m128 r = _mm_mul_ps(hsum4_avx512(s[0], s[1], s[2], s[3]), _mm_set1_ps(scale));         \
+            mx4 = _mm_max_ps(mx4, r);                                                                       \
+            _mm_storeu_ps(sc + p, r);                                                                       \
+        }                                                                                                   \
+        for (; p < len; p++) {                                                                              \
+            const float *kr = K + (size_t)p * hd;                                                           \
+            __m512 a = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(km[0], kr));                              \
+            UNROLL for (int i = 1; i < NV; i++) a = _mm512_fmadd_ps(qv[i], _mm512_maskz_loadu_ps(km[i], kr + 16 * i), a); \
+            sc[p] = _mm512_reduce_add_ps(a) * scale;                                                        \
+            mx = sc[p] > mx ? sc[p] : mx;                                                                   \
+        }                                                                                                   \
+        mx4 = _mm_max_ps(mx4, _mm_movehl_ps(mx4, mx4));                                                     \
+        mx4 = _mm_max_ss(mx4, _mm_shuffle_ps(mx4, mx4, 1));                                                 \
+        if (_mm_cvtss_f32(mx4) > mx) mx = _mm_cvtss_f32(mx4);                                              \
+        const float inv = softmax_avx512(sc, len, mx);                                                      \
+        __m512 a0[NV], a1[NV];                                                                              \
+        UNROLL for (int i = 0; i < NV; i++) a0[i] = a1[i] = _mm512_setzero_ps();                                   \
+        for (p = 0; p + 2 <= len; p += 2) {                                                                 \
+            const __m512 w0 = _mm512_set1_ps(sc[p]), w1 = _mm512_set1_ps(sc[p + 1]);                       \
+            const float *v0 = V + (size_t)p * hd, *v1 = v0 + hd;                                            \
+            UNROLL for (int i = 0; i < NV; i++) {                                                                  \
+                a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(km[i], v0 + 16 * i), a0[i]);              \
+                a1[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(km[i], v1 + 16 * i), a1[i]);              \
+            }                                                                                               \
+        }                                                                                                   \
+        if (p < len) {                                                                                      \
+            const __m512 w0 = _mm512_set1_ps(sc[p]);                                                        \
+            UNROLL for (int i = 0; i < NV; i++)                                                                    \
+                a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(km[i], V + (size_t)p * hd + 16 * i), a0[i]); \
+        }                                                                                                   \
+        const __m512 iv = _mm512_set1_ps(inv);                                                              \
+        UNROLL for (int i = 0; i < NV; i++) _mm512_mask_storeu_ps(o + 16 * i, km[i], _mm512_mul_ps(_mm512_add_ps(a0[i], a1[i]), iv)); \
+    }
+
+/* lf_attend_group with hd <= 16 * NV: keys and values in blocks of
+ * ATT_BLOCK rows (16 KiB of each at hd 64), every block used by all G
+ * queries while it is in L1.  Scores first (sc [G, len]), then the
+ * values, accumulated into o across the blocks. */
+#define ATT_BLOCK 64
+#define ATTEND_GROUP_AVX512(NAME, NV)                                                                      \
+    T_512 static void NAME(float *o, const float *q, int G, const float *K, const float *V, int len, int hd, \
+                           float scale, float *sc) {                                                        \
+        __mmask16 km[NV];                                                                                   \
+        UNROLL for (int i = 0; i < NV; i++) {                                                               \
+            const int m = hd - 16 * i;                                                                      \
+            km[i] = (__mmask16)(m >= 16 ? 0xffff : m <= 0 ? 0 : (1u << m) - 1);                             \
+        }                                                                                                   \
+        float mx[G];                                                                                        \
+        for (int g = 0; g < G; g++) mx[g] = -INFINITY;                                                      \
+        for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {                                                       \
+            const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;                                     \
+            for (int g = 0; g < G; g++) {                                                                   \
+                __m512 qv[NV];                                                                              \
+                UNROLL for (int i = 0; i < NV; i++) qv[i] = _mm512_maskz_loadu_ps(km[i], q + (size_t)g * hd + 16 * i); \
+                float *s = sc + (size_t)g * len;                                                            \
+                __m128 mx4 = _mm_set1_ps(-INFINITY);                                                        \
+                int p = p0;                                                                                 \
+                for (; p + 4 <= p1; p += 4) {                                                               \
+                    __m512 d[4];                                                                            \
+                    UNROLL for (int k = 0; k < 4; k++) {                                                    \
+                        const float *kr = K + (size_t)(p + k) * hd;                                         \
+                        __m512 a = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(km[0], kr));                  \
+                        __m512 b = _mm512_mul_ps(qv[1], _mm512_maskz_loadu_ps(km[1], kr + 16));             \
+                        UNROLL for (int i = 2; i < NV; i += 2) {                                            \
+                            a = _mm512_fmadd_ps(qv[i], _mm512_maskz_loadu_ps(km[i], kr + 16 * i), a);       \
+                            b = _mm512_fmadd_ps(qv[i + 1], _mm512_maskz_loadu_ps(km[i + 1], kr + 16 * i + 16), b); \
+                        }                                                                                   \
+                        d[k] = _mm512_add_ps(a, b);                                                         \
+                    }                                                                                       \
+                    const __m128 r = _mm_mul_ps(hsum4_avx512(d[0], d[1], d[2], d[3]), _mm_set1_ps(scale)); \
+                    mx4 = _mm_max_ps(mx4, r);                                                               \
+                    _mm_storeu_ps(s + p, r);                                                                \
+                }                                                                                           \
+                for (; p < p1; p++) {                                                                       \
+                    const float *kr = K + (size_t)p * hd;                                                   \
+                    __m512 a = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(km[0], kr));                      \
+                    UNROLL for (int i = 1; i < NV; i++) a = _mm512_fmadd_ps(qv[i], _mm512_maskz_loadu_ps(km[i], kr + 16 * i), a); \
+                    s[p] = _mm512_reduce_add_ps(a) * scale;                                                 \
+                    mx[g] = s[p] > mx[g] ? s[p] : mx[g];                                                    \
+                }                                                                                           \
+                mx4 = _mm_max_ps(mx4, _mm_movehl_ps(mx4, mx4));                                             \
+                mx4 = _mm_max_ss(mx4, _mm_shuffle_ps(mx4, mx4, 1));                                         \
+                if (_mm_cvtss_f32(mx4) > mx[g]) mx[g] = _mm_cvtss_f32(mx4);                                 \
+            }                                                                                               \
+        }                                                                                                   \
+        float inv[G];                                                                                       \
+        for (int g = 0; g < G; g++) inv[g] = softmax_avx512(sc + (size_t)g * len, len, mx[g]);             \
+        for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {                                                       \
+            const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;                                     \
+            for (int g = 0; g < G; g++) {                                                                   \
+                const float *s = sc + (size_t)g * len;                                                      \
+                float *og = o + (size_t)g * hd;                                                             \
+                __m512 a0[NV], a1[NV];                                                                      \
+                UNROLL for (int i = 0; i < NV; i++) {                                                       \
+                    a0[i] = p0 ? _mm512_maskz_loadu_ps(km[i], og + 16 * i) : _mm512_setzero_ps();           \
+                    a1[i] = _mm512_setzero_ps();                                                            \
+                }                                                                                           \
+                int p = p0;                                                                                 \
+                for (; p + 2 <= p1; p += 2) {                                                               \
+                    const __m512 w0 = _mm512_set1_ps(s[p]), w1 = _mm512_set1_ps(s[p + 1]);                  \
+                    const float *v0 = V + (size_t)p * hd, *v1 = v0 + hd;                                    \
+                    UNROLL for (int i = 0; i < NV; i++) {                                                   \
+                        a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(km[i], v0 + 16 * i), a0[i]);      \
+                        a1[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(km[i], v1 + 16 * i), a1[i]);      \
+                    }                                                                                       \
+                }                                                                                           \
+                if (p < p1) {                                                                               \
+                    const __m512 w0 = _mm512_set1_ps(s[p]);                                                 \
+                    UNROLL for (int i = 0; i < NV; i++)                                                     \
+                        a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(km[i], V + (size_t)p * hd + 16 * i), a0[i]); \
+                }                                                                                           \
+                const __m512 iv = _mm512_set1_ps(p1 == len ? inv[g] : 1.0f);                                \
+                UNROLL for (int i = 0; i < NV; i++)                                                         \
+                    _mm512_mask_storeu_ps(og + 16 * i, km[i], _mm512_mul_ps(_mm512_add_ps(a0[i], a1[i]), iv)); \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+
+ATTEND_GROUP_AVX512(attend_group64_avx512, 4)
+ATTEND_GROUP_AVX512(attend_group128_avx512, 8)
+
+ATTEND_NV_AVX512(attend64_avx512, 4)
+ATTEND_NV_AVX512(attend128_avx512, 8)
 
 T_512 static void attend_avx512(float *o, const float *q, const float *K, const float *V, int len, int hd,
                                 float scale, float *sc) {
+    if (hd <= 64) { attend64_avx512(o, q, K, V, len, hd, scale, sc); return; }
+    if (hd <= 128) { attend128_avx512(o, q, K, V, len, hd, scale, sc); return; }
     for (int p = 0; p < len; p++) sc[p] = dot_avx512(q, K + (size_t)p * hd, hd) * scale;
     const float inv = softmax_unnorm(sc, len, exp_avx512);
     for (int j0 = 0; j0 < hd; j0 += 64) {
@@ -224,6 +409,8 @@ T_512 static void attend_avx512(float *o, const float *q, const float *K, const 
         for (int i = 0; i < nv; i++) _mm512_mask_storeu_ps(o + j0 + 16 * i, km[i], acc[i]);
     }
 }
+
+#endif /* LF_X86 */
 
 /* ============================ dispatch ============================ */
 
@@ -252,6 +439,21 @@ void lf_exp_f32(float *x, int n) {
     if (isa == LF_ISA_AVX2) { exp_avx2(x, n); return; }
 #endif
     exp_portable(x, n);
+}
+
+void lf_attend_group(float *o, const float *q, int G, const float *K, const float *V, int len, int hd, float scale,
+                     float *sc) {
+#ifdef LF_X86
+    if (lf_isa() == LF_ISA_AVX512 && len > 0 && hd <= 128) {
+        for (int g = 0; g < G; g += 64) { /* bounds the per-query arrays */
+            const int n = G - g < 64 ? G - g : 64;
+            if (hd <= 64) attend_group64_avx512(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
+            else attend_group128_avx512(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
+        }
+        return;
+    }
+#endif
+    for (int g = 0; g < G; g++) lf_attend(o + (size_t)g * hd, q + (size_t)g * hd, K, V, len, hd, scale, sc);
 }
 
 void lf_attend(float *o, const float *q, const float *K, const float *V, int len, int hd, float scale, float *sc) {
