@@ -368,12 +368,15 @@ static void test_vec_kernels(void **state) {
         /* head sizes below, at and past the vector kernels' 64 and 128 and
          * not multiples of 16; key counts past the block of 64 keys and not
          * multiples of 4; groups of 1, 3 and 8 queries; peaked scores */
-        static const int hds[] = {8, 16, 48, 64, 80, 128, 160}, lens[] = {1, 3, 37, 150}, Gs[] = {1, 3, 8};
+        static const int hds[] = {8, 16, 48, 64, 80, 128, 160}, lens[] = {1, 3, 37, 64, 150}, Gs[] = {1, 3, 8};
         for (int ih = 0; ih < 7; ih++)
-            for (int il = 0; il < 4; il++)
+            for (int il = 0; il < 5; il++)
                 for (int ig = 0; ig < 3; ig++) {
                     const int hd = hds[ih], len = lens[il], G = Gs[ig];
-                    const float qs = il == 2 ? 8.0f : 1.0f;
+                    /* 200: exp overflows unless the largest score is taken
+                     * out; scores near 100 carry float32 rounding of 1e-5 */
+                    const float qs = il == 2 ? 8.0f : il == 3 ? 200.0f : 1.0f;
+                    const double tol = il == 3 ? 1e-4 : 1e-5;
                     float *q = malloc(sizeof(float) * G * hd), *K = malloc(sizeof(float) * len * hd);
                     float *V = malloc(sizeof(float) * len * hd), *o = malloc(sizeof(float) * G * hd);
                     float *o2 = malloc(sizeof(float) * G * hd), *sc = malloc(sizeof(float) * G * len);
@@ -382,10 +385,10 @@ static void test_vec_kernels(void **state) {
                     for (int g = 0; g < G; g++) attend_ref(o2 + g * hd, q + g * hd, K, V, len, hd, 0.25f);
                     if (G == 1) {
                         lf_attend(o, q, K, V, len, hd, 0.25f, sc);
-                        lf_test_check_close("attend", o, o2, (size_t)hd, 1e-5);
+                        lf_test_check_close("attend", o, o2, (size_t)hd, tol);
                     }
                     lf_attend_group(o, q, G, K, V, len, hd, 0.25f, sc);
-                    lf_test_check_close("attend_group", o, o2, (size_t)G * hd, 1e-5);
+                    lf_test_check_close("attend_group", o, o2, (size_t)G * hd, tol);
                     free(q); free(K); free(V); free(o); free(o2); free(sc);
                 }
         float a[300], b[300], c[300];

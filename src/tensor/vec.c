@@ -13,6 +13,14 @@
 #include <immintrin.h>
 #endif
 
+/* Loops over a register array must be unrolled for the array to stay in
+ * registers. */
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* Attention takes keys and values in blocks of ATT_BLOCK rows that stay
+ * in L1 while every query of a group uses them. */
+#define ATT_BLOCK 64
+
 #define EXP_HI 88.7228390520684f /* log(FLT_MAX) */
 #define EXP_LO -87.3365447504019f /* below: the result is 0 */
 #define LOG2E 1.44269504088896341f
@@ -129,10 +137,118 @@ T_AVX2 static void exp_avx2(float *x, int n) {
 
 static void exp_avx2(float *x, int n);
 
+/* exp(sc - mx) in place (mx: the largest score); returns 1 / sum. */
+T_AVX2 static float softmax_avx2(float *sc, int len, float mx) {
+    const __m256 m = _mm256_set1_ps(mx);
+    __m256 sum = _mm256_setzero_ps();
+    int p = 0;
+    for (; p + 8 <= len; p += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + p), m));
+        _mm256_storeu_ps(sc + p, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    float total = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+    if (p < len) {
+        float t[8];
+        for (int j = 0; j < 8; j++) t[j] = p + j < len ? sc[p + j] - mx : -INFINITY;
+        _mm256_storeu_ps(t, exp8(_mm256_loadu_ps(t)));
+        for (int j = 0; p + j < len; j++) { sc[p + j] = t[j]; total += t[j]; }
+    }
+    return 1.0f / total;
+}
+
+/* The sums of four vectors, one in each lane of the result. */
+T_AVX2 static inline __m128 hsum4_avx2(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/* q . k over hd floats (a multiple of 16), in two chains. */
+T_AVX2 static inline __m256 dot16_avx2(const float *q, const float *k, int hd) {
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(k));
+    __m256 b = _mm256_mul_ps(_mm256_loadu_ps(q + 8), _mm256_loadu_ps(k + 8));
+    for (int i = 16; i < hd; i += 16) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), b);
+    }
+    return _mm256_add_ps(a, b);
+}
+
+/* lf_attend_group for hd a multiple of 32 and G <= 64, as the AVX-512
+ * kernel below (blocks of keys in L1, four keys per reduction, values in
+ * two interleaved sets of accumulators), with the query read from L1 (16
+ * registers hold no 64-float query beside the work) and the values done
+ * 32 columns at a time. */
+T_AVX2 static void attend_group_avx2(float *o, const float *q, int G, const float *K, const float *V, int len, int hd,
+                                     float scale, float *sc) {
+    float mx[64], inv[64];
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+    for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
+        const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;
+        for (int g = 0; g < G; g++) {
+            const float *qg = q + (size_t)g * hd;
+            float *s = sc + (size_t)g * len;
+            __m128 mx4 = _mm_set1_ps(-INFINITY);
+            int p = p0;
+            for (; p + 4 <= p1; p += 4) {
+                const float *kr = K + (size_t)p * hd;
+                const __m128 r = _mm_mul_ps(hsum4_avx2(dot16_avx2(qg, kr, hd), dot16_avx2(qg, kr + hd, hd),
+                                                       dot16_avx2(qg, kr + 2 * (size_t)hd, hd),
+                                                       dot16_avx2(qg, kr + 3 * (size_t)hd, hd)),
+                                            _mm_set1_ps(scale));
+                mx4 = _mm_max_ps(mx4, r);
+                _mm_storeu_ps(s + p, r);
+            }
+            for (; p < p1; p++) {
+                const __m256 d = dot16_avx2(qg, K + (size_t)p * hd, hd);
+                s[p] = _mm_cvtss_f32(hsum4_avx2(d, d, d, d)) * scale;
+                mx[g] = s[p] > mx[g] ? s[p] : mx[g];
+            }
+            mx4 = _mm_max_ps(mx4, _mm_movehl_ps(mx4, mx4));
+            mx4 = _mm_max_ss(mx4, _mm_shuffle_ps(mx4, mx4, 1));
+            if (_mm_cvtss_f32(mx4) > mx[g]) mx[g] = _mm_cvtss_f32(mx4);
+        }
+    }
+    for (int g = 0; g < G; g++) inv[g] = softmax_avx2(sc + (size_t)g * len, len, mx[g]);
+    for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
+        const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;
+        for (int g = 0; g < G; g++) {
+            const float *s = sc + (size_t)g * len;
+            const __m256 iv = _mm256_set1_ps(p1 == len ? inv[g] : 1.0f);
+            for (int j0 = 0; j0 < hd; j0 += 32) {
+                float *og = o + (size_t)g * hd + j0;
+                __m256 a0[4], a1[4];
+                UNROLL for (int i = 0; i < 4; i++) {
+                    a0[i] = p0 ? _mm256_loadu_ps(og + 8 * i) : _mm256_setzero_ps();
+                    a1[i] = _mm256_setzero_ps();
+                }
+                int p = p0;
+                for (; p + 2 <= p1; p += 2) {
+                    const __m256 w0 = _mm256_set1_ps(s[p]), w1 = _mm256_set1_ps(s[p + 1]);
+                    const float *v0 = V + (size_t)p * hd + j0, *v1 = v0 + hd;
+                    UNROLL for (int i = 0; i < 4; i++) {
+                        a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(v0 + 8 * i), a0[i]);
+                        a1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(v1 + 8 * i), a1[i]);
+                    }
+                }
+                if (p < p1) {
+                    const __m256 w0 = _mm256_set1_ps(s[p]);
+                    UNROLL for (int i = 0; i < 4; i++)
+                        a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(V + (size_t)p * hd + j0 + 8 * i), a0[i]);
+                }
+                UNROLL for (int i = 0; i < 4; i++) _mm256_storeu_ps(og + 8 * i, _mm256_mul_ps(_mm256_add_ps(a0[i], a1[i]), iv));
+            }
+        }
+    }
+}
+
 /* One query against len keys and values (rows of hd floats). */
 T_AVX2 static void attend_avx2(float *o, const float *q, const float *K, const float *V, int len, int hd,
                                float scale, float *sc) {
     if (hd % 8) { attend_portable(o, q, K, V, len, hd, scale, sc); return; }
+    if (hd % 32 == 0) { attend_group_avx2(o, q, 1, K, V, len, hd, scale, sc); return; }
     for (int p = 0; p < len; p++) sc[p] = dot_avx2(q, K + (size_t)p * hd, hd) * scale;
     const float inv = softmax_unnorm(sc, len, exp_avx2);
     for (int j0 = 0; j0 < hd; j0 += 32) {
@@ -201,8 +317,6 @@ T_512 static void exp_avx512(float *x, int n) {
     }
 }
 
-#define UNROLL _Pragma("GCC unroll 8")
-
 /* exp(sc - mx) in place (mx: the largest score); returns 1 / sum. */
 T_512 static float softmax_avx512(float *sc, int len, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
@@ -233,75 +347,14 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
     return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
 }
 
-/* One query against len keys and values, head size hd <= 16 * NV (NV a
- * constant, so that q and the accumulators stay in registers).  Scores
- * four keys at a time with one reduction; the values in two interleaved
- * sets of accumulators, so that consecutive keys do not wait on each
- * other's additions; 1 / sum applied once at the end. */
-#define ATTEND_NV_AVX512(NAME, NV)                                                                         \
-    T_512 static void NAME(float *o, const float *q, const float *K, const float *V, int len, int hd,      \
-                           float scale, float *sc) {                                                        \
-        __mmask16 km[NV];                                                                                   \
-        __m512 qv[NV];                                                                                      \
-        UNROLL for (int i = 0; i < NV; i++) {                                                                      \
-            const int m = hd - 16 * i;                                                                      \
-            km[i] = (__mmask16)(m >= 16 ? 0xffff : m <= 0 ? 0 : (1u << m) - 1);                             \
-            qv[i] = _mm512_maskz_loadu_ps(km[i], q + 16 * i);                                               \
-        }                                                                                                   \
-        __m128 mx4 = _mm_set1_ps(-INFINITY);                                                                \
-        float mx = -INFINITY;                                                                               \
-        int p = 0;                                                                                          \
-        for (; p + 4 <= len; p += 4) {                                                                      \
-            __m512 s[4];                                                                                    \
-            UNROLL for (int k = 0; k < 4; k++) {                                                                   \
-                const float *kr = K + (size_t)(p + k) * hd;                                                 \
-                __m512 a = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(km[0], kr));                          \
-                __m512 b = _mm512_mul_ps(qv[1], _mm512_maskz_loadu_ps(km[1], kr + 16));                     \
-                UNROLL for (int i = 2; i < NV; i += 2) {                                                           \
-                    a = _mm512_fmadd_ps(qv[i], _mm512_maskz_loadu_ps(km[i], kr + 16 * i), a);               \
-                    b = _mm512_fmadd_ps(qv[i + 1], _mm512_maskz_loadu_ps(km[i + 1], kr + 16 * i + 16), b);  \
-                }                                                                                           \
-                s[k] = _mm512_add_ps(a, b);                                                                 \
-            }                                                                                               \
-            const __m128 r = _mm_mul_ps(hsum4_avx512(s[0], s[1], s[2], s[3]), _mm_set1_ps(scale));         \
-            mx4 = _mm_max_ps(mx4, r);                                                                       \
-            _mm_storeu_ps(sc + p, r);                                                                       \
-        }                                                                                                   \
-        for (; p < len; p++) {                                                                              \
-            const float *kr = K + (size_t)p * hd;                                                           \
-            __m512 a = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(km[0], kr));                              \
-            UNROLL for (int i = 1; i < NV; i++) a = _mm512_fmadd_ps(qv[i], _mm512_maskz_loadu_ps(km[i], kr + 16 * i), a); \
-            sc[p] = _mm512_reduce_add_ps(a) * scale;                                                        \
-            mx = sc[p] > mx ? sc[p] : mx;                                                                   \
-        }                                                                                                   \
-        mx4 = _mm_max_ps(mx4, _mm_movehl_ps(mx4, mx4));                                                     \
-        mx4 = _mm_max_ss(mx4, _mm_shuffle_ps(mx4, mx4, 1));                                                 \
-        if (_mm_cvtss_f32(mx4) > mx) mx = _mm_cvtss_f32(mx4);                                              \
-        const float inv = softmax_avx512(sc, len, mx);                                                      \
-        __m512 a0[NV], a1[NV];                                                                              \
-        UNROLL for (int i = 0; i < NV; i++) a0[i] = a1[i] = _mm512_setzero_ps();                                   \
-        for (p = 0; p + 2 <= len; p += 2) {                                                                 \
-            const __m512 w0 = _mm512_set1_ps(sc[p]), w1 = _mm512_set1_ps(sc[p + 1]);                       \
-            const float *v0 = V + (size_t)p * hd, *v1 = v0 + hd;                                            \
-            UNROLL for (int i = 0; i < NV; i++) {                                                                  \
-                a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(km[i], v0 + 16 * i), a0[i]);              \
-                a1[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(km[i], v1 + 16 * i), a1[i]);              \
-            }                                                                                               \
-        }                                                                                                   \
-        if (p < len) {                                                                                      \
-            const __m512 w0 = _mm512_set1_ps(sc[p]);                                                        \
-            UNROLL for (int i = 0; i < NV; i++)                                                                    \
-                a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(km[i], V + (size_t)p * hd + 16 * i), a0[i]); \
-        }                                                                                                   \
-        const __m512 iv = _mm512_set1_ps(inv);                                                              \
-        UNROLL for (int i = 0; i < NV; i++) _mm512_mask_storeu_ps(o + 16 * i, km[i], _mm512_mul_ps(_mm512_add_ps(a0[i], a1[i]), iv)); \
-    }
-
-/* lf_attend_group with hd <= 16 * NV: keys and values in blocks of
+/* lf_attend_group with hd <= 16 * NV (NV a constant, so that a query and
+ * the accumulators stay in registers): keys and values in blocks of
  * ATT_BLOCK rows (16 KiB of each at hd 64), every block used by all G
- * queries while it is in L1.  Scores first (sc [G, len]), then the
- * values, accumulated into o across the blocks. */
-#define ATT_BLOCK 64
+ * queries while it is in L1.  Scores first (sc [G, len]), four keys per
+ * reduction, the largest found on the way; then the values, in two
+ * interleaved sets of accumulators so that consecutive keys do not wait
+ * on each other's additions, accumulated into o across the blocks and
+ * scaled by 1 / sum once at the end. */
 #define ATTEND_GROUP_AVX512(NAME, NV)                                                                      \
     T_512 static void NAME(float *o, const float *q, int G, const float *K, const float *V, int len, int hd, \
                            float scale, float *sc) {                                                        \
@@ -384,13 +437,10 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
 ATTEND_GROUP_AVX512(attend_group64_avx512, 4)
 ATTEND_GROUP_AVX512(attend_group128_avx512, 8)
 
-ATTEND_NV_AVX512(attend64_avx512, 4)
-ATTEND_NV_AVX512(attend128_avx512, 8)
-
 T_512 static void attend_avx512(float *o, const float *q, const float *K, const float *V, int len, int hd,
                                 float scale, float *sc) {
-    if (hd <= 64) { attend64_avx512(o, q, K, V, len, hd, scale, sc); return; }
-    if (hd <= 128) { attend128_avx512(o, q, K, V, len, hd, scale, sc); return; }
+    if (hd <= 64) { attend_group64_avx512(o, q, 1, K, V, len, hd, scale, sc); return; }
+    if (hd <= 128) { attend_group128_avx512(o, q, 1, K, V, len, hd, scale, sc); return; }
     for (int p = 0; p < len; p++) sc[p] = dot_avx512(q, K + (size_t)p * hd, hd) * scale;
     const float inv = softmax_unnorm(sc, len, exp_avx512);
     for (int j0 = 0; j0 < hd; j0 += 64) {
@@ -449,6 +499,13 @@ void lf_attend_group(float *o, const float *q, int G, const float *K, const floa
             const int n = G - g < 64 ? G - g : 64;
             if (hd <= 64) attend_group64_avx512(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
             else attend_group128_avx512(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
+        }
+        return;
+    }
+    if (lf_isa() == LF_ISA_AVX2 && len > 0 && hd % 32 == 0) {
+        for (int g = 0; g < G; g += 64) {
+            const int n = G - g < 64 ? G - g : 64;
+            attend_group_avx2(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
         }
         return;
     }
