@@ -363,7 +363,7 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
             const int m = hd - 16 * i;                                                                      \
             km[i] = (__mmask16)(m >= 16 ? 0xffff : m <= 0 ? 0 : (1u << m) - 1);                             \
         }                                                                                                   \
-        float mx[G];                                                                                        \
+        float mx[64], inv[64]; /* G <= 64 (lf_attend_group) */                                              \
         for (int g = 0; g < G; g++) mx[g] = -INFINITY;                                                      \
         for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {                                                       \
             const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;                                     \
@@ -401,7 +401,6 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
                 if (_mm_cvtss_f32(mx4) > mx[g]) mx[g] = _mm_cvtss_f32(mx4);                                 \
             }                                                                                               \
         }                                                                                                   \
-        float inv[G];                                                                                       \
         for (int g = 0; g < G; g++) inv[g] = softmax_avx512(sc + (size_t)g * len, len, mx[g]);             \
         for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {                                                       \
             const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;                                     \
