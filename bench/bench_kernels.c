@@ -1,8 +1,9 @@
 /* bench_kernels: the machine's memory bandwidth (copy / triad / read
  * loops over 1 GiB arrays, all threads) and the speed of loraflow's
  * kernels on their own: the decoding matrix-vector product (GB/s of
- * weights streamed, against that bandwidth) and the prompt GEMM (GFLOP/s),
- * per weight dtype and instruction-set path.
+ * weights streamed, against that bandwidth), the prompt GEMM (GFLOP/s),
+ * per weight dtype and instruction-set path, and decoding attention (one
+ * token of the 1b shape over 576 cached positions, one thread).
  *
  *   build/bench/bench_kernels [-t THREADS] [-r RUNS] [-isa avx512|avx2|portable]
  */
@@ -133,6 +134,49 @@ static void gemm_speed(lf_dtype t, const char *name, int runs) {
     free(f); free(d); free(x); free(y);
 }
 
+/* One decoded token's attention in the 1b shape (22 layers, 32 query
+ * heads in 4 groups of 8, head size 64) over `len` cached positions (26 MB
+ * of float32 keys and values at 576, more than the caches hold), on one
+ * thread: the query groups together (lf_attend_group, what decoding
+ * runs), one query at a time (lf_attend), and the portable path. */
+static double attention_ms(int grouped, int len, float *K, float *V, const float *q, float *o, float *sc, int runs) {
+    const int L = 22, nkv = 4, G = 8, hd = 64;
+    double ms[32];
+    for (int r = 0; r < runs; r++) {
+        double t0 = bench_now();
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < nkv; h++) {
+                const size_t at = ((size_t)l * nkv + h) * len * hd;
+                if (grouped) lf_attend_group(o + h * G * hd, q + h * G * hd, G, K + at, V + at, len, hd, 0.125f, sc);
+                else
+                    for (int g = 0; g < G; g++)
+                        lf_attend(o + (h * G + g) * hd, q + (h * G + g) * hd, K + at, V + at, len, hd, 0.125f, sc);
+            }
+        ms[r] = (bench_now() - t0) * 1e3;
+    }
+    return median(ms, runs);
+}
+
+static void attention_speed(int runs) {
+    const int len = 576, L = 22, nkv = 4, nh = 32, hd = 64;
+    const size_t n = (size_t)L * nkv * len * hd;
+    float *K = malloc(n * sizeof(float)), *V = malloc(n * sizeof(float));
+    float *q = malloc((size_t)nh * hd * sizeof(float)), *o = malloc((size_t)nh * hd * sizeof(float));
+    float *sc = malloc((size_t)8 * len * sizeof(float));
+    if (!K || !V || !q || !o || !sc) { fprintf(stderr, "bench_kernels: out of memory\n"); exit(1); }
+    for (size_t i = 0; i < n; i++) { K[i] = 0.01f * (float)(i % 97) - 0.5f; V[i] = 0.02f * (float)(i % 89) - 0.9f; }
+    for (int i = 0; i < nh * hd; i++) q[i] = 0.03f * (float)(i % 31) - 0.4f;
+    const double grouped = attention_ms(1, len, K, V, q, o, sc, runs);
+    const double single = attention_ms(0, len, K, V, q, o, sc, runs);
+    const int prev = lf_kernels_set_isa(LF_ISA_PORTABLE);
+    const double portable = attention_ms(1, len, K, V, q, o, sc, runs > 3 ? 3 : runs);
+    lf_kernels_set_isa(prev);
+    printf("attention, 1b shape, one token over %d positions, 1 thread: grouped %.2f ms, one query at a time %.2f ms "
+           "(%.2fx), portable %.2f ms (%.2fx)\n",
+           len, grouped, single, single / grouped, portable, portable / grouped);
+    free(K); free(V); free(q); free(o); free(sc);
+}
+
 int main(int argc, char **argv) {
     int runs = 5;
     for (int i = 1; i < argc; i++) {
@@ -153,5 +197,6 @@ int main(int argc, char **argv) {
     const char *names[] = {"F16", "BF16", "F32", "Q8"};
     for (int i = 0; i < 4; i++) matvec_speed(types[i], names[i], runs);
     for (int i = 0; i < 4; i++) gemm_speed(types[i], names[i], runs > 3 ? 3 : runs);
+    attention_speed(runs);
     return 0;
 }
