@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../src/tensor/kernels.h"
 #include "../src/tensor/simd.h"
@@ -300,6 +301,79 @@ static void test_matvec_batch(void **state) {
     for (int j = 0; j < 6; j++) free(bufs[j]);
 }
 
+/* The first stage of lf_matvec_staged: z_j scaled once A_cat x is done,
+ * after a pause, so that the other thread reaches the rows whose B z must
+ * wait for it. */
+typedef struct {
+    float **z;
+    int n, R;
+} stage_ctx;
+
+static void stage_scale(void *ctx) {
+    const stage_ctx *c = ctx;
+    nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    for (int j = 0; j < c->n; j++)
+        for (int i = 0; i < c->R; i++) c->z[j][i] *= 0.5f;
+}
+
+/* A batch with a first stage (the adapters' A_cat x, then scaled) gives
+ * bit for bit what the two batches one after the other give, and the
+ * plain reference within rounding; two threads, so that rows are run
+ * both before and after the stage is done. */
+static void test_matvec_staged(void **state) {
+    (void)state;
+    const int rows[3] = {70, 256, 603}, cols[3] = {1100, 64, 333}, R = 24;
+    lf_mat W[3], B[3], A[3];
+    void *bufs[9];
+    float *x[3], *z[3], *yr[3], *y1[3], *y2[3];
+    for (int j = 0; j < 3; j++) {
+        bufs[j] = rand_mat(&W[j], j == 0 ? LF_F16 : j == 1 ? LF_BF16 : LF_F32, rows[j], cols[j]);
+        bufs[3 + j] = rand_mat(&B[j], j == 2 ? LF_F32 : LF_F16, rows[j], R);
+        bufs[6 + j] = rand_mat(&A[j], j == 1 ? LF_F32 : LF_F16, R, cols[j]);
+        x[j] = malloc((size_t)cols[j] * sizeof(float));
+        z[j] = malloc((size_t)R * sizeof(float));
+        yr[j] = malloc((size_t)rows[j] * sizeof(float));
+        y1[j] = malloc((size_t)rows[j] * sizeof(float));
+        y2[j] = malloc((size_t)rows[j] * sizeof(float));
+        for (int i = 0; i < cols[j]; i++) x[j][i] = frand();
+    }
+    const int threads = lf_kernels_threads();
+    lf_kernels_set_threads(2);
+    stage_ctx sc = {z, 3, R};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        int prev = lf_kernels_set_isa(isas[ii]);
+        for (int acc = 0; acc < 2; acc++) {
+            lf_matvec_job pre[3], jobs[3];
+            for (int j = 0; j < 3; j++) {
+                for (int i = 0; i < rows[j]; i++) yr[j][i] = y1[j][i] = y2[j][i] = frand();
+                float zr[24];
+                lf_matmul_ref(zr, x[j], &A[j], 1, 0);
+                for (int i = 0; i < R; i++) zr[i] *= 0.5f;
+                lf_matmul_ref(yr[j], x[j], &W[j], 1, acc);
+                if (j != 1) lf_matmul_ref(yr[j], zr, &B[j], 1, 1);
+                pre[j] = (lf_matvec_job){&A[j], x[j], z[j], 0, NULL, NULL};
+            }
+            for (int j = 0; j < 3; j++) jobs[j] = (lf_matvec_job){&W[j], x[j], y1[j], acc, j != 1 ? &B[j] : NULL, z[j]};
+            lf_matvec(pre, 3);
+            stage_scale(&sc);
+            lf_matvec(jobs, 3);
+            for (int j = 0; j < 3; j++) jobs[j].y = y2[j];
+            for (int j = 0; j < 3; j++) memset(z[j], 0xff, (size_t)R * sizeof(float)); /* NaN until the stage writes it */
+            lf_matvec_staged(pre, 3, stage_scale, &sc, jobs, 3);
+            for (int j = 0; j < 3; j++) {
+                lf_test_check_close("staged matvec", y2[j], yr[j], (size_t)rows[j], 1e-5 * (cols[j] + R) + 1e-6);
+                if (memcmp(y1[j], y2[j], (size_t)rows[j] * sizeof(float)) != 0)
+                    fail_msg("staged matvec (%s, acc %d): job %d differs from the two batches run one after the other",
+                             lf_kernels_isa_name(lf_kernels_isa()), acc, j);
+            }
+        }
+        lf_kernels_set_isa(prev);
+    }
+    lf_kernels_set_threads(threads);
+    for (int j = 0; j < 3; j++) { free(x[j]); free(z[j]); free(yr[j]); free(y1[j]); free(y2[j]); }
+    for (int j = 0; j < 9; j++) free(bufs[j]);
+}
+
 /* The stacked projection equals computing each adapter separately. */
 static void test_project_stacked(void **state) {
     (void)state;
@@ -505,7 +579,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_matmul),       cmocka_unit_test(test_q8),
-        cmocka_unit_test(test_matvec_batch), cmocka_unit_test(test_project_stacked),
+        cmocka_unit_test(test_matvec_batch),
+        cmocka_unit_test(test_matvec_staged),
+        cmocka_unit_test(test_project_stacked),
         cmocka_unit_test(test_vec_kernels),  cmocka_unit_test(test_q8_fixture),
         cmocka_unit_test(test_small_kernels), cmocka_unit_test(test_gemm_amx),
     };

@@ -269,17 +269,37 @@ static lf_matvec_job proj_job(const lf_layer *ly, int p, const float *u, float *
     return (lf_matvec_job){&ly->W[p], u, y, accumulate, w && st->R ? &st->B : NULL, z};
 }
 
-/* z_j = A_cat u for the projections p[0..np-1] that share the input u,
- * scaled by w * c (one batch), into z + j * R. */
-static void lora_first(const lf_layer *ly, const int *p, int np, const float *u, const float *w, int k,
-                       float *z, int R) {
-    lf_matvec_job jobs[3] = {{0}};
-    int nj = 0;
+/* The adapters' first factors of the projections p[0..np-1], which share
+ * the input u: z_j = A_cat u into z + j * R, then scaled by w * c. */
+typedef struct {
+    const lf_layer *ly;
+    const int *p;
+    int np, k, R;
+    const float *w;
+    float *z;
+} lora_stage;
+
+static void lora_scale_stage(void *ctx) {
+    const lora_stage *st = ctx;
+    for (int j = 0; j < st->np; j++)
+        if (st->ly->lora[st->p[j]].R) lf_lora_scale(st->z + (size_t)j * st->R, &st->ly->lora[st->p[j]], st->w, st->k, 1);
+}
+
+/* The projections jobs[0..n-1] of the inputs u, and, when w is set, the
+ * adapters' first factors of p[0..np-1] as the batch's first stage (their
+ * B_cat z is fused into the jobs' rows and waits for it). */
+static void project_decode(const lf_layer *ly, const int *p, int np, const float *u, const float *w, int k, float *z,
+                           int R, const lf_matvec_job *jobs, int n) {
+    if (!w) {
+        lf_matvec(jobs, n);
+        return;
+    }
+    lf_matvec_job pre[3] = {{0}};
+    int npre = 0;
     for (int j = 0; j < np; j++)
-        if (ly->lora[p[j]].R) jobs[nj++] = (lf_matvec_job){&ly->lora[p[j]].A, u, z + (size_t)j * R, 0, NULL, NULL};
-    lf_matvec(jobs, nj);
-    for (int j = 0; j < np; j++)
-        if (ly->lora[p[j]].R) lf_lora_scale(z + (size_t)j * R, &ly->lora[p[j]], w, k, 1);
+        if (ly->lora[p[j]].R) pre[npre++] = (lf_matvec_job){&ly->lora[p[j]].A, u, z + (size_t)j * R, 0, NULL, NULL};
+    lora_stage st = {ly, p, np, k, R, w, z};
+    lf_matvec_staged(pre, npre, lora_scale_stage, &st, jobs, n);
 }
 
 /* One decoder layer for one token: every projection is a batch of
@@ -296,34 +316,30 @@ static void layer_decode(lf_session *s, int l, scratch *b, const float *w) {
 
     lf_rmsnorm(b->h, b->x, ly->attn_norm, 1, H, c->rms_norm_eps);
     static const int qkv[3] = {LF_PROJ_Q, LF_PROJ_K, LF_PROJ_V};
-    if (w) lora_first(ly, qkv, 3, b->h, w, k, z, R);
     lf_matvec_job jobs[3] = {
         proj_job(ly, LF_PROJ_Q, b->h, b->q, 0, w, z),
         proj_job(ly, LF_PROJ_K, b->h, b->k, 0, w, z + R),
         proj_job(ly, LF_PROJ_V, b->h, b->v, 0, w, z + 2 * (size_t)R),
     };
-    lf_matvec(jobs, 3);
+    project_decode(ly, qkv, 3, b->h, w, k, z, R, jobs, 3);
     rope_all(s, b->q, b->k, 1);
     kv_store(s, l, b->k, b->v, 1);
     attention(b->att, b->q, s, l, 1);
 
     static const int o[1] = {LF_PROJ_O};
-    if (w) lora_first(ly, o, 1, b->att, w, k, z, R);
     jobs[0] = proj_job(ly, LF_PROJ_O, b->att, b->x, 1, w, z); /* x += o_proj(att) */
-    lf_matvec(jobs, 1);
+    project_decode(ly, o, 1, b->att, w, k, z, R, jobs, 1);
 
     lf_rmsnorm(b->h, b->x, ly->ffn_norm, 1, H, c->rms_norm_eps);
     static const int gu[2] = {LF_PROJ_GATE, LF_PROJ_UP};
-    if (w) lora_first(ly, gu, 2, b->h, w, k, z, R);
     jobs[0] = proj_job(ly, LF_PROJ_GATE, b->h, b->g, 0, w, z);
     jobs[1] = proj_job(ly, LF_PROJ_UP, b->h, b->u, 0, w, z + R);
-    lf_matvec(jobs, 2);
+    project_decode(ly, gu, 2, b->h, w, k, z, R, jobs, 2);
     lf_swiglu(b->g, b->u, (size_t)c->intermediate_size);
 
     static const int d[1] = {LF_PROJ_DOWN};
-    if (w) lora_first(ly, d, 1, b->g, w, k, z, R);
     jobs[0] = proj_job(ly, LF_PROJ_DOWN, b->g, b->x, 1, w, z); /* x += down_proj(act) */
-    lf_matvec(jobs, 1);
+    project_decode(ly, d, 1, b->g, w, k, z, R, jobs, 1);
 }
 
 /* One decoder layer for n tokens (prompt processing): blocked GEMMs

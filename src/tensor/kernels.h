@@ -110,6 +110,14 @@ typedef struct {
 /* Run the jobs on the kernel threads, the rows of all of them cut into
  * chunks of up to 2 MiB of weights (one wake-up for several matrices). */
 void lf_matvec(const lf_matvec_job *jobs, int n);
+/* lf_matvec in two stages within one batch: the jobs pre[0..npre-1] (no
+ * B; at most 4) first, then after_pre(ctx) once, by the thread that
+ * finishes the last of them; the other jobs' W x rows start at once, and
+ * their B z waits for after_pre (z is what the first stage writes).  Saves
+ * the threads' wake-up, the stream restarts and the uneven finish of a
+ * batch of its own for the adapters' small first factors. */
+void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void *ctx), void *after_ctx,
+                      const lf_matvec_job *jobs, int n);
 /* fn(ctx, c) for c < nchunks on the kernel threads (pool.c: no barrier
  * waits for a thread that took no chunk); for short parallel steps. */
 void lf_parallel_for(void (*fn)(void *ctx, int chunk), void *ctx, int nchunks);

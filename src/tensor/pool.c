@@ -21,13 +21,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 #define MAX_WORKERS 63
 #define SPIN_ROUNDS 20000 /* pause loops before sleeping: about 0.1-0.5 ms */
 
@@ -71,7 +64,7 @@ static void *worker(void *arg) {
         uint32_t g;
         int spins = 0;
         while ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) == seen && spins < SPIN_ROUNDS) {
-            cpu_relax();
+            lf_cpu_relax();
             spins++;
         }
         if (g == seen) {
@@ -124,7 +117,7 @@ void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads) {
     /* wait for the chunks that workers claimed (not for the workers) */
     int spins = 0;
     while (atomic_load_explicit(&P.done, memory_order_acquire) < nchunks) {
-        if (++spins < 4096) cpu_relax();
+        if (++spins < 4096) lf_cpu_relax();
         else sched_yield();
     }
     pthread_mutex_unlock(&P.busy);

@@ -17,6 +17,13 @@
 #define LF_X86 1
 #endif
 
+/* A pause in a spin-wait loop. */
+#if defined(__x86_64__) || defined(__i386__)
+#define lf_cpu_relax() __builtin_ia32_pause()
+#else
+#define lf_cpu_relax() ((void)0)
+#endif
+
 /* 64-byte aligned scratch of n bytes (rounded up); aborts when out of
  * memory (the GEMMs' packing buffers: a few hundred KiB). */
 void *lf_xaligned(size_t n);
