@@ -80,15 +80,18 @@ static int prepare(const lf_matvec_job *j, job_rt *rt, int isa) {
     return 0;
 }
 
-/* Rows r0 .. r1-1 of one job. */
-static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1) {
+/* Rows r0 .. r1-1 of one job; wx: their W x when already computed, or
+ * NULL. */
+static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1, const float *wx) {
     float a[4], b[4] = {0, 0, 0, 0};
     for (int r = r0; r < r1; r += 4) {
         int nr = r1 - r < 4 ? r1 - r : 4;
-        rt->dw(j->W, r, nr, rt->xw, a);
+        const float *w = a;
+        if (wx) w = wx + (r - r0);
+        else rt->dw(j->W, r, nr, rt->xw, a);
         if (j->B) rt->db(j->B, r, nr, rt->xb, b);
         for (int i = 0; i < nr; i++) {
-            float v = a[i] + b[i];
+            float v = w[i] + b[i];
             j->y[r + i] = j->accumulate ? j->y[r + i] + v : v;
         }
     }
@@ -118,7 +121,7 @@ typedef struct {
 } batch;
 
 /* Rows r0 .. r1-1 of a job whose B z must wait for the first stage: W x
- * first, then (once the stage is done) B z, summed as run_rows does. */
+ * first, then (once the stage is done) the rest of run_rows. */
 static void run_rows_waiting(const lf_matvec_job *j, const job_rt *rt, int r0, int r1, batch *b) {
     float *wx = malloc((size_t)(r1 - r0) * sizeof(float));
     if (!wx) abort(); /* a few KiB */
@@ -126,15 +129,7 @@ static void run_rows_waiting(const lf_matvec_job *j, const job_rt *rt, int r0, i
     for (int spins = 0; !atomic_load_explicit(&b->ready, memory_order_acquire); spins++)
         if (spins < 4096) lf_cpu_relax();
         else sched_yield();
-    float bz[4] = {0, 0, 0, 0};
-    for (int r = r0; r < r1; r += 4) {
-        int nr = r1 - r < 4 ? r1 - r : 4;
-        if (j->B) rt->db(j->B, r, nr, rt->xb, bz);
-        for (int i = 0; i < nr; i++) {
-            float v = wx[r - r0 + i] + bz[i];
-            j->y[r + i] = j->accumulate ? j->y[r + i] + v : v;
-        }
-    }
+    run_rows(j, rt, r0, r1, wx);
     free(wx);
 }
 
@@ -152,7 +147,7 @@ static void run_chunk(void *ctx, int c) {
     }
     if (r1 > b->jobs[j].W->rows) r1 = b->jobs[j].W->rows;
     if (j < b->npre) {
-        run_rows(&b->jobs[j], &b->rt[j], r0, r1);
+        run_rows(&b->jobs[j], &b->rt[j], r0, r1, NULL);
         if (atomic_fetch_sub_explicit(&b->pre_left, 1, memory_order_acq_rel) == 1) {
             if (b->after_pre) b->after_pre(b->after_ctx);
             atomic_store_explicit(&b->ready, 1, memory_order_release);
@@ -160,7 +155,7 @@ static void run_chunk(void *ctx, int c) {
     } else if (b->npre && !atomic_load_explicit(&b->ready, memory_order_acquire)) {
         run_rows_waiting(&b->jobs[j], &b->rt[j], r0, r1, b);
     } else {
-        run_rows(&b->jobs[j], &b->rt[j], r0, r1);
+        run_rows(&b->jobs[j], &b->rt[j], r0, r1, NULL);
     }
 }
 

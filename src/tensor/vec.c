@@ -493,18 +493,15 @@ void lf_exp_f32(float *x, int n) {
 void lf_attend_group(float *o, const float *q, int G, const float *K, const float *V, int len, int hd, float scale,
                      float *sc) {
 #ifdef LF_X86
-    if (lf_isa() == LF_ISA_AVX512 && len > 0 && hd <= 128) {
-        for (int g = 0; g < G; g += 64) { /* bounds the per-query arrays */
+    void (*fn)(float *, const float *, int, const float *, const float *, int, int, float, float *) = NULL;
+    const int isa = lf_isa();
+    if (isa == LF_ISA_AVX512 && hd <= 64) fn = attend_group64_avx512;
+    else if (isa == LF_ISA_AVX512 && hd <= 128) fn = attend_group128_avx512;
+    else if (isa == LF_ISA_AVX2 && hd % 32 == 0) fn = attend_group_avx2;
+    if (fn && len > 0) {
+        for (int g = 0; g < G; g += 64) { /* the kernels' per-query arrays hold 64 */
             const int n = G - g < 64 ? G - g : 64;
-            if (hd <= 64) attend_group64_avx512(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
-            else attend_group128_avx512(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
-        }
-        return;
-    }
-    if (lf_isa() == LF_ISA_AVX2 && len > 0 && hd % 32 == 0) {
-        for (int g = 0; g < G; g += 64) {
-            const int n = G - g < 64 ? G - g : 64;
-            attend_group_avx2(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
+            fn(o + (size_t)g * hd, q + (size_t)g * hd, n, K, V, len, hd, scale, sc);
         }
         return;
     }
