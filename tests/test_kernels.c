@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,6 +375,65 @@ static void test_matvec_staged(void **state) {
     for (int j = 0; j < 9; j++) free(bufs[j]);
 }
 
+/* lf_parallel_ranges: every item runs exactly once whatever the threads'
+ * timing (a thread that sleeps in one item has the back of its range
+ * taken over), and a thread runs long runs of consecutive items (few
+ * breaks: one per range it takes over), not one item here and one there. */
+#define PR_MAX 4096
+typedef struct {
+    _Atomic int count[PR_MAX];
+    int order[8][PR_MAX]; /* items in the order each thread ran them */
+    _Atomic int norder[8];
+    _Atomic int nthreads_seen;
+    int gen;  /* which call: the workers outlive a call */
+    int slow; /* items c % slow == 1 sleep 1 ms (0: none) */
+} pr_ctx;
+
+static _Thread_local int pr_tid, pr_gen = -1;
+
+static void pr_item(void *ctx, int c) {
+    pr_ctx *p = ctx;
+    if (pr_gen != p->gen) {
+        pr_gen = p->gen;
+        pr_tid = atomic_fetch_add(&p->nthreads_seen, 1);
+    }
+    if (c < 0 || c >= PR_MAX) fail_msg("item %d out of range", c);
+    atomic_fetch_add(&p->count[c], 1);
+    if (pr_tid < 8) p->order[pr_tid][atomic_fetch_add(&p->norder[pr_tid], 1)] = c;
+    if (p->slow && c % p->slow == 1) nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+}
+
+static void test_parallel_ranges(void **state) {
+    (void)state;
+    static const int cases[][4] = {/* nshared, nitems, nthreads, slow */
+        {0, PR_MAX, 2, 0}, {10, PR_MAX, 2, 0}, {0, 1000, 2, 97}, {16, 600, 3, 50}, {0, 3, 8, 0},
+        {5, 5, 2, 0},      {0, 1, 2, 0},      {7, 200, 8, 13},  {0, 0, 2, 0}};
+    pr_ctx *p = malloc(sizeof *p);
+    assert_non_null(p);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        for (int rep = 0; rep < 20; rep++) {
+            const int nshared = cases[k][0], n = cases[k][1], nt = cases[k][2];
+            memset(p, 0, sizeof *p);
+            p->slow = cases[k][3];
+            p->gen = (int)k * 100 + rep;
+            lf_parallel_ranges(pr_item, p, nshared, n, nt);
+            for (int c = 0; c < PR_MAX; c++)
+                if (p->count[c] != (c < n))
+                    fail_msg("case %zu (rep %d): item %d ran %d times", k, rep, c, (int)p->count[c]);
+            if (p->slow || nshared) continue;
+            /* breaks in each thread's sequence of ranged items */
+            for (int t = 0; t < 8; t++) {
+                int breaks = 0;
+                for (int i = 1; i < p->norder[t]; i++) breaks += p->order[t][i] != p->order[t][i - 1] + 1;
+                if (breaks > 40)
+                    fail_msg("case %zu: thread %d broke its run %d times in %d items", k, t, breaks,
+                             (int)p->norder[t]);
+            }
+        }
+    }
+    free(p);
+}
+
 /* The stacked projection equals computing each adapter separately. */
 static void test_project_stacked(void **state) {
     (void)state;
@@ -581,6 +641,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),       cmocka_unit_test(test_q8),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
+        cmocka_unit_test(test_parallel_ranges),
         cmocka_unit_test(test_project_stacked),
         cmocka_unit_test(test_vec_kernels),  cmocka_unit_test(test_q8_fixture),
         cmocka_unit_test(test_small_kernels), cmocka_unit_test(test_gemm_amx),

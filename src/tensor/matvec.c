@@ -4,21 +4,24 @@
  * cannot draw all of it: every product is split between the kernel threads
  * (pool.c; created once, no thread is started per call).  lf_matvec takes a
  * batch of products (q, k and v; gate and up) and cuts the rows of all of
- * them into chunks of at most 2 MiB of weights (and at least 8 per
- * thread, for small batches) that the threads claim, so that the threads
- * wake once per batch.  Every chunk starts a new stream that the hardware
- * prefetchers must pick up, so chunks should be long; the last job's final
- * chunks are a quarter of the size, so that the threads finish a batch
- * close together, and a thread that the system preempts mid-chunk holds
- * back at most one chunk.  1b F16 shape, 2 threads, tokens/s: 32 KiB
- * chunks 9.6, 256 KiB 10.5, 512 KiB 11.2, 1 MiB 10.3 (session 2, without
- * the small last chunks); with them (session 5, three alternating runs)
- * 512 KiB 13.63, 2 MiB 14.19 (LoRA-Flow 12.20 -> 12.61).
- * A job may carry the
- * stacked adapters' second factor B (same rows): y = W x + B z is then one
- * pass over the rows with no second sweep over y.  lf_matvec_staged puts
- * the adapters' first factors (z = A_cat x) in the same batch, as a first
- * stage: their chunks are claimed first, and a thread that reaches rows
+ * them into items of about 64 KiB of weights, in memory order, that the
+ * threads run in one range each (lf_parallel_ranges), so that the threads
+ * wake once per batch and each reads one run of memory per batch instead
+ * of restarting a stream at every chunk it claims; a thread that is done
+ * takes over the back half of another's range, so the threads finish
+ * within an item of each other.  History: chunks claimed from a shared
+ * counter needed to be long (1b F16, 2 threads, tokens/s: 32 KiB chunks
+ * 9.6, 512 KiB 11.2 in session 2; 512 KiB 13.63, 2 MiB 14.19 in session
+ * 5, with the last job's final chunks cut in four); ranges of 64 KiB
+ * items against those 2 MiB chunks, alternating in one process (session
+ * 7): base 1.4-3.5 % faster, the 8 MiB o projection 5-7 %, LoRA-Flow
+ * 0-2 %; items of 16 or 256 KiB the same within noise.
+ *
+ * A job may carry the stacked adapters' second factor B (same rows):
+ * y = W x + B z is then one pass over the rows with no second sweep over
+ * y.  lf_matvec_staged puts the adapters' first factors (z = A_cat x) in
+ * the same batch, as a first stage: its items are claimed one by one from
+ * a shared counter before the ranges start, and a thread that reaches rows
  * whose B z needs z before the stage is done reads the W rows first and
  * then waits (the sums are the same, bit for bit).  As a batch of its own
  * the first stage drew 23-24 GB/s against 30 for the base products (1b
@@ -97,23 +100,20 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1, c
     }
 }
 
-#define CHUNK_BYTES (2048u << 10)
-#define CHUNK_MIN_BYTES (16u << 10)
-#define CHUNKS_PER_THREAD 8
-#define TAIL_SPLIT 4
+/* Work items: ITEM_BYTES of weights; the first stage's are smaller
+ * (a share of its bytes), so that every thread takes part in it. */
+#define ITEM_BYTES (64u << 10)
+#define PRE_ITEM_MIN (16u << 10)
+#define PRE_ITEMS_PER_THREAD 8
 #define MAX_JOBS 12 /* 8 jobs and 4 first-stage jobs */
 
 typedef struct {
     const lf_matvec_job *jobs; /* the first stage's jobs, then the others */
     const job_rt *rt;
     int n, npre;
-    int first[MAX_JOBS + 1]; /* first chunk of each job; first[n] = all chunks */
+    int first[MAX_JOBS + 1]; /* first item of each job; first[n] = all items */
     int rows_per[MAX_JOBS];
-    /* chunks first_small on (all of the last job's) are rows_small rows
-     * each from row tail0 on, so that the threads finish close together;
-     * first_small = first[n] when there are none */
-    int tail0, rows_small, first_small;
-    /* first stage: chunks of the first npre jobs not yet finished; ready
+    /* first stage: items of the first npre jobs not yet finished; ready
      * once the last of them is done and after_pre has run */
     _Atomic int pre_left, ready;
     void (*after_pre)(void *ctx);
@@ -137,14 +137,7 @@ static void run_chunk(void *ctx, int c) {
     batch *b = ctx;
     int j = 0;
     while (c >= b->first[j + 1]) j++;
-    int r0, r1;
-    if (c >= b->first_small) {
-        r0 = b->tail0 + (c - b->first_small) * b->rows_small;
-        r1 = r0 + b->rows_small;
-    } else {
-        r0 = (c - b->first[j]) * b->rows_per[j];
-        r1 = r0 + b->rows_per[j];
-    }
+    int r0 = (c - b->first[j]) * b->rows_per[j], r1 = r0 + b->rows_per[j];
     if (r1 > b->jobs[j].W->rows) r1 = b->jobs[j].W->rows;
     if (j < b->npre) {
         run_rows(&b->jobs[j], &b->rt[j], r0, r1, NULL);
@@ -195,19 +188,18 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
     b->npre = npre;
     b->after_pre = after_pre;
     b->after_ctx = after_ctx;
-    size_t total = 0;
+    size_t total = 0, total_pre = 0;
     for (int i = 0; i < nall; i++) {
         if (prepare(&all[i], &rt[i], isa)) abort(); /* a few KiB: out of memory is fatal here */
         total += rt[i].cost * (size_t)all[i].W->rows;
+        if (i < npre) total_pre += rt[i].cost * (size_t)all[i].W->rows;
     }
     const int nt = total >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
-    /* at least CHUNKS_PER_THREAD chunks per thread, so that a small batch
-     * (the adapters' A_cat products) still keeps every thread busy */
-    size_t chunk = total / ((size_t)nt * CHUNKS_PER_THREAD);
-    if (chunk > CHUNK_BYTES) chunk = CHUNK_BYTES;
-    if (chunk < CHUNK_MIN_BYTES) chunk = CHUNK_MIN_BYTES;
+    size_t pre_item = total_pre / ((size_t)nt * PRE_ITEMS_PER_THREAD);
+    if (pre_item > ITEM_BYTES) pre_item = ITEM_BYTES;
+    if (pre_item < PRE_ITEM_MIN) pre_item = PRE_ITEM_MIN;
     for (int i = 0; i < nall; i++) {
-        size_t per = chunk / rt[i].cost / 4 * 4;
+        size_t per = (i < npre ? pre_item : ITEM_BYTES) / rt[i].cost / 4 * 4;
         b->rows_per[i] = per < 4 ? 4 : (int)per;
         b->first[i + 1] = b->first[i] + (all[i].W->rows + b->rows_per[i] - 1) / b->rows_per[i];
     }
@@ -217,20 +209,7 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
         if (after_pre) after_pre(after_ctx);
         atomic_store(&b->ready, 1);
     }
-    /* A thread that claims the last big chunk keeps the others waiting for
-     * up to a chunk's time: the last job's final nt full chunks are cut in
-     * TAIL_SPLIT. */
-    const int last = nall - 1, per = b->rows_per[last], rows = all[last].W->rows;
-    const int full = rows / per, small = per / TAIL_SPLIT / 4 * 4;
-    if (nt > 1 && small >= 4 && full > nt && last >= npre) {
-        b->tail0 = (full - nt) * per;
-        b->rows_small = small;
-        b->first_small = b->first[last] + full - nt;
-        b->first[nall] = b->first_small + (rows - b->tail0 + small - 1) / small;
-    } else {
-        b->first_small = b->first[nall];
-    }
-    lf_parallel_chunks(run_chunk, b, b->first[nall], nt);
+    lf_parallel_ranges(run_chunk, b, b->first[npre], b->first[nall], nt);
     for (int i = 0; i < nall; i++) {
         lf_q8_act_free(&rt[i].qw);
         lf_q8_act_free(&rt[i].qb);

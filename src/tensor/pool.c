@@ -12,7 +12,16 @@
  * The workers are created once (on first use), spin briefly between jobs
  * (jobs come microseconds apart while decoding) and then sleep on a
  * condition variable.  One job at a time: a caller that finds the pool busy
- * (another application thread) runs its chunks itself. */
+ * (another application thread) runs its chunks itself.
+ *
+ * lf_parallel_ranges keeps each thread on consecutive items: the items are
+ * cut into one range per thread, which its thread takes from the front in
+ * memory order, so that a thread streams one run of weights per batch
+ * instead of restarting at every chunk it claims; a thread whose range is
+ * empty takes the back half of the fullest other range (the last item
+ * alone when one is left).  A range is one 64-bit word (generation, front,
+ * back) changed only by compare-and-swap, so a thread that arrives late or
+ * is preempted holds back at most the item it is running. */
 #include "simd.h"
 
 #include <pthread.h>
@@ -36,6 +45,12 @@ static struct {
     void *ctx;
     int nchunks, nworkers_job;   /* workers allowed to join this job */
     int nworkers;                /* started */
+    /* lf_parallel_ranges: chunks [0, nchunks) as above, then the items
+     * [nchunks, nitems) in nranges ranges */
+    int nitems, nranges;
+    struct {
+        _Alignas(64) _Atomic uint64_t w; /* RGEN | front | back */
+    } range[MAX_WORKERS + 1];
 } P = {.busy = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 /* Next chunk of generation g, or -1 when none is left (or g has passed). */
@@ -48,13 +63,73 @@ static int claim(uint32_t g) {
     }
 }
 
-/* Run chunks of generation g until none is left. */
-static void work(uint32_t g) {
-    int c;
+/* A range word: 20 bits of generation, then front and back (22 bits each;
+ * items up to 4M). */
+#define RBITS 22
+#define RMASK ((1u << RBITS) - 1)
+#define RGEN(g) ((uint64_t)((g) & 0xfffffu) << (2 * RBITS))
+static inline uint64_t rword(uint32_t g, uint32_t f, uint32_t b) {
+    return RGEN(g) | (uint64_t)f << RBITS | b;
+}
+static inline uint32_t rfront(uint64_t w) { return (uint32_t)(w >> RBITS) & RMASK; }
+static inline uint32_t rback(uint64_t w) { return (uint32_t)w & RMASK; }
+static inline int rlive(uint64_t w, uint32_t g) {
+    return (w & RGEN(0xfffffu)) == RGEN(g) && rfront(w) < rback(w);
+}
+
+/* The next item of range s from its front, or -1 when it is empty. */
+static int take_front(int s, uint32_t g) {
+    uint64_t w = atomic_load_explicit(&P.range[s].w, memory_order_acquire);
+    while (rlive(w, g))
+        if (atomic_compare_exchange_weak_explicit(&P.range[s].w, &w, w + ((uint64_t)1 << RBITS),
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return (int)rfront(w);
+    return -1;
+}
+
+/* Take work from the fullest other range: its back half becomes range s
+ * (and its first item is returned), or its one item is returned; -1 when
+ * every range is empty. */
+static int steal(int s, uint32_t g) {
+    for (;;) {
+        int v = -1;
+        uint32_t most = 0;
+        uint64_t wv = 0;
+        for (int i = 0; i < P.nranges; i++) {
+            uint64_t w = atomic_load_explicit(&P.range[i].w, memory_order_acquire);
+            if (i != s && rlive(w, g) && rback(w) - rfront(w) > most) {
+                v = i;
+                most = rback(w) - rfront(w);
+                wv = w;
+            }
+        }
+        if (v < 0) return -1;
+        const uint32_t f = rfront(wv), b = rback(wv), mid = most == 1 ? f : f + most / 2;
+        if (!atomic_compare_exchange_strong_explicit(&P.range[v].w, &wv, rword(g, f, mid), memory_order_acq_rel,
+                                                     memory_order_acquire))
+            continue;
+        /* range s is empty, and no other thread changes an empty range */
+        if (b - mid > 1) atomic_store_explicit(&P.range[s].w, rword(g, mid + 1, b), memory_order_release);
+        return (int)mid;
+    }
+}
+
+/* Run chunks of generation g until none is left; then, for a job with
+ * ranges, the items of range s and what can be taken from the others. */
+static void work(uint32_t g, int s) {
+    int c, ran = 0;
     while ((c = claim(g)) >= 0) {
         P.fn(P.ctx, c); /* fn and ctx cannot change while a chunk of g is unfinished */
-        atomic_fetch_add_explicit(&P.done, 1, memory_order_acq_rel);
+        ran++;
     }
+    if (P.nranges > 0 && s < P.nranges) {
+        for (;;) {
+            if ((c = take_front(s, g)) < 0 && (c = steal(s, g)) < 0) break;
+            P.fn(P.ctx, c);
+            ran++;
+        }
+    }
+    if (ran) atomic_fetch_add_explicit(&P.done, ran, memory_order_acq_rel);
 }
 
 static void *worker(void *arg) {
@@ -75,7 +150,7 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&P.lock);
         }
         seen = g;
-        if (id < P.nworkers_job) work(g);
+        if (id < P.nworkers_job) work(g, id + 1);
     }
     return NULL;
 }
@@ -95,30 +170,50 @@ static void ensure_workers(int n) {
     }
 }
 
-void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads) {
-    if (nchunks <= 0) return;
-    if (nthreads <= 1 || nchunks == 1 || pthread_mutex_trylock(&P.busy) != 0) {
-        for (int c = 0; c < nchunks; c++) fn(ctx, c);
+/* Items [0, nshared) as chunks from the shared counter, then the items
+ * [nshared, nitems) in nthreads ranges (none when nitems == nshared). */
+static void run_job(lf_chunk_fn fn, void *ctx, int nshared, int nitems, int nthreads) {
+    if (nitems <= 0) return;
+    if (nthreads > MAX_WORKERS + 1) nthreads = MAX_WORKERS + 1;
+    if (nthreads <= 1 || nitems == 1 || pthread_mutex_trylock(&P.busy) != 0) {
+        for (int c = 0; c < nitems; c++) fn(ctx, c);
         return;
     }
     ensure_workers(nthreads - 1);
     P.fn = fn;
     P.ctx = ctx;
-    P.nchunks = nchunks;
+    P.nchunks = nshared;
+    P.nitems = nitems;
     P.nworkers_job = nthreads - 1;
     atomic_store_explicit(&P.done, 0, memory_order_relaxed);
     const uint32_t g = atomic_load_explicit(&P.gen, memory_order_relaxed) + 1;
+    const int nranged = nitems - nshared;
+    P.nranges = nranged > 0 ? nthreads : 0;
+    for (int i = 0; i < P.nranges; i++) {
+        uint32_t f = nshared + (uint32_t)((int64_t)nranged * i / nthreads);
+        uint32_t b = nshared + (uint32_t)((int64_t)nranged * (i + 1) / nthreads);
+        atomic_store_explicit(&P.range[i].w, rword(g, f, b), memory_order_relaxed);
+    }
     atomic_store_explicit(&P.claim, (uint64_t)g << 32, memory_order_release);
     pthread_mutex_lock(&P.lock);
     atomic_store_explicit(&P.gen, g, memory_order_release);
     if (P.sleeping) pthread_cond_broadcast(&P.wake);
     pthread_mutex_unlock(&P.lock);
-    work(g);
-    /* wait for the chunks that workers claimed (not for the workers) */
+    work(g, 0);
+    /* wait for the items that workers claimed (not for the workers) */
     int spins = 0;
-    while (atomic_load_explicit(&P.done, memory_order_acquire) < nchunks) {
+    while (atomic_load_explicit(&P.done, memory_order_acquire) < nitems) {
         if (++spins < 4096) lf_cpu_relax();
         else sched_yield();
     }
     pthread_mutex_unlock(&P.busy);
+}
+
+void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads) {
+    run_job(fn, ctx, nchunks, nchunks, nthreads);
+}
+
+void lf_parallel_ranges(lf_chunk_fn fn, void *ctx, int nshared, int nitems, int nthreads) {
+    if (nitems > (int)RMASK) nshared = nitems; /* more items than a range word counts: all shared */
+    run_job(fn, ctx, nshared, nitems, nthreads);
 }
