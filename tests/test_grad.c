@@ -235,8 +235,8 @@ static void fd_check(lf_model *m, lf_gate *gate, int what, const lf_train_mode *
             p->w[j] = keep;
             const double num = (lp - lm) / (2 * e), ana = p->g[j];
             const double err = fabs(num - ana) / (fabs(num) + fabs(ana) + 1e-2);
-            if (err > worst) worst = err;
-            if (err > 2e-2) {
+            if (!(err <= worst)) worst = err; /* NaN counts as the worst */
+            if (!(err <= 2e-2)) {
                 print_error("%s: %s[%zu]: analytic %.6g, numeric %.6g\n", label, p->name, j, ana, num);
                 bad++;
             }

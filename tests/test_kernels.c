@@ -497,8 +497,29 @@ static void test_vec_kernels(void **state) {
         for (int i = 0; i < N; i++) {
             double tol = ref[i] < 1.2e-38f ? 1.2e-38 : 4e-7 * ref[i];
             if (isinf(ref[i])) assert_true(x[i] > 3e38f); /* past the top: the largest finite value or inf */
-            else if (fabs(x[i] - ref[i]) > tol) fail_msg("%s exp(%g) = %g, expected %g", nm, -95.0 + 185.0 * i / (N - 1), x[i], ref[i]);
+            else if (!(fabs(x[i] - ref[i]) <= tol)) fail_msg("%s exp(%g) = %g, expected %g", nm, -95.0 + 185.0 * i / (N - 1), x[i], ref[i]);
         }
+        /* softmax: lengths around the vector widths, the largest value
+         * anywhere (the masked tail included), scores up to +-1000 */
+        static const int sl[] = {1, 2, 7, 8, 15, 16, 17, 33, 100, 513};
+        for (int il = 0; il < 10; il++)
+            for (int sc = 0; sc < 3; sc++) {
+                const int n = sl[il];
+                const float amp = sc == 0 ? 1.0f : sc == 1 ? 30.0f : 1000.0f;
+                float v[513];
+                double e[513], arg[513], sum = 0, mx = -INFINITY;
+                for (int i = 0; i < n; i++) v[i] = amp * frand();
+                v[(n * 7 + sc) % n] = amp * 1.5f; /* the largest, anywhere */
+                for (int i = 0; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+                for (int i = 0; i < n; i++) sum += e[i] = exp(arg[i] = (double)v[i] - mx);
+                lf_softmax(v, n);
+                /* relative: the sum's rounding, and v - max rounded to float
+                 * (6e-8 of it, which exp turns into a relative error) */
+                for (int i = 0; i < n; i++)
+                    if (!(fabs(v[i] - e[i] / sum) <= (1e-6 + 1.2e-7 * fabs(arg[i])) * (e[i] / sum) + 1e-37))
+                        fail_msg("%s softmax (n %d, scale %g): p[%d] = %.9g, expected %.9g", nm, n, amp, i, v[i],
+                                 e[i] / sum);
+            }
         /* head sizes below, at and past the vector kernels' 64 and 128 and
          * not multiples of 16; key counts past the block of 64 keys and not
          * multiples of 4; groups of 1, 3 and 8 queries; peaked scores */

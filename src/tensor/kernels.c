@@ -191,17 +191,6 @@ void lf_rmsnorm(float *y, const float *x, const float *g, int T, int n, float ep
     }
 }
 
-void lf_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-    for (int i = 0; i < n; i++) x[i] -= mx;
-    lf_exp_f32(x, n);
-    double s = 0;
-    for (int i = 0; i < n; i++) s += x[i];
-    float inv = (float)(1.0 / s);
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 float lf_logsumexp(const float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];

@@ -481,6 +481,45 @@ void lf_axpy_f32(float *y, float a, const float *x, int n) {
     axpy_portable(y, a, x, n);
 }
 
+#ifdef LF_X86
+/* The largest of x[0 .. n-1] (n >= 1). */
+T_AVX2 static float max_avx2(const float *x, int n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    float mx = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+T_512 static float max_avx512(const float *x, int n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + i));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+#endif
+
+/* x = softmax(x) (n >= 1; the training attention's rows). */
+void lf_softmax(float *x, int n) {
+    if (n <= 0) return;
+    float inv;
+#ifdef LF_X86
+    const int isa = lf_isa();
+    if (isa == LF_ISA_AVX512) inv = softmax_avx512(x, n, max_avx512(x, n));
+    else if (isa == LF_ISA_AVX2) inv = softmax_avx2(x, n, max_avx2(x, n));
+    else
+#endif
+        inv = softmax_unnorm(x, n, exp_portable);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 void lf_exp_f32(float *x, int n) {
 #ifdef LF_X86
     int isa = lf_isa();
