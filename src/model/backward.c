@@ -15,6 +15,7 @@
 #include "train.h"
 #include "../core/util.h"
 #include "../fusion/fusion.h"
+#include "../tensor/kernels.h"
 #include "../tensor/train_kernels.h"
 #include "../tensor/simd.h"
 
@@ -605,15 +606,45 @@ static void scatter_add(float *dst, const float *src, int T, int hd, size_t ld, 
 
 /* Rows r0 .. r0+nb-1 of P = causal softmax(S * scale), in place: s holds
  * them as [nb][n], n = r0 + nb (the keys a query of the block can see). */
-static void causal_softmax(float *s, int r0, int nb, float scale) {
-    const int n = r0 + nb;
-#pragma omp parallel for schedule(dynamic, 16)
-    for (int i = 0; i < nb; i++) {
-        float *r = s + (size_t)i * n;
-        const int t = r0 + i;
-        for (int j = 0; j <= t; j++) r[j] *= scale;
+/* Rows of a query block, 8 at a time on the kernel threads (the same
+ * threads as the products around them: an OpenMP team of its own would
+ * spin on the cores the products' threads need, and they on its). */
+#define ROW_CHUNK 8
+typedef struct {
+    float *s, *d; /* [nb][n]: P, and dP for softmax_backward_rows */
+    int r0, nb, n;
+    float scale;
+} rows_job;
+
+static void softmax_rows(void *ctx, int c) {
+    const rows_job *b = ctx;
+    const int i1 = (c + 1) * ROW_CHUNK < b->nb ? (c + 1) * ROW_CHUNK : b->nb;
+    for (int i = c * ROW_CHUNK; i < i1; i++) {
+        float *r = b->s + (size_t)i * b->n;
+        const int t = b->r0 + i;
+        for (int j = 0; j <= t; j++) r[j] *= b->scale;
         lf_softmax(r, t + 1);
-        memset(r + t + 1, 0, (size_t)(n - 1 - t) * sizeof(float));
+        memset(r + t + 1, 0, (size_t)(b->n - 1 - t) * sizeof(float));
+    }
+}
+
+static void causal_softmax(float *s, int r0, int nb, float scale) {
+    rows_job b = {s, NULL, r0, nb, r0 + nb, scale};
+    lf_parallel_chunks(softmax_rows, &b, (nb + ROW_CHUNK - 1) / ROW_CHUNK, lf_kernels_threads());
+}
+
+/* dS = P * (dP - rowsum(P * dP)) * scale, in place over dP, rows of a
+ * query block (the softmax's backward). */
+static void softmax_backward_rows(void *ctx, int c) {
+    const rows_job *b = ctx;
+    const int i1 = (c + 1) * ROW_CHUNK < b->nb ? (c + 1) * ROW_CHUNK : b->nb;
+    for (int i = c * ROW_CHUNK; i < i1; i++) {
+        const int t = b->r0 + i;
+        const float *pr = b->s + (size_t)i * b->n;
+        float *d = b->d + (size_t)i * b->n;
+        const float sum = lf_dot_f32(pr, d, t + 1);
+        for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - sum) * b->scale;
+        memset(d + t + 1, 0, (size_t)(b->n - 1 - t) * sizeof(float));
     }
 }
 
@@ -701,16 +732,8 @@ static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dou
                 const lf_mat Vn = first_rows(&Vm, n), Kn = first_rows(&K, n);
                 const lf_mat Qb = row_range(&Q, r0, nb), dOb = row_range(&dO, r0, nb);
                 lf_gemm_ex(dS, b.oc + (size_t)r0 * hd, (size_t)hd, 1, &Vn, 0, nb, 0); /* dP [nb, n] */
-#pragma omp parallel for schedule(dynamic, 16)
-                for (int i = 0; i < nb; i++) {
-                    const int t = r0 + i;
-                    const float *pr = P + (size_t)i * n;
-                    float *d = dS + (size_t)i * n;
-                    double sum = 0;
-                    for (int j = 0; j <= t; j++) sum += (double)pr[j] * d[j];
-                    for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)sum) * scale;
-                    memset(d + t + 1, 0, (size_t)(n - 1 - t) * sizeof(float));
-                }
+                rows_job rb = {P, dS, r0, nb, n, scale};
+                lf_parallel_chunks(softmax_backward_rows, &rb, (nb + ROW_CHUNK - 1) / ROW_CHUNK, lf_kernels_threads());
                 lf_gemm_ex(b.dkc, dS, 1, (size_t)n, &Qb, 1, n, 1); /* dK[0:n] += dS^T Q_b */
                 lf_gemm_ex(b.dvc, P, 1, (size_t)n, &dOb, 1, n, 1); /* dV[0:n] += P^T dO_b */
                 /* dQ_b = dS K[0:n], into a scratch of its own (qc still holds Q) */
