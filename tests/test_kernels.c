@@ -70,7 +70,8 @@ static void test_matmul(void **state) {
     (void)state;
     const lf_dtype types[] = {LF_F32, LF_F16, LF_BF16};
     const int shapes[][3] = {{1, 1, 1},   {3, 7, 5},    {17, 33, 1},  {64, 64, 4},  {100, 129, 70},
-                             {256, 96, 1}, {33, 300, 13}, {70, 520, 5}, {40, 17, 25}, {5, 1000, 2}};
+                             {256, 96, 1}, {33, 300, 13}, {70, 520, 5}, {40, 17, 25}, {5, 1000, 2},
+                             {701, 100, 3}}; /* few tokens on every thread, a short last group */
     for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
         int prev = lf_kernels_set_isa(isas[ii]);
         for (int ti = 0; ti < 3; ti++) {

@@ -29,7 +29,6 @@
 #include "simd.h"
 #include "../core/util.h"
 
-#include <omp.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -222,10 +221,34 @@ void lf_matvec(const lf_matvec_job *jobs, int n) {
 }
 
 /* Few tokens: each group of 4 rows is read from memory once and used for
- * every token while it sits in L1. */
+ * every token while it sits in L1; the groups go in ranges, as a batch's
+ * rows do. */
+typedef struct {
+    float *y;
+    const lf_mat *W;
+    const void **xs;
+    lf_rowdot_fn dot;
+    int T, accumulate;
+} rows_ctx;
+
+#define ROWS_ITEM 16 /* rows */
+
+static void rows_item(void *ctx, int c) {
+    const rows_ctx *b = ctx;
+    const int rows = b->W->rows, r1 = (c + 1) * ROWS_ITEM < rows ? (c + 1) * ROWS_ITEM : rows;
+    for (int r = c * ROWS_ITEM; r < r1; r += 4) {
+        const int nr = r1 - r < 4 ? r1 - r : 4;
+        float a[4];
+        for (int t = 0; t < b->T; t++) {
+            b->dot(b->W, r, nr, b->xs[t], a);
+            float *o = b->y + (size_t)t * rows + r;
+            for (int i = 0; i < nr; i++) o[i] = b->accumulate ? o[i] + a[i] : a[i];
+        }
+    }
+}
+
 void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     const int rows = W->rows, cols = W->cols, isa = lf_isa();
-    lf_rowdot_fn dot = lf_rowdot_for(W->dtype, isa);
     lf_q8_act *qa = NULL;
     const void **xs = malloc((size_t)T * sizeof *xs);
     if (!xs) abort();
@@ -242,17 +265,8 @@ void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumu
     }
     const size_t bytes = (size_t)rows * cols * elem_bytes(W->dtype);
     const int nt = bytes >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
-    const int groups = (rows + 3) / 4;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int g = 0; g < groups; g++) {
-        const int r = g * 4, nr = rows - r < 4 ? rows - r : 4;
-        float a[4];
-        for (int t = 0; t < T; t++) {
-            dot(W, r, nr, xs[t], a);
-            float *o = y + (size_t)t * rows + r;
-            for (int i = 0; i < nr; i++) o[i] = accumulate ? o[i] + a[i] : a[i];
-        }
-    }
+    rows_ctx b = {y, W, xs, lf_rowdot_for(W->dtype, isa), T, accumulate};
+    lf_parallel_ranges(rows_item, &b, 0, (rows + ROWS_ITEM - 1) / ROWS_ITEM, nt);
     if (qa) {
         for (int t = 0; t < T; t++) lf_q8_act_free(&qa[t]);
         free(qa);
