@@ -496,80 +496,85 @@ static void rope_apply(float *v, int T, int n_heads, int hd, const float *inv_fr
     }
 }
 
+/* Short sequences: the attention one query row at a time, on the kernel
+ * threads (chunks: a query head's block of 8 rows forward, a key/value
+ * head with its group backward). */
+typedef struct {
+    float *out, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout;
+    const lf_config *c;
+    int T;
+} attn_rows_job;
+
+#define ATTN_ROWS 8
+
+static void attn_forward_chunk(void *ctx, int ch) {
+    const attn_rows_job *b = ctx;
+    const lf_config *c = b->c;
+    const int hd = c->head_dim, nh = c->n_heads, kvd = c->n_kv_heads * hd, group = nh / c->n_kv_heads;
+    const int nblk = (b->T + ATTN_ROWS - 1) / ATTN_ROWS, h = ch / nblk, t0 = ch % nblk * ATTN_ROWS;
+    const int t1 = t0 + ATTN_ROWS < b->T ? t0 + ATTN_ROWS : b->T, kh = h / group;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = malloc((size_t)t1 * sizeof(float));
+    if (!sc) abort();
+    for (int t = t0; t < t1; t++) {
+        const float *qt = b->q + (size_t)t * nh * hd + (size_t)h * hd;
+        for (int j = 0; j <= t; j++) sc[j] = lf_dot_f32(qt, b->k + (size_t)j * kvd + (size_t)kh * hd, hd) * scale;
+        lf_softmax(sc, t + 1);
+        float *o = b->out + (size_t)t * nh * hd + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int j = 0; j <= t; j++) lf_axpy_f32(o, sc[j], b->v + (size_t)j * kvd + (size_t)kh * hd, hd);
+    }
+    free(sc);
+}
+
 /* out [T, qd] = causal softmax(q k^T / sqrt(hd)) v, per query head. */
 static void attn_forward(float *out, const float *q, const float *k, const float *v, const lf_config *c, int T) {
-    const int hd = c->head_dim, nh = c->n_heads, kvd = c->n_kv_heads * hd, group = nh / c->n_kv_heads;
+    attn_rows_job b = {.out = out, .q = q, .k = k, .v = v, .c = c, .T = T};
+    lf_parallel_chunks(attn_forward_chunk, &b, c->n_heads * ((T + ATTN_ROWS - 1) / ATTN_ROWS), lf_kernels_threads());
+}
+
+/* Key/value head kh of attn_backward. */
+static void attn_backward_chunk(void *ctx, int kh) {
+    const attn_rows_job *b = ctx;
+    const lf_config *c = b->c;
+    const int hd = c->head_dim, nh = c->n_heads, kvd = c->n_kv_heads * hd, group = nh / c->n_kv_heads, T = b->T;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel
-    {
-        float *sc = malloc((size_t)T * sizeof(float));
-        if (!sc) abort();
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int h = 0; h < nh; h++)
-            for (int t = 0; t < T; t++) {
-                const float *qt = q + (size_t)t * nh * hd + (size_t)h * hd;
-                const int kh = h / group;
-                for (int j = 0; j <= t; j++) {
-                    const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
-                    sc[j] = lf_dot_f32(qt, kj, hd) * scale;
-                }
-                lf_softmax(sc, t + 1);
-                float *o = out + (size_t)t * nh * hd + (size_t)h * hd;
-                memset(o, 0, (size_t)hd * sizeof(float));
-                for (int j = 0; j <= t; j++) {
-                    const float *vj = v + (size_t)j * kvd + (size_t)kh * hd;
-                    lf_axpy_f32(o, sc[j], vj, hd);
-                }
+    float *pr = malloc((size_t)T * sizeof(float)), *dp = malloc((size_t)T * sizeof(float));
+    if (!pr || !dp) abort();
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        for (int t = 0; t < T; t++) {
+            const float *qt = b->q + (size_t)t * nh * hd + (size_t)h * hd;
+            const float *dot_ = b->dout + (size_t)t * nh * hd + (size_t)h * hd;
+            for (int j = 0; j <= t; j++) pr[j] = lf_dot_f32(qt, b->k + (size_t)j * kvd + (size_t)kh * hd, hd) * scale;
+            lf_softmax(pr, t + 1);
+            double sum = 0;
+            for (int j = 0; j <= t; j++) {
+                const float d = lf_dot_f32(dot_, b->v + (size_t)j * kvd + (size_t)kh * hd, hd);
+                dp[j] = d;
+                sum += (double)pr[j] * d;
             }
-        free(sc);
+            float *dqt = b->dq + (size_t)t * nh * hd + (size_t)h * hd;
+            for (int j = 0; j <= t; j++) {
+                const float ds = pr[j] * (dp[j] - (float)sum) * scale;
+                const size_t off = (size_t)j * kvd + (size_t)kh * hd;
+                lf_axpy_f32(dqt, ds, b->k + off, hd);
+                lf_axpy_f32(b->dk + off, ds, qt, hd);
+                lf_axpy_f32(b->dv + off, pr[j], dot_, hd);
+            }
+        }
     }
+    free(pr);
+    free(dp);
 }
 
 /* Backward of attn_forward: dq, dk, dv (+)= from dout.  The probabilities are
- * recomputed row by row; a thread owns one key/value head (and its group of
+ * recomputed row by row; a chunk owns one key/value head (and its group of
  * query heads), so no two threads write the same dk/dv. */
 static void attn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                           const float *v, const lf_config *c, int T) {
-    const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, kvd = nkv * hd, group = nh / nkv;
-    const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel
-    {
-        float *pr = malloc((size_t)T * sizeof(float)), *dp = malloc((size_t)T * sizeof(float));
-        if (!pr || !dp) abort();
-#pragma omp for schedule(dynamic, 1)
-        for (int kh = 0; kh < nkv; kh++) {
-            for (int h = kh * group; h < (kh + 1) * group; h++) {
-                for (int t = 0; t < T; t++) {
-                    const float *qt = q + (size_t)t * nh * hd + (size_t)h * hd;
-                    const float *dot_ = dout + (size_t)t * nh * hd + (size_t)h * hd;
-                    for (int j = 0; j <= t; j++) {
-                        const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
-                        pr[j] = lf_dot_f32(qt, kj, hd) * scale;
-                    }
-                    lf_softmax(pr, t + 1);
-                    double sum = 0;
-                    for (int j = 0; j <= t; j++) {
-                        const float *vj = v + (size_t)j * kvd + (size_t)kh * hd;
-                        const float d = lf_dot_f32(dot_, vj, hd);
-                        dp[j] = d;
-                        sum += (double)pr[j] * d;
-                    }
-                    float *dqt = dq + (size_t)t * nh * hd + (size_t)h * hd;
-                    for (int j = 0; j <= t; j++) {
-                        const float ds = pr[j] * (dp[j] - (float)sum) * scale;
-                        const float *kj = k + (size_t)j * kvd + (size_t)kh * hd;
-                        float *dkj = dk + (size_t)j * kvd + (size_t)kh * hd;
-                        float *dvj = dv + (size_t)j * kvd + (size_t)kh * hd;
-                        lf_axpy_f32(dqt, ds, kj, hd);
-                        lf_axpy_f32(dkj, ds, qt, hd);
-                        lf_axpy_f32(dvj, pr[j], dot_, hd);
-                    }
-                }
-            }
-        }
-        free(pr);
-        free(dp);
-    }
+    attn_rows_job b = {.dq = dq, .dk = dk, .dv = dv, .q = q, .k = k, .v = v, .dout = dout, .c = c, .T = T};
+    lf_parallel_chunks(attn_backward_chunk, &b, c->n_kv_heads, lf_kernels_threads());
 }
 
 /* ---- the same through the blocked GEMM (long sequences) ----
