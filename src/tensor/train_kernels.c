@@ -2,6 +2,7 @@
  * backward step. */
 #include "train_kernels.h"
 #include "simd.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -109,9 +110,10 @@ void lf_matmul_wgrad(float *dW, const float *dy, const float *x, int T, int rows
 /* ============================ RMSNorm ============================ */
 
 /* y_i = g_i x_i inv;  dx_j = inv (g_j dy_j) - x_j inv^3 / n * sum_i g_i dy_i x_i */
-void lf_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, const float *g,
-                         int T, int n, float eps) {
-    for (int t = 0; t < T; t++) {
+/* Rows t0 .. t1-1 of lf_rmsnorm_backward. */
+static void rmsnorm_backward_rows(float *dx, float *dg, const float *dy, const float *x, const float *g, int t0,
+                                  int t1, int n, float eps) {
+    for (int t = t0; t < t1; t++) {
         const float *xt = x + (size_t)t * n, *dyt = dy + (size_t)t * n;
         float *dxt = dx + (size_t)t * n;
         double ss = 0, dot = 0;
@@ -125,4 +127,31 @@ void lf_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, 
         if (dg)
             for (int i = 0; i < n; i++) dg[i] += (float)(dyt[i] * xt[i] * inv);
     }
+}
+
+#define RMS_ROWS 16
+
+typedef struct {
+    float *dx;
+    const float *dy, *x, *g;
+    int T, n;
+    float eps;
+} rms_job;
+
+static void rms_chunk(void *ctx, int c) {
+    const rms_job *j = ctx;
+    const int t1 = (c + 1) * RMS_ROWS < j->T ? (c + 1) * RMS_ROWS : j->T;
+    rmsnorm_backward_rows(j->dx, NULL, j->dy, j->x, j->g, c * RMS_ROWS, t1, j->n, j->eps);
+}
+
+/* Without dg (the norm's weight frozen) the rows are independent and go
+ * on the kernel threads; dg sums over the rows, in order, on one. */
+void lf_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, const float *g,
+                         int T, int n, float eps) {
+    if (!dg && (size_t)T * n >= 65536) {
+        rms_job j = {dx, dy, x, g, T, n, eps};
+        lf_parallel_chunks(rms_chunk, &j, (T + RMS_ROWS - 1) / RMS_ROWS, lf_kernels_threads());
+        return;
+    }
+    rmsnorm_backward_rows(dx, dg, dy, x, g, 0, T, n, eps);
 }
