@@ -36,42 +36,53 @@ void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int ac
 #define GEMM_MIN_T 8
 
 /* dx = dy W is the GEMM with W in place of W^T: its panels are rows of W
- * as they lie.  Few tokens: threads split the columns of dx (no two
- * threads write the same value); each converts blocks of TN_ROWS weight
+ * as they lie.  Few tokens: the kernel threads split the columns of dx
+ * (no two write the same value); each converts blocks of TN_ROWS weight
  * rows (its column slice) once and applies them to every token. */
+typedef struct {
+    float *dx, *dW;
+    const float *dy, *x;
+    const lf_mat *W;
+    int T, rows, cols;
+} few_job;
+
+/* Threads for a few-token product of rows x cols x T. */
+static int few_threads(int rows, int cols, int T) {
+    return (size_t)rows * cols * (size_t)T >= 65536 ? lf_kernels_threads() : 1;
+}
+
+static void tn_chunk(void *ctx, int cb) {
+    const few_job *j = ctx;
+    const int rows = j->rows, cols = j->cols, c0 = cb * TN_COLS, nc = cols - c0 < TN_COLS ? cols - c0 : TN_COLS;
+    float *buf = malloc((size_t)TN_ROWS * TN_COLS * sizeof(float));
+    if (!buf) abort();
+    for (int r0 = 0; r0 < rows; r0 += TN_ROWS) {
+        const int nr = rows - r0 < TN_ROWS ? rows - r0 : TN_ROWS;
+        for (int i = 0; i < nr; i++)
+            lf_to_f32(buf + (size_t)i * nc, j->W->data, j->W->dtype, (size_t)(r0 + i) * cols + c0, (size_t)nc);
+        for (int t = 0; t < j->T; t++) {
+            float *o = j->dx + (size_t)t * cols + c0;
+            const float *d = j->dy + (size_t)t * rows + r0;
+            for (int i = 0; i < nr; i++) {
+                const float di = d[i];
+                if (di == 0.0f) continue;
+                const float *wr = buf + (size_t)i * nc;
+                for (int c = 0; c < nc; c++) o[c] += di * wr[c];
+            }
+        }
+    }
+    free(buf);
+}
+
 void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumulate) {
     const int rows = W->rows, cols = W->cols;
     if (T >= GEMM_MIN_T) {
         lf_gemm_ex(dx, dy, (size_t)rows, 1, W, 1, T, accumulate);
         return;
     }
-    const int ncb = (cols + TN_COLS - 1) / TN_COLS;
     if (!accumulate) memset(dx, 0, (size_t)T * cols * sizeof(float));
-#pragma omp parallel if ((size_t)rows * cols * (size_t)T >= 65536)
-    {
-        float *buf = malloc((size_t)TN_ROWS * TN_COLS * sizeof(float));
-        if (!buf) abort();
-#pragma omp for schedule(dynamic, 1)
-        for (int cb = 0; cb < ncb; cb++) {
-            const int c0 = cb * TN_COLS, nc = cols - c0 < TN_COLS ? cols - c0 : TN_COLS;
-            for (int r0 = 0; r0 < rows; r0 += TN_ROWS) {
-                const int nr = rows - r0 < TN_ROWS ? rows - r0 : TN_ROWS;
-                for (int i = 0; i < nr; i++)
-                    lf_to_f32(buf + (size_t)i * nc, W->data, W->dtype, (size_t)(r0 + i) * cols + c0, (size_t)nc);
-                for (int t = 0; t < T; t++) {
-                    float *o = dx + (size_t)t * cols + c0;
-                    const float *d = dy + (size_t)t * rows + r0;
-                    for (int i = 0; i < nr; i++) {
-                        const float di = d[i];
-                        if (di == 0.0f) continue;
-                        const float *wr = buf + (size_t)i * nc;
-                        for (int c = 0; c < nc; c++) o[c] += di * wr[c];
-                    }
-                }
-            }
-        }
-        free(buf);
-    }
+    few_job j = {.dx = dx, .dy = dy, .W = W, .T = T, .rows = rows, .cols = cols};
+    lf_parallel_chunks(tn_chunk, &j, (cols + TN_COLS - 1) / TN_COLS, few_threads(rows, cols, T));
 }
 
 /* ============================ dW += dy^T x ============================ */
@@ -87,24 +98,32 @@ void lf_matmul_wgrad_ref(float *dW, const float *dy, const float *x, int T, int 
 
 /* dW += dy^T x is the GEMM whose "tokens" are the rows of dW: the left
  * operand dy^T is dy read with transposed strides, the right one x [T, cols]
- * taken as W with W in place of W^T.  Few tokens: threads split the rows of
- * dW; each row is an axpy over the tokens. */
+ * taken as W with W in place of W^T.  Few tokens: the kernel threads split
+ * the rows of dW, WG_ROWS at a time; each row is an axpy over the tokens. */
+#define WG_ROWS 16
+
+static void wgrad_chunk(void *ctx, int c) {
+    const few_job *j = ctx;
+    const int r1 = (c + 1) * WG_ROWS < j->rows ? (c + 1) * WG_ROWS : j->rows;
+    for (int r = c * WG_ROWS; r < r1; r++) {
+        float *o = j->dW + (size_t)r * j->cols;
+        for (int t = 0; t < j->T; t++) {
+            const float d = j->dy[(size_t)t * j->rows + r];
+            if (d == 0.0f) continue;
+            const float *xt = j->x + (size_t)t * j->cols;
+            for (int k = 0; k < j->cols; k++) o[k] += d * xt[k];
+        }
+    }
+}
+
 void lf_matmul_wgrad(float *dW, const float *dy, const float *x, int T, int rows, int cols) {
     if (T >= GEMM_MIN_T) {
         const lf_mat X = {.dtype = LF_F32, .data = x, .rows = T, .cols = cols};
         lf_gemm_ex(dW, dy, 1, (size_t)rows, &X, 1, rows, 1);
         return;
     }
-#pragma omp parallel for schedule(static) if ((size_t)rows * cols * (size_t)T >= 65536)
-    for (int r = 0; r < rows; r++) {
-        float *o = dW + (size_t)r * cols;
-        for (int t = 0; t < T; t++) {
-            const float d = dy[(size_t)t * rows + r];
-            if (d == 0.0f) continue;
-            const float *xt = x + (size_t)t * cols;
-            for (int c = 0; c < cols; c++) o[c] += d * xt[c];
-        }
-    }
+    few_job j = {.dW = dW, .dy = dy, .x = x, .T = T, .rows = rows, .cols = cols};
+    lf_parallel_chunks(wgrad_chunk, &j, (rows + WG_ROWS - 1) / WG_ROWS, few_threads(rows, cols, T));
 }
 
 /* ============================ RMSNorm ============================ */
