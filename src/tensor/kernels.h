@@ -108,7 +108,8 @@ typedef struct {
     const float *z;
 } lf_matvec_job;
 /* Run the jobs on the kernel threads, the rows of all of them cut into
- * chunks of up to 2 MiB of weights (one wake-up for several matrices). */
+ * items of about 64 KiB of weights, one range of items per thread (one
+ * wake-up for several matrices; matvec.c). */
 void lf_matvec(const lf_matvec_job *jobs, int n);
 /* lf_matvec in two stages within one batch: the jobs pre[0..npre-1] (no
  * B; at most 4) first, then after_pre(ctx) once, by the thread that

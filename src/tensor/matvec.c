@@ -178,15 +178,10 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
     for (int i = 0; i < n; i++) all[npre + i] = jobs[i];
     const int nall = npre + n, isa = lf_isa();
     job_rt rt[MAX_JOBS];
-    batch *b = malloc(sizeof *b);
-    if (!b) abort();
-    memset(b, 0, sizeof *b);
-    b->jobs = all;
-    b->rt = rt;
-    b->n = nall;
-    b->npre = npre;
-    b->after_pre = after_pre;
-    b->after_ctx = after_ctx;
+    /* on the stack: the threads touch it only in items, all done before
+     * lf_parallel_ranges returns */
+    batch bt = {.jobs = all, .rt = rt, .n = nall, .npre = npre, .after_pre = after_pre, .after_ctx = after_ctx};
+    batch *b = &bt;
     size_t total = 0, total_pre = 0;
     for (int i = 0; i < nall; i++) {
         if (prepare(&all[i], &rt[i], isa)) abort(); /* a few KiB: out of memory is fatal here */
@@ -213,7 +208,6 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
         lf_q8_act_free(&rt[i].qw);
         lf_q8_act_free(&rt[i].qb);
     }
-    free(b);
 }
 
 void lf_matvec(const lf_matvec_job *jobs, int n) {
