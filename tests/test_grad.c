@@ -313,6 +313,65 @@ static void test_attention_gemm_path(void **state) {
     lf_attn_query_block = keep_block;
 }
 
+/* One step of a fresh trainable: loss and every gradient, appended to out. */
+static size_t one_step(lf_trainable *tr, lf_model *m, const lf_train_mode *md, const int32_t *ids,
+                       const int32_t *lab, int T, double *loss, float *out) {
+    int nt;
+    lf_trainable_zero_grad(tr);
+    assert_int_equal(lf_train_sequence(m, tr, md, ids, lab, T, 0.1f, loss, &nt, NULL), 0);
+    size_t n = 0;
+    for (int i = 0; i < lf_trainable_count(tr); i++) {
+        lf_param *p = lf_trainable_param(tr, i);
+        memcpy(out + n, p->g, p->n * sizeof(float));
+        n += p->n;
+    }
+    return n;
+}
+
+/* A trainable keeps its step buffers from one step to the next: steps of
+ * 12, 7, 12 and 16 tokens with kept activations, checkpointed layers and
+ * the default in turn give, bit for bit, the loss and the gradients of
+ * a new trainable per step (stale values from an earlier, longer step or
+ * from the other layout would show). */
+static void test_step_buffers_reused(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/small4", lf_test_tmpdir());
+    lf_gate *gate;
+    lf_model *m = small_model(dir, &gate);
+    lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f, .dropout = 0.1f, .seed = 5};
+    int32_t ids[16], lab[16];
+    for (int t = 0; t < 16; t++) { ids[t] = 3 + (t * 23) % 60; lab[t] = t < 3 ? -100 : (7 + t * 13) % 64; }
+    const int Ts[] = {12, 7, 12, 16, 7}, ck[] = {0, 0, 1, -1, 0};
+    const int keep_mode = lf_train_checkpoint;
+    lf_trainable *kept = lf_trainable_new(m, gate, LF_TRAIN_GATE | LF_TRAIN_LORA);
+    assert_non_null(kept);
+    size_t total = 0;
+    for (int i = 0; i < lf_trainable_count(kept); i++) total += lf_trainable_param(kept, i)->n;
+    float *a = malloc(total * sizeof(float)), *b = malloc(total * sizeof(float));
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int s = 0; s < 5; s++) {
+        lf_train_checkpoint = ck[s];
+        double la, lb;
+        const size_t na = one_step(kept, m, &md, ids, lab, Ts[s], &la, a);
+        lf_trainable *fresh = lf_trainable_new(m, gate, LF_TRAIN_GATE | LF_TRAIN_LORA);
+        assert_non_null(fresh);
+        const size_t nb = one_step(fresh, m, &md, ids, lab, Ts[s], &lb, b);
+        lf_trainable_free(fresh);
+        assert_int_equal(na, total);
+        assert_int_equal(nb, total);
+        assert_true(la == lb);
+        assert_int_equal(memcmp(a, b, total * sizeof(float)), 0);
+    }
+    lf_train_checkpoint = keep_mode;
+    free(a);
+    free(b);
+    lf_trainable_free(kept);
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
 /* The training forward pass gives the loss of the inference forward pass. */
 static void test_loss_matches_inference(void **state) {
     (void)state;
@@ -407,6 +466,7 @@ int main(void) {
         cmocka_unit_test(test_fixture_gradients),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_attention_gemm_path),
+        cmocka_unit_test(test_step_buffers_reused),
         cmocka_unit_test(test_loss_matches_inference),
         cmocka_unit_test(test_prepacked_weights),
     };

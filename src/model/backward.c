@@ -26,6 +26,9 @@
 
 /* ============================ trainable sets ============================ */
 
+typedef struct step_bufs step_bufs;
+static void step_bufs_free(step_bufs *b, const lf_model *m);
+
 struct lf_trainable {
     lf_model *m;
     lf_gate *gate;
@@ -50,6 +53,7 @@ struct lf_trainable {
     } *panels;
     int n_panels;
     size_t panel_bytes;
+    step_bufs *bufs; /* kept from one step to the next */
 };
 
 /* Register a parameter; its gradient is grad when given (a view into a
@@ -279,6 +283,8 @@ void lf_trainable_free(lf_trainable *tr) {
         lf_amx_panels_free(tr->panels[i].p);
     }
     free(tr->panels);
+    if (tr->bufs) step_bufs_free(tr->bufs, m);
+    free(tr->bufs);
     if (tr->saved) { /* restore the original (memory-mapped) weights */
         for (int l = 0; l < L; l++)
             for (int p = 0; p < LF_NPROJ; p++) m->layers[l].W[p] = tr->saved[l * LF_NPROJ + p];
@@ -775,64 +781,69 @@ typedef struct {
     proj_scratch ps;
 } layer_cache;
 
+/* Every buffer of a full layer cache and its size in floats. */
+#define CACHE_MAX (25 + LF_NPROJ)
+#define ACT_MAX (12 + LF_NPROJ) /* the first ACT_MAX are activations (act_list) */
+static size_t max_rank(const lf_model *m) {
+    size_t R = 1;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < LF_NPROJ; p++)
+            if ((size_t)m->layers[l].lora[p].R > R) R = (size_t)m->layers[l].lora[p].R;
+    return R;
+}
+
+/* (m NULL: the pointers only, sizes 0) */
+static int cache_list(layer_cache *c, const lf_model *m, int T, float **ptr[CACHE_MAX], size_t n[CACHE_MAX]) {
+    size_t H = 0, I = 0, qd = 0, kvd = 0, k = 0, R = 0, wide = 0;
+    const size_t t = m ? (size_t)T : 0;
+    if (m) {
+        const lf_config *cf = &m->cfg;
+        H = (size_t)cf->hidden_size, I = (size_t)cf->intermediate_size;
+        qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
+        k = (size_t)(m->n_adapters ? m->n_adapters : 1), R = max_rank(m);
+        wide = I > qd ? I : qd;
+        if (H > wide) wide = H;
+    }
+    int i = 0;
+#define BUF(F, N) (ptr[i] = &c->F, n[i++] = t * (N))
+    BUF(h1, H); BUF(q, qd); BUF(k, kvd); BUF(v, kvd); BUF(att, qd); BUF(xm, H); BUF(h2, H);
+    BUF(g, I); BUF(u, I); BUF(act, I); BUF(w, k); BUF(p, k);
+    for (int p = 0; p < LF_NPROJ; p++) BUF(z[p], R);
+    BUF(dh, H); BUF(dq, qd); BUF(dk, kvd); BUF(dv, kvd); BUF(datt, qd); BUF(dxm, H);
+    BUF(dg, I); BUF(du, I); BUF(dact, I); BUF(dw, k); BUF(gR, R); BUF(ps.tmp, wide); BUF(ps.z2, R);
+#undef BUF
+    return i;
+}
+
 static void cache_free(layer_cache *c) {
-    float **f[] = {&c->h1, &c->q, &c->k, &c->v, &c->att, &c->xm, &c->h2, &c->g, &c->u, &c->act, &c->w, &c->p,
-                   &c->dh, &c->dq, &c->dk, &c->dv, &c->datt, &c->dxm, &c->dg, &c->du, &c->dact, &c->dw, &c->gR,
-                   &c->ps.tmp, &c->ps.z2};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
-    for (int p = 0; p < LF_NPROJ; p++) { free(c->z[p]); c->z[p] = NULL; }
+    float **ptr[CACHE_MAX];
+    size_t n[CACHE_MAX];
+    const int nb = cache_list(c, NULL, 0, ptr, n);
+    for (int i = 0; i < nb; i++) { free(*ptr[i]); *ptr[i] = NULL; }
 }
 
 static int cache_alloc(layer_cache *c, const lf_model *m, int T) {
-    const lf_config *cf = &m->cfg;
-    const size_t H = (size_t)cf->hidden_size, I = (size_t)cf->intermediate_size;
-    const size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
-    const size_t k = (size_t)(m->n_adapters ? m->n_adapters : 1);
-    size_t R = 1, wide = I > qd ? I : qd;
-    if (H > wide) wide = H;
-    for (int l = 0; l < cf->n_layers; l++)
-        for (int p = 0; p < LF_NPROJ; p++)
-            if ((size_t)m->layers[l].lora[p].R > R) R = (size_t)m->layers[l].lora[p].R;
+    float **ptr[CACHE_MAX];
+    size_t n[CACHE_MAX];
     memset(c, 0, sizeof *c);
-    const size_t n = (size_t)T;
-    int ok = (c->h1 = lf_calloc(n * H, 4, "activations")) && (c->q = lf_calloc(n * qd, 4, "activations")) &&
-             (c->k = lf_calloc(n * kvd, 4, "activations")) && (c->v = lf_calloc(n * kvd, 4, "activations")) &&
-             (c->att = lf_calloc(n * qd, 4, "activations")) && (c->xm = lf_calloc(n * H, 4, "activations")) &&
-             (c->h2 = lf_calloc(n * H, 4, "activations")) && (c->g = lf_calloc(n * I, 4, "activations")) &&
-             (c->u = lf_calloc(n * I, 4, "activations")) && (c->act = lf_calloc(n * I, 4, "activations")) &&
-             (c->w = lf_calloc(n * k, 4, "activations")) && (c->p = lf_calloc(n * k, 4, "activations")) &&
-             (c->dh = lf_calloc(n * H, 4, "gradients")) && (c->dq = lf_calloc(n * qd, 4, "gradients")) &&
-             (c->dk = lf_calloc(n * kvd, 4, "gradients")) && (c->dv = lf_calloc(n * kvd, 4, "gradients")) &&
-             (c->datt = lf_calloc(n * qd, 4, "gradients")) && (c->dxm = lf_calloc(n * H, 4, "gradients")) &&
-             (c->dg = lf_calloc(n * I, 4, "gradients")) && (c->du = lf_calloc(n * I, 4, "gradients")) &&
-             (c->dact = lf_calloc(n * I, 4, "gradients")) && (c->dw = lf_calloc(n * k, 4, "gradients")) &&
-             (c->gR = lf_calloc(n * R, 4, "gradients")) && (c->ps.tmp = lf_calloc(n * wide, 4, "scratch")) &&
-             (c->ps.z2 = lf_calloc(n * R, 4, "scratch"));
-    for (int p = 0; ok && p < LF_NPROJ; p++) ok = (c->z[p] = lf_calloc(n * R, 4, "adapter activations")) != NULL;
-    if (!ok) cache_free(c);
-    return ok ? 0 : -1;
+    const int nb = cache_list(c, m, T, ptr, n);
+    for (int i = 0; i < nb; i++)
+        if (!(*ptr[i] = lf_calloc(n[i] ? n[i] : 1, sizeof(float), i < ACT_MAX ? "activations" : "gradients"))) {
+            cache_free(c);
+            return -1;
+        }
+    return 0;
 }
 
 /* The activation buffers of a layer cache (what a layer's backward step
- * reads from its forward step) and their sizes in floats; the gradient and
- * scratch buffers are the rest. */
-#define ACT_MAX (12 + LF_NPROJ)
+ * reads from its forward step): the first ACT_MAX of cache_list; the
+ * gradient and scratch buffers are the rest. */
 static int act_list(layer_cache *c, const lf_model *m, int T, float **ptr[ACT_MAX], size_t n[ACT_MAX]) {
-    const lf_config *cf = &m->cfg;
-    const size_t H = (size_t)cf->hidden_size, I = (size_t)cf->intermediate_size, t = (size_t)T;
-    const size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
-    const size_t k = (size_t)(m->n_adapters ? m->n_adapters : 1);
-    size_t R = 1;
-    for (int l = 0; l < cf->n_layers; l++)
-        for (int p = 0; p < LF_NPROJ; p++)
-            if ((size_t)m->layers[l].lora[p].R > R) R = (size_t)m->layers[l].lora[p].R;
-    int i = 0;
-#define ACT(F, N) (ptr[i] = &c->F, n[i++] = t * (N))
-    ACT(h1, H); ACT(q, qd); ACT(k, kvd); ACT(v, kvd); ACT(att, qd); ACT(xm, H); ACT(h2, H);
-    ACT(g, I); ACT(u, I); ACT(act, I); ACT(w, k); ACT(p, k);
-    for (int p = 0; p < LF_NPROJ; p++) ACT(z[p], R);
-#undef ACT
-    return i;
+    float **all[CACHE_MAX];
+    size_t na[CACHE_MAX];
+    cache_list(c, m, T, all, na);
+    for (int i = 0; i < ACT_MAX; i++) ptr[i] = all[i], n[i] = na[i];
+    return ACT_MAX;
 }
 
 /* Per-layer caches for a training step that keeps every layer's
@@ -1007,6 +1018,75 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
 
 #define CE_CHUNK 256 /* loss positions whose logits are held at once (32 MB of logits for a 32k vocabulary) */
 
+/* The buffers of one step (activations, gradients, logits).  A trainable
+ * keeps them from one step to the next: allocated afresh, a 512-token step
+ * on the 1b shape faults in about 1.5 GB of new pages, which cost more
+ * than a tenth of the step.  They are zeroed before every step, as new
+ * ones would be. */
+struct step_bufs {
+    int T, keep; /* capacity in tokens; every layer keeps its activations (else one cache, recomputed) */
+    layer_cache c, *cs;
+    float *xs, *hf, *dxa, *dxb, *inv_freq, *rows, *drows, *logits;
+};
+
+static void step_bufs_free(step_bufs *b, const lf_model *m) {
+    if (b->keep) caches_free(b->cs, m, b->T);
+    else cache_free(&b->c);
+    free(b->xs); free(b->hf); free(b->dxa); free(b->dxb); free(b->inv_freq);
+    free(b->rows); free(b->drows); free(b->logits);
+    memset(b, 0, sizeof *b);
+}
+
+static void zero_bufs(layer_cache *c, const lf_model *m, int T, int all) {
+    float **ptr[CACHE_MAX];
+    size_t n[CACHE_MAX];
+    const int nb = all ? cache_list(c, m, T, ptr, n) : act_list(c, m, T, ptr, n);
+    for (int i = 0; i < nb; i++) memset(*ptr[i], 0, n[i] * sizeof(float));
+}
+
+/* Buffers for T tokens in *b: kept ones when large enough and laid out
+ * the same way (every layer's activations kept, or one cache recomputed
+ * per layer), else new ones.  grad: a backward pass follows. */
+static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
+    const lf_config *cf = &m->cfg;
+    const size_t H = (size_t)cf->hidden_size, nH = (size_t)T * H, L = (size_t)cf->n_layers;
+    const int fits = b->xs && b->T >= T;
+    /* kept activations stay kept (the memory check would count them as taken) */
+    const int keep = grad && (fits && b->keep && lf_train_checkpoint < 0 ? 1 : keep_activations(m, T));
+    if (fits && b->keep == keep) {
+        if (keep)
+            for (int l = 0; l < cf->n_layers; l++) zero_bufs(&b->cs[l], m, T, l == 0);
+        else
+            zero_bufs(&b->c, m, T, 1);
+        memset(b->xs, 0, (L + 1) * nH * sizeof(float));
+        memset(b->hf, 0, nH * sizeof(float));
+        memset(b->dxa, 0, nH * sizeof(float));
+        memset(b->dxb, 0, nH * sizeof(float));
+        memset(b->rows, 0, (size_t)CE_CHUNK * H * sizeof(float));
+        memset(b->drows, 0, (size_t)CE_CHUNK * H * sizeof(float));
+        memset(b->logits, 0, (size_t)CE_CHUNK * cf->vocab_size * sizeof(float));
+        return 0;
+    }
+    step_bufs_free(b, m);
+    b->T = T;
+    b->keep = keep;
+    b->xs = lf_calloc((L + 1) * nH, sizeof(float), "layer inputs (checkpoints)");
+    b->hf = lf_calloc(nH, sizeof(float), "final hidden");
+    b->dxa = lf_calloc(nH, sizeof(float), "gradients");
+    b->dxb = lf_calloc(nH, sizeof(float), "gradients");
+    b->inv_freq = inv_freq_table(cf);
+    b->rows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
+    b->drows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
+    b->logits = lf_calloc((size_t)CE_CHUNK * cf->vocab_size, sizeof(float), "logits");
+    int bad = !b->xs || !b->hf || !b->dxa || !b->dxb || !b->inv_freq || !b->rows || !b->drows || !b->logits;
+    if (!bad) bad = keep ? !(b->cs = caches_alloc(m, T)) : cache_alloc(&b->c, m, T) != 0;
+    if (bad) {
+        step_bufs_free(b, m);
+        return -1;
+    }
+    return 0;
+}
+
 int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, const int32_t *ids,
                       const int32_t *labels, int T, float scale, double *loss_sum, int *n_tokens,
                       float *fusion_weights) {
@@ -1040,25 +1120,20 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
         if (labels[t + 1] != -100) pos[np++] = t;
 
     const size_t nH = (size_t)T * H;
-    float *xs = lf_calloc((size_t)(L + 1) * nH, sizeof(float), "layer inputs (checkpoints)");
-    float *hf = lf_calloc(nH, sizeof(float), "final hidden");
-    float *dxa = lf_calloc(nH, sizeof(float), "gradients"), *dxb = lf_calloc(nH, sizeof(float), "gradients");
-    float *inv_freq = inv_freq_table(cf);
-    float *rows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
-    float *drows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
-    float *logits = lf_calloc((size_t)CE_CHUNK * V, sizeof(float), "logits");
-    /* with gradients to compute and memory to spare, every layer keeps its
-     * activations; else one cache is reused and the backward pass
-     * recomputes each layer from its input */
-    const int keep = tr && keep_activations(m, T);
-    layer_cache c, *cs = NULL;
-    int rc = -1;
-    int bad = !xs || !hf || !dxa || !dxb || !inv_freq || !rows || !drows || !logits;
-    if (!bad) bad = keep ? !(cs = caches_alloc(m, T)) : cache_alloc(&c, m, T) != 0;
-    if (bad) {
-        free(xs); free(hf); free(dxa); free(dxb); free(inv_freq); free(rows); free(drows); free(logits); free(pos);
+    if (tr && !tr->bufs && !(tr->bufs = lf_calloc(1, sizeof *tr->bufs, "step buffers"))) {
+        free(pos);
         return -1;
     }
+    step_bufs local = {0}, *sb = tr ? tr->bufs : &local;
+    if (step_bufs_ready(sb, m, T, tr != NULL)) {
+        free(pos);
+        return -1;
+    }
+    float *xs = sb->xs, *hf = sb->hf, *dxa = sb->dxa, *dxb = sb->dxb, *inv_freq = sb->inv_freq;
+    float *rows = sb->rows, *drows = sb->drows, *logits = sb->logits;
+    const int keep = sb->keep;
+    layer_cache *cs = sb->cs, c = sb->c;
+    int rc = -1;
 #define CACHE(l) (keep ? &cs[l] : &c)
 
     /* forward, keeping every layer's input */
@@ -1121,8 +1196,7 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
     rc = 0;
 out:
 #undef CACHE
-    if (keep) caches_free(cs, m, T);
-    else cache_free(&c);
-    free(xs); free(hf); free(dxa); free(dxb); free(inv_freq); free(rows); free(drows); free(logits); free(pos);
+    if (!tr) step_bufs_free(&local, m);
+    free(pos);
     return rc;
 }
