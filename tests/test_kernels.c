@@ -97,6 +97,44 @@ static void test_matmul(void **state) {
     }
 }
 
+/* lf_gemm_ex with x read through strides (rows of x longer than cols, as
+ * the attention's query blocks are; and x transposed), W and W^T, on every
+ * path, against a double-precision sum. */
+static void test_gemm_strided(void **state) {
+    (void)state;
+    const int shapes[][3] = {{40, 37, 13}, {33, 300, 12}, {64, 16, 25}, {17, 520, 30}};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        const int prev = lf_kernels_set_isa(isas[ii]);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int wtrans = 0; wtrans < 2; wtrans++)
+                for (int xt = 0; xt < 2; xt++) {
+                    const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
+                    const int out = wtrans ? cols : rows, in = wtrans ? rows : cols;
+                    lf_mat W;
+                    void *buf = rand_mat(&W, LF_F16, rows, cols);
+                    /* element (t, c) at x[t * st + c * sk], with room to spare */
+                    const size_t st = xt ? 1 : (size_t)in + 5, sk = xt ? (size_t)T + 3 : 1;
+                    const size_t nx = xt ? (size_t)in * sk : (size_t)T * st;
+                    float *x = malloc(nx * sizeof(float)), *y = malloc((size_t)T * out * sizeof(float));
+                    for (size_t i = 0; i < nx; i++) x[i] = frand();
+                    lf_gemm_ex(y, x, st, sk, &W, wtrans, T, 0);
+                    float *ref = malloc((size_t)T * out * sizeof(float));
+                    for (int t = 0; t < T; t++)
+                        for (int o = 0; o < out; o++) {
+                            double a = 0;
+                            for (int c = 0; c < in; c++) {
+                                const size_t wi = wtrans ? (size_t)c * cols + o : (size_t)o * cols + c;
+                                a += (double)x[t * st + c * sk] * lf_f16_to_f32(((const uint16_t *)W.data)[wi]);
+                            }
+                            ref[(size_t)t * out + o] = (float)a;
+                        }
+                    lf_test_check_close(lf_kernels_isa_name(lf_kernels_isa()), y, ref, (size_t)T * out, 1e-5 * in + 1e-6);
+                    free(buf); free(x); free(y); free(ref);
+                }
+        lf_kernels_set_isa(prev);
+    }
+}
+
 /* The many-token product on AMX tiles (gemm_amx.c) against a double
  * reference, both orientations (x W^T and x W), strided x, accumulation,
  * F16 and BF16 weights, shapes with every edge (tokens, rows and columns
@@ -660,7 +698,7 @@ static void test_small_kernels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_q8),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_q8),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
         cmocka_unit_test(test_parallel_ranges),
