@@ -1025,6 +1025,8 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
  * ones would be. */
 struct step_bufs {
     int T, keep; /* capacity in tokens; every layer keeps its activations (else one cache, recomputed) */
+    const lf_model *m;
+    size_t R, k; /* the shapes they were made for (adapters may change between steps) */
     layer_cache c, *cs;
     float *xs, *hf, *dxa, *dxb, *inv_freq, *rows, *drows, *logits;
 };
@@ -1050,7 +1052,8 @@ static void zero_bufs(layer_cache *c, const lf_model *m, int T, int all) {
 static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
     const lf_config *cf = &m->cfg;
     const size_t H = (size_t)cf->hidden_size, nH = (size_t)T * H, L = (size_t)cf->n_layers;
-    const int fits = b->xs && b->T >= T;
+    const size_t R = max_rank(m), k = (size_t)m->n_adapters;
+    const int fits = b->xs && b->T >= T && b->m == m && b->R == R && b->k == k;
     /* kept activations stay kept (the memory check would count them as taken) */
     const int keep = grad && (fits && b->keep && lf_train_checkpoint < 0 ? 1 : keep_activations(m, T));
     if (fits && b->keep == keep) {
@@ -1067,9 +1070,12 @@ static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
         memset(b->logits, 0, (size_t)CE_CHUNK * cf->vocab_size * sizeof(float));
         return 0;
     }
-    step_bufs_free(b, m);
+    step_bufs_free(b, b->m ? b->m : m);
     b->T = T;
     b->keep = keep;
+    b->m = m;
+    b->R = R;
+    b->k = k;
     b->xs = lf_calloc((L + 1) * nH, sizeof(float), "layer inputs (checkpoints)");
     b->hf = lf_calloc(nH, sizeof(float), "final hidden");
     b->dxa = lf_calloc(nH, sizeof(float), "gradients");
