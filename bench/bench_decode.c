@@ -11,7 +11,9 @@
  *   build/bench/bench_decode -m DIR [-p 512] [-n 128] [-r 5] [-t THREADS] [--q8] [--no-f16]
  *                            [--llama-cli PATH --gguf-dir GDIR]
  *
- * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf.
+ * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf (the names
+ * say what the converters were asked for; llama.cpp c392e509's LoRA converter
+ * writes F32 tensors whatever --outtype says).
  * Figures: median of r runs [min, max]; one warm-up run before each mode. */
 #include "loraflow.h"
 #include "bench.h"
@@ -223,7 +225,8 @@ static void bench_llama(const char *cli, const char *gdir, int q8, int p, int n,
     for (int i = 0; i + 1 < p; i++) fputs(i ? " a" : "a", pf); /* one token per word, after BOS */
     fclose(pf);
     const char *base = q8 ? "base-q8_0.gguf" : "base-f16.gguf";
-    printf("\nllama.cpp (%s), %s base, F16 LoRAs applied unmerged at scale 0.5 (--lora-scaled), --no-mmap\n", cli,
+    printf("\nllama.cpp (%s), %s base, the LoRAs of lora_0/1-f16.gguf (tensor types as its converter wrote them) "
+           "applied unmerged at scale 0.5 (--lora-scaled), --no-mmap\n", cli,
            q8 ? "Q8_0" : "F16");
     printf("%-18s %24s %24s\n", "mode", "prompt tok/s", "generate tok/s");
     for (int mode = 0; mode < 2; mode++) {
