@@ -1031,11 +1031,25 @@ struct step_bufs {
     float *xs, *hf, *dxa, *dxb, *inv_freq, *rows, *drows, *logits;
 };
 
+/* The step's own buffers (beside the layer caches) and their sizes in
+ * floats for T tokens (m NULL: the pointers only). */
+#define STEP_MAX 7
+static void step_list(step_bufs *b, const lf_model *m, int T, float **ptr[STEP_MAX], size_t n[STEP_MAX]) {
+    const size_t H = m ? (size_t)m->cfg.hidden_size : 0, nH = m ? (size_t)T * H : 0;
+    const size_t L = m ? (size_t)m->cfg.n_layers : 0, V = m ? (size_t)m->cfg.vocab_size : 0;
+    float **p[STEP_MAX] = {&b->xs, &b->hf, &b->dxa, &b->dxb, &b->rows, &b->drows, &b->logits};
+    const size_t s[STEP_MAX] = {(L + 1) * nH, nH, nH, nH, CE_CHUNK * H, CE_CHUNK * H, CE_CHUNK * V};
+    for (int i = 0; i < STEP_MAX; i++) ptr[i] = p[i], n[i] = s[i];
+}
+
 static void step_bufs_free(step_bufs *b, const lf_model *m) {
+    float **ptr[STEP_MAX];
+    size_t n[STEP_MAX];
     if (b->keep) caches_free(b->cs, m, b->T);
     else cache_free(&b->c);
-    free(b->xs); free(b->hf); free(b->dxa); free(b->dxb); free(b->inv_freq);
-    free(b->rows); free(b->drows); free(b->logits);
+    step_list(b, NULL, 0, ptr, n);
+    for (int i = 0; i < STEP_MAX; i++) free(*ptr[i]);
+    free(b->inv_freq);
     memset(b, 0, sizeof *b);
 }
 
@@ -1051,8 +1065,9 @@ static void zero_bufs(layer_cache *c, const lf_model *m, int T, int all) {
  * per layer), else new ones.  grad: a backward pass follows. */
 static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
     const lf_config *cf = &m->cfg;
-    const size_t H = (size_t)cf->hidden_size, nH = (size_t)T * H, L = (size_t)cf->n_layers;
     const size_t R = max_rank(m), k = (size_t)m->n_adapters;
+    float **ptr[STEP_MAX];
+    size_t n[STEP_MAX];
     const int fits = b->xs && b->T >= T && b->m == m && b->R == R && b->k == k;
     /* kept activations stay kept (the memory check would count them as taken) */
     const int keep = grad && (fits && b->keep && lf_train_checkpoint < 0 ? 1 : keep_activations(m, T));
@@ -1061,13 +1076,8 @@ static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
             for (int l = 0; l < cf->n_layers; l++) zero_bufs(&b->cs[l], m, T, l == 0);
         else
             zero_bufs(&b->c, m, T, 1);
-        memset(b->xs, 0, (L + 1) * nH * sizeof(float));
-        memset(b->hf, 0, nH * sizeof(float));
-        memset(b->dxa, 0, nH * sizeof(float));
-        memset(b->dxb, 0, nH * sizeof(float));
-        memset(b->rows, 0, (size_t)CE_CHUNK * H * sizeof(float));
-        memset(b->drows, 0, (size_t)CE_CHUNK * H * sizeof(float));
-        memset(b->logits, 0, (size_t)CE_CHUNK * cf->vocab_size * sizeof(float));
+        step_list(b, m, T, ptr, n);
+        for (int i = 0; i < STEP_MAX; i++) memset(*ptr[i], 0, n[i] * sizeof(float));
         return 0;
     }
     step_bufs_free(b, b->m ? b->m : m);
@@ -1076,15 +1086,11 @@ static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
     b->m = m;
     b->R = R;
     b->k = k;
-    b->xs = lf_calloc((L + 1) * nH, sizeof(float), "layer inputs (checkpoints)");
-    b->hf = lf_calloc(nH, sizeof(float), "final hidden");
-    b->dxa = lf_calloc(nH, sizeof(float), "gradients");
-    b->dxb = lf_calloc(nH, sizeof(float), "gradients");
-    b->inv_freq = inv_freq_table(cf);
-    b->rows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
-    b->drows = lf_calloc((size_t)CE_CHUNK * H, sizeof(float), "loss rows");
-    b->logits = lf_calloc((size_t)CE_CHUNK * cf->vocab_size, sizeof(float), "logits");
-    int bad = !b->xs || !b->hf || !b->dxa || !b->dxb || !b->inv_freq || !b->rows || !b->drows || !b->logits;
+    static const char *what[STEP_MAX] = {"layer inputs (checkpoints)", "final hidden", "gradients", "gradients",
+                                         "loss rows", "loss rows", "logits"};
+    step_list(b, m, T, ptr, n);
+    int bad = !(b->inv_freq = inv_freq_table(cf));
+    for (int i = 0; i < STEP_MAX && !bad; i++) bad = !(*ptr[i] = lf_calloc(n[i], sizeof(float), what[i]));
     if (!bad) bad = keep ? !(b->cs = caches_alloc(m, T)) : cache_alloc(&b->c, m, T) != 0;
     if (bad) {
         step_bufs_free(b, m);

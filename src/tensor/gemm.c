@@ -372,7 +372,8 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
         return;
     }
     if (lf_gemm_amx(y, x, xst, xsk, W, wtrans, T, accumulate)) return;
-    gemm_job g = {.sh = shape_for(lf_isa()), .isa = lf_isa(), .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
+    const int isa = lf_isa();
+    gemm_job g = {.sh = shape_for(isa), .isa = isa, .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
                   .rows = rows, .cols = cols, .accumulate = accumulate};
     if (wtrans) g.sh.pack = pack_trans;
     g.ntiles = (T + g.sh.mr - 1) / g.sh.mr;
