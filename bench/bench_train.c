@@ -45,15 +45,16 @@ static void on_step(const lf_train_report *rep, void *user) {
 }
 
 static void usage(void) {
-    fputs("usage: bench_train -m DIR [-n 512] [-r 5] [-t THREADS] [--prompt-share 0.25]\n"
-          "  DIR: a folder written by `loraflow synth` (model, lora_0, lora_1, gate.safetensors)\n",
+    fputs("usage: bench_train -m DIR [-n 512] [-r 5] [-t THREADS] [--prompt-share 0.25] [--products f32|bf16]\n"
+          "  DIR: a folder written by `loraflow synth` (model, lora_0, lora_1, gate.safetensors)\n"
+          "  --products bf16: the products with the weights in bfloat16 (lf_set_products)\n",
           stderr);
     exit(2);
 }
 
 int main(int argc, char **argv) {
     const char *dir = NULL;
-    int n = 512, r = 5, threads = 0;
+    int n = 512, r = 5, threads = 0, products = LF_PRODUCTS_F32;
     double prompt_share = 0.25;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -64,11 +65,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-r")) r = atoi(v);
         else if (!strcmp(a, "-t")) threads = atoi(v);
         else if (!strcmp(a, "--prompt-share")) prompt_share = atof(v);
+        else if (!strcmp(a, "--products") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
+            products = strcmp(v, "bf16") ? LF_PRODUCTS_F32 : LF_PRODUCTS_BF16;
         else usage();
         i++;
     }
     if (!dir || n < 2 || r < 1 || r > MAX_RUNS || !(prompt_share >= 0 && prompt_share < 1)) usage();
     if (threads > 0) lf_set_threads(threads);
+    if (lf_set_products(products) != products) {
+        fprintf(stderr, "bench_train: bfloat16 products are not available on this CPU\n");
+        return 2;
+    }
 
     double t0 = bench_now();
     lf_model *m = lf_model_load(dir);
@@ -105,7 +112,8 @@ int main(int argc, char **argv) {
     if (!d) die(data);
 
     printf("one step: %d tokens (%d prompt tokens with label -100), forward + backward, gradients of the "
-           "%d gates only\n", n, n_prompt, c->n_layers);
+           "%d gates only; products %s\n", n, n_prompt, c->n_layers,
+           lf_get_products() == LF_PRODUCTS_BF16 ? "in bfloat16 (--products bf16)" : "in float32");
     step_times st_t = {.n = 0};
     lf_train_params tp;
     lf_train_defaults(&tp);

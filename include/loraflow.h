@@ -30,6 +30,21 @@ const char *lf_last_error(void);
 void lf_set_threads(int n);
 int lf_get_threads(void);
 
+/* Precision of the products of many tokens with the model's weights and
+ * adapters (prompt processing, and training's forward and backward passes;
+ * decoding one token at a time and the attention products are float32
+ * whatever the mode). */
+#define LF_PRODUCTS_F32 0  /* float32 arithmetic (the default) */
+#define LF_PRODUCTS_BF16 1 /* both factors rounded to bfloat16 (8 significant bits), the sums kept in
+                              float32 (as PyTorch's bfloat16 autocast): about twice the multiply rate
+                              on CPUs with AVX512-BF16; on CPUs with AMX, the products AMX takes stay
+                              float32-accurate */
+/* Set the mode for this process; returns the mode now in effect
+ * (LF_PRODUCTS_F32 where the CPU lacks AVX512-BF16), or -1 for an unknown
+ * mode.  LORAFLOW_PRODUCTS=bf16 sets the initial mode. */
+int lf_set_products(int mode);
+int lf_get_products(void);
+
 /* A tensor to write (lf_write_safetensors). */
 typedef struct {
     const char *name;

@@ -117,8 +117,11 @@ static void test_forward_load_options(void **state) {
     const lf_tensor *r = lf_tensorset_find(&ref, "en.dynamic_t1.0.logits_last");
     assert_non_null(r);
     const double sc = lf_test_scale(r->data, 32000);
-    static const char *opts[] = {"--quantize q8", "--placement mmap", "--placement copy --quantize none"};
-    for (int i = 0; i < 3; i++) {
+    static const char *opts[] = {"--quantize q8", "--placement mmap", "--placement copy --quantize none",
+                                 "--products bf16"};
+    const int bf16 = lf_set_products(LF_PRODUCTS_BF16) == LF_PRODUCTS_BF16; /* this CPU has them */
+    lf_set_products(LF_PRODUCTS_F32);
+    for (int i = 0; i < 4; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/fwd_load%d.safetensors", lf_test_tmpdir(), i);
         lf_tensorset got;
@@ -129,6 +132,9 @@ static void test_forward_load_options(void **state) {
         double e = lf_test_maxdiff(last, r->data, 32000);
         if (i == 0) {
             if (!(e > 1e-4 * sc && e < 0.06 * sc)) fail_msg("--quantize q8: logit error %g (scale %g)", e, sc);
+        } else if (i == 3) { /* prompt products in bfloat16: a small error, and not none where they run */
+            fprintf(stderr, "--products bf16: logit error %g (scale %g)\n", e, sc);
+            if (!(e < 0.03 * sc && (!bf16 || e > 1e-6 * sc))) fail_msg("--products bf16: logit error %g (scale %g)", e, sc);
         } else {
             lf_test_check_close(opts[i], last, r->data, 32000, 1e-4 * sc);
         }
@@ -322,6 +328,8 @@ static void test_errors(void **state) {
         {"generate -m BASE --ids 1,2 --quantize q4", "--quantize expects q8 or none"},
         {"forward -m BASE --ids 1,2 --placement disk -o /dev/null", "--placement expects"},
         {"tokenize -m BASE --quantize q8 hello", "does not apply"},
+        {"forward -m BASE --ids 1,2 --products f16 -o /dev/null", "--products expects f32 or bf16"},
+        {"grad -m BASE -l lang=LANG --init --products fp8 --data x.jsonl -o /dev/null", "--products expects f32 or bf16"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[2048] = "";

@@ -11,6 +11,7 @@
 
 #include "../src/core/util.h"
 #include "../src/model/train.h"
+#include "../src/tensor/simd.h"
 #include "../src/tensor/train_kernels.h"
 
 #define FIX "fixtures/tiny-loraflow/"
@@ -460,6 +461,71 @@ static void test_prepacked_weights(void **state) {
     lf_model_free(m);
 }
 
+/* Products in bfloat16 (lf_set_products) in a training step: the same
+ * step twice gives the same loss and gradients bit for bit (as it does in
+ * float32: the threads' shares are fixed, so are the sums); the gradients
+ * stay within a few percent of the float32 ones (each factor rounded to 8
+ * significant bits); and they differ from them where the CPU has the
+ * bfloat16 products. */
+static void test_bf16_products(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/f16b", lf_test_tmpdir());
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.cfg = (lf_config){128, 256, 2, 4, 2, 32, 64, 512, 1e-5f, 10000.0f, 0, 1, 2};
+    sp.dtype = sp.adapter_dtype = LF_F16;
+    sp.n_adapters = 2;
+    sp.rank = 64;
+    sp.alpha = 16;
+    sp.gate = 1;
+    sp.seed = 9;
+    lf_gate *gate;
+    lf_model *m = synth_model(dir, &sp, &gate);
+    enum { T = 300 };
+    int32_t ids[T], lab[T];
+    for (int t = 0; t < T; t++) {
+        ids[t] = 3 + (t * 13) % 60;
+        lab[t] = t < 40 ? -100 : (7 + t * 5) % 64;
+    }
+    const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
+    lf_trainable *tr = lf_trainable_new(m, gate, LF_TRAIN_GATE);
+    assert_non_null(tr);
+    size_t n = 0;
+    for (int i = 0; i < lf_trainable_count(tr); i++) n += lf_trainable_param(tr, i)->n;
+    float *g[4];
+    double loss[4];
+    for (int run = 0; run < 4; run++) { /* f32, f32, bf16, bf16 */
+        const int want = run < 2 ? LF_PRODUCTS_F32 : LF_PRODUCTS_BF16;
+        const int got = lf_set_products(want);
+        assert_int_equal(got, lf_cpu_bf16() ? want : LF_PRODUCTS_F32);
+        g[run] = malloc(n * sizeof(float));
+        assert_non_null(g[run]);
+        assert_int_equal(one_step(tr, m, &md, ids, lab, T, &loss[run], g[run]), n);
+    }
+    lf_set_products(LF_PRODUCTS_F32);
+    for (int run = 0; run < 4; run += 2) {
+        assert_true(loss[run] == loss[run + 1]);
+        assert_memory_equal(g[run], g[run + 1], n * sizeof(float));
+    }
+    double d2 = 0, f2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        d2 += ((double)g[2][i] - g[0][i]) * ((double)g[2][i] - g[0][i]);
+        f2 += (double)g[0][i] * g[0][i];
+    }
+    const double rel = sqrt(d2 / f2), lrel = fabs(loss[2] - loss[0]) / fabs(loss[0]);
+    fprintf(stderr, "bf16 products: loss %.6f vs %.6f (float32), gradient difference %.2e of its norm\n", loss[2],
+            loss[0], rel);
+    assert_true(f2 > 0);
+    assert_true(rel < 0.06 && lrel < 1e-3);
+    if (lf_cpu_bf16()) assert_true(rel > 0);
+    else assert_true(rel == 0);
+    for (int run = 0; run < 4; run++) free(g[run]);
+    lf_trainable_free(tr);
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_kernels),
@@ -469,6 +535,7 @@ int main(void) {
         cmocka_unit_test(test_step_buffers_reused),
         cmocka_unit_test(test_loss_matches_inference),
         cmocka_unit_test(test_prepacked_weights),
+        cmocka_unit_test(test_bf16_products),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 
 #include "../src/tensor/kernels.h"
 #include "../src/tensor/simd.h"
+#include "../src/tensor/train_kernels.h"
 #include "../src/fusion/fusion.h"
 #include "../src/io/tensorset.h"
 #include "../src/model/model.h"
@@ -60,6 +61,101 @@ static void *rand_mat(lf_mat *W, lf_dtype t, int rows, int cols) {
 }
 
 static const int isas[] = {LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512};
+
+/* The bfloat16 products (lf_set_products(LF_PRODUCTS_BF16), AVX512-BF16):
+ * against a double sum of the factors each rounded to bfloat16 (round to
+ * nearest even, lf_f32_to_bf16), for every weight dtype, W and W^T,
+ * row-major and transposed x, with and without accumulation, over shapes
+ * with odd column counts (a last pair of one value), several column
+ * slices, and rows and tokens off the 32 x 12 blocks.  The only
+ * difference left is float32 accumulation: 2e-6 of the sum of |terms|
+ * (rounding one factor differently, or truncating, leaves errors of order
+ * 2^-9 of each term, hundreds of times more). */
+static void test_gemm_bf16(void **state) {
+    (void)state;
+    if (!lf_cpu_bf16()) {
+        assert_int_equal(lf_set_products(LF_PRODUCTS_BF16), LF_PRODUCTS_F32); /* not in effect here */
+        assert_int_equal(lf_set_products(LF_PRODUCTS_F32), LF_PRODUCTS_F32);
+        fprintf(stderr, "test_gemm_bf16: skipped (this CPU or path has no AVX512-BF16)\n");
+        skip();
+    }
+    assert_int_equal(lf_set_products(7), -1);
+    const int shapes[][3] = {{40, 37, 13}, {33, 300, 12}, {64, 16, 25}, {17, 521, 30}, {70, 33, 1}, {5, 2, 7}};
+    const lf_dtype dts[] = {LF_F32, LF_F16, LF_BF16, LF_Q8};
+    for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int wtrans = 0; wtrans < 2; wtrans++)
+                for (int xt = 0; xt < 2; xt++) {
+                    const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2], acc = (int)(si & 1);
+                    const int out = wtrans ? cols : rows, in = wtrans ? rows : cols;
+                    lf_mat W, F;
+                    void *buf = rand_mat(&F, LF_F32, rows, cols), *qb = NULL;
+                    if (dts[di] == LF_Q8) {
+                        qb = malloc(lf_q8_bytes(rows, cols));
+                        lf_q8_quantize(qb, &F, &W);
+                    } else {
+                        free(buf);
+                        buf = rand_mat(&W, dts[di], rows, cols);
+                    }
+                    float *wf = malloc((size_t)rows * cols * sizeof(float));
+                    for (int r = 0; r < rows; r++) lf_mat_row_f32(wf + (size_t)r * cols, &W, r);
+                    const size_t st = xt ? 1 : (size_t)in + 5, sk = xt ? (size_t)T + 3 : 1;
+                    const size_t nx = xt ? (size_t)in * sk : (size_t)T * st;
+                    float *x = malloc(nx * sizeof(float)), *y = malloc((size_t)T * out * sizeof(float));
+                    float *ref = malloc((size_t)T * out * sizeof(float)), *tol = malloc((size_t)T * out * sizeof(float));
+                    for (size_t i = 0; i < nx; i++) x[i] = frand() * 3.0f;
+                    for (size_t i = 0; i < (size_t)T * out; i++) y[i] = frand();
+                    for (int t = 0; t < T; t++)
+                        for (int o = 0; o < out; o++) {
+                            double a = acc ? y[(size_t)t * out + o] : 0, m = 0;
+                            for (int c = 0; c < in; c++) {
+                                const float w = wf[wtrans ? (size_t)c * cols + o : (size_t)o * cols + c];
+                                const double p = (double)lf_bf16_to_f32(lf_f32_to_bf16(x[t * st + c * sk])) *
+                                                 lf_bf16_to_f32(lf_f32_to_bf16(w));
+                                a += p;
+                                m += fabs(p);
+                            }
+                            ref[(size_t)t * out + o] = (float)a;
+                            tol[(size_t)t * out + o] = (float)(2e-6 * (m + fabs(a)) + 1e-30);
+                        }
+                    lf_gemm_mode(y, x, st, sk, &W, wtrans, T, acc, 1);
+                    for (size_t i = 0; i < (size_t)T * out; i++)
+                        if (!(fabsf(y[i] - ref[i]) <= tol[i])) {
+                            fprintf(stderr, "bf16 gemm dtype %d shape %zu wtrans %d xt %d: [%zu] %g vs %g (tol %g)\n",
+                                    (int)dts[di], si, wtrans, xt, i, y[i], ref[i], tol[i]);
+                            fail();
+                        }
+                    free(buf); free(qb); free(wf); free(x); free(y); free(ref); free(tol);
+                }
+    /* Through the public switch: lf_matmul of 9 tokens (the GEMM) follows it. */
+    lf_mat W;
+    void *buf = rand_mat(&W, LF_F16, 48, 200);
+    float x[9 * 200], yb[9 * 48], yf[9 * 48], yr[9 * 48];
+    for (int i = 0; i < 9 * 200; i++) x[i] = frand();
+    assert_int_equal(lf_set_products(LF_PRODUCTS_BF16), LF_PRODUCTS_BF16);
+    assert_int_equal(lf_get_products(), LF_PRODUCTS_BF16);
+    lf_matmul(yb, x, &W, 9, 0);
+    lf_gemm_mode(yr, x, 200, 1, &W, 0, 9, 0, 1);
+    assert_memory_equal(yb, yr, sizeof yb);
+    assert_int_equal(lf_set_products(LF_PRODUCTS_F32), LF_PRODUCTS_F32);
+    lf_matmul(yf, x, &W, 9, 0);
+    lf_gemm_ex(yr, x, 200, 1, &W, 0, 9, 0);
+    assert_memory_equal(yf, yr, sizeof yf);
+    assert_true(memcmp(yb, yf, sizeof yb) != 0);
+    /* and so does the product with W of the backward pass */
+    lf_set_products(LF_PRODUCTS_BF16);
+    float dx[9 * 200], dr[9 * 200];
+    lf_matmul_tn(dx, yb, &W, 9, 0);
+    lf_gemm_mode(dr, yb, 48, 1, &W, 1, 9, 0, 1);
+    assert_memory_equal(dx, dr, sizeof dx);
+    lf_set_products(LF_PRODUCTS_F32);
+    /* on the AVX2 path the products stay float32 */
+    const int prev = lf_kernels_set_isa(LF_ISA_AVX2);
+    assert_int_equal(lf_set_products(LF_PRODUCTS_BF16), LF_PRODUCTS_F32);
+    lf_set_products(LF_PRODUCTS_F32);
+    lf_kernels_set_isa(prev);
+    free(buf);
+}
 
 /* Every path (portable, AVX2, AVX-512: the ones this CPU has) and every
  * dtype against the reference, over shapes that exercise the edges: rows
@@ -698,7 +794,7 @@ static void test_small_kernels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_q8),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
         cmocka_unit_test(test_parallel_ranges),

@@ -42,7 +42,20 @@ static int parse_float(const char *s, const char *what, float *out) {
 }
 
 enum { O_IDS = 256, O_SYSTEM, O_GREEDY, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_JSON, O_NOBOS, O_SPECIAL,
-       O_CTX, O_TRACE, O_TRACESVG, O_QUANT, O_PLACE };
+       O_CTX, O_TRACE, O_TRACESVG, O_QUANT, O_PLACE, O_PRODUCTS };
+
+int cli_parse_products(const char *s) {
+    if (!strcmp(s, "f32")) return LF_PRODUCTS_F32;
+    if (!strcmp(s, "bf16")) return LF_PRODUCTS_BF16;
+    fprintf(stderr, "loraflow: --products expects f32 or bf16, got '%s'\n", s);
+    return -1;
+}
+
+void cli_set_products(int mode) {
+    if (lf_set_products(mode) != mode)
+        fprintf(stderr, "loraflow: --products bf16: this CPU (or LORAFLOW_ISA) has no AVX512-BF16 path; "
+                        "the products stay float32\n");
+}
 
 int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *usage) {
     static const struct option longopts[] = {
@@ -58,7 +71,8 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
         {"no-bos", no_argument, 0, O_NOBOS}, {"special", no_argument, 0, O_SPECIAL},
         {"ctx", required_argument, 0, O_CTX}, {"trace", required_argument, 0, O_TRACE},
         {"trace-svg", required_argument, 0, O_TRACESVG}, {"quantize", required_argument, 0, O_QUANT},
-        {"placement", required_argument, 0, O_PLACE}, {0, 0, 0, 0},
+        {"placement", required_argument, 0, O_PLACE}, {"products", required_argument, 0, O_PRODUCTS},
+        {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
@@ -67,6 +81,7 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
     o->top_k = 40;
     o->seed = 42;
     o->quantize = o->placement = -1; /* unset: the library's default (LORAFLOW_QUANTIZE/PLACEMENT) */
+    o->products = -1;                /* unset: LORAFLOW_PRODUCTS or float32 */
     optind = 1;
     opterr = 0;
     int c;
@@ -135,6 +150,10 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
             else if (!strcmp(optarg, "copy")) o->placement = LF_PLACE_COPY;
             else { fprintf(stderr, "loraflow: --placement expects auto, mmap or copy, got '%s'\n", optarg); return -1; }
             break;
+        case O_PRODUCTS:
+            need = OPT_LOAD;
+            if ((o->products = cli_parse_products(optarg)) < 0) return -1;
+            break;
         case ':': fprintf(stderr, "loraflow: option %s needs a value (see --help)\n", argv[optind - 1]); return -1;
         default: fprintf(stderr, "loraflow: unknown option %s (see --help)\n", argv[optind - 1]); return -1;
         }
@@ -167,6 +186,7 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
         return -1;
     }
     if (o->threads) lf_set_threads(o->threads);
+    if (o->products >= 0) cli_set_products(o->products);
     return 0;
 }
 

@@ -15,14 +15,14 @@ typedef struct {
     const char *model_dir, *gate, *data, *dev, *out, *system, *system_file, *task, *format, *checkpoint;
     const char *shape, *config, *tokenizer, *targets, *weights, *ties;
     const char *adapter_name[CLI_MAX_ADAPTERS], *adapter_dir[CLI_MAX_ADAPTERS];
-    int n_adapters, init, max_len, threads, rank, resume, checkpoint_every, max_steps, quiet;
+    int n_adapters, init, max_len, threads, rank, resume, checkpoint_every, max_steps, quiet, products;
     float temperature, alpha;
     lf_train_params tp;
 } train_opts;
 
 enum { T_INIT = 300, T_DATA, T_DEV, T_SYSTEM, T_SYSFILE, T_TASK, T_MAXLEN, T_LR, T_BATCH, T_ACCUM, T_EPOCHS,
        T_SEED, T_DROPOUT, T_WD, T_FORMAT, T_CKPT, T_CKPT_EVERY, T_RESUME, T_MAXSTEPS, T_RANK, T_ALPHA, T_TARGETS,
-       T_SHAPE, T_CONFIG, T_TOKENIZER, T_WARMUP, T_CLIP, T_QUIET, T_TIES };
+       T_SHAPE, T_CONFIG, T_TOKENIZER, T_WARMUP, T_CLIP, T_QUIET, T_TIES, T_PRODUCTS };
 
 static int num_f(const char *s, const char *what, float *out) {
     char *end;
@@ -66,10 +66,12 @@ static int parse(int argc, char **argv, train_opts *o, const char *usage) {
         {"alpha", required_argument, 0, T_ALPHA}, {"targets", required_argument, 0, T_TARGETS},
         {"shape", required_argument, 0, T_SHAPE}, {"config", required_argument, 0, T_CONFIG},
         {"tokenizer", required_argument, 0, T_TOKENIZER}, {"quiet", no_argument, 0, T_QUIET},
-        {"tie-embeddings", required_argument, 0, T_TIES}, {0, 0, 0, 0},
+        {"tie-embeddings", required_argument, 0, T_TIES}, {"products", required_argument, 0, T_PRODUCTS},
+        {0, 0, 0, 0},
     };
     optind = 1;
     opterr = 0;
+    o->products = -1;
     int c;
     while ((c = getopt_long(argc, argv, ":hm:l:g:T:w:o:t:", lo, NULL)) != -1) {
         switch (c) {
@@ -126,6 +128,7 @@ static int parse(int argc, char **argv, train_opts *o, const char *usage) {
         case T_TOKENIZER: o->tokenizer = optarg; break;
         case T_QUIET: o->quiet = 1; break;
         case T_TIES: o->ties = optarg; break;
+        case T_PRODUCTS: if ((o->products = cli_parse_products(optarg)) < 0) return -1; break;
         case ':': fprintf(stderr, "loraflow: option %s needs a value (see --help)\n", argv[optind - 1]); return -1;
         default: fprintf(stderr, "loraflow: unknown option %s (see --help)\n", argv[optind - 1]); return -1;
         }
@@ -135,6 +138,7 @@ static int parse(int argc, char **argv, train_opts *o, const char *usage) {
         return -1;
     }
     if (o->threads) lf_set_threads(o->threads);
+    if (o->products >= 0) cli_set_products(o->products);
     return 0;
 }
 
@@ -237,6 +241,7 @@ static const char grad_usage[] =
     "  -T X                  gate temperature (default 1.0, as in training)\n"
     "  --system TEXT | --system-prompts FILE --task KEY   system prompt of text examples\n"
     "  --max-len N           cut examples at the tail to N tokens (default 4096)\n"
+    CLI_PRODUCTS_USAGE
     "  -t N                  threads\n"
     "Data lines: {query, response} | {data: [q, a]} | {question, answer} | {text} |\n"
     "{input_ids, labels[, attention_mask]} (see the README).\n";
@@ -292,6 +297,8 @@ static const char common_train_help[] =
     "                        epoch end and every --checkpoint-every N steps\n"
     "  --resume              continue from --checkpoint exactly where it stopped\n"
     "  --max-steps N         stop after N steps of the schedule (the schedule stays the full one)\n"
+    "speed:\n"
+    CLI_PRODUCTS_USAGE
     "  -t N                  threads; under `mpirun -np R` the global batch is split over R ranks\n";
 
 static void print_result(const char *what, const lf_train_result *res, const char *out) {

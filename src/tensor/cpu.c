@@ -9,7 +9,10 @@
  * (AMX-TILE, AMX-BF16 and AVX512-BF16), the kernel's saving of tile state
  * (XCR0 bits 17 and 18) and this process's permission to use it, asked
  * once with arch_prctl(ARCH_REQ_XCOMP_PERM).  LORAFLOW_AMX=0 turns it off,
- * and so does any cap below AVX-512. */
+ * and so does any cap below AVX-512.
+ *
+ * Products in bfloat16 (lf_set_products, LORAFLOW_PRODUCTS=bf16) need
+ * AVX512-BF16 on the AVX-512 path; elsewhere the float32 products stay. */
 #include "simd.h"
 
 #include <stdlib.h>
@@ -25,6 +28,8 @@ static int vnni = 0;      /* AVX512-VNNI */
 static int cap = LF_ISA_AVX512;
 static int amx = 0;       /* AMX usable (CPU, kernel and permission) */
 static int amx_cap = 1;   /* lf_kernels_set_amx */
+static int bf16 = 0;      /* AVX512-BF16 (vdpbf16ps) */
+static int products = -1; /* LF_PRODUCTS_* asked for (-1: not yet read from the environment) */
 
 #ifdef LF_X86
 static int amx_usable(void) {
@@ -52,6 +57,8 @@ static void detect(void) {
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
             best = LF_ISA_AVX512;
         vnni = __builtin_cpu_supports("avx512vnni");
+        unsigned a7, b7, c7, d7;
+        bf16 = __get_cpuid_count(7, 1, &a7, &b7, &c7, &d7) && (a7 & (1u << 5)); /* AVX512-BF16 */
     }
     const char *a = getenv("LORAFLOW_AMX");
     if (best == LF_ISA_AVX512 && !(a && !strcmp(a, "0"))) amx = amx_usable();
@@ -72,6 +79,26 @@ int lf_isa(void) {
 int lf_cpu_vnni512(void) { return lf_isa() == LF_ISA_AVX512 && vnni; }
 
 int lf_cpu_amx(void) { return lf_isa() == LF_ISA_AVX512 && amx && amx_cap; }
+
+static int products_asked(void) {
+    if (products < 0) {
+        const char *e = getenv("LORAFLOW_PRODUCTS");
+        products = e && !strcmp(e, "bf16") ? LF_PRODUCTS_BF16 : LF_PRODUCTS_F32;
+    }
+    return products;
+}
+
+int lf_cpu_bf16(void) { return lf_isa() == LF_ISA_AVX512 && bf16; }
+
+int lf_products_bf16(void) { return products_asked() == LF_PRODUCTS_BF16 && lf_cpu_bf16(); }
+
+int lf_set_products(int mode) {
+    if (mode != LF_PRODUCTS_F32 && mode != LF_PRODUCTS_BF16) return -1;
+    products = mode;
+    return lf_get_products();
+}
+
+int lf_get_products(void) { return lf_products_bf16() ? LF_PRODUCTS_BF16 : LF_PRODUCTS_F32; }
 
 int lf_kernels_set_amx(int on) {
     int prev = amx_cap;

@@ -19,7 +19,15 @@
  *     MR * NR / 16 FMAs.
  * The threads claim groups of panels, so each weight is read and converted
  * once per product.  MR x NR: 12 x 32 (AVX-512, 24 accumulators),
- * 6 x 16 (AVX2, 12 accumulators), 4 x 16 (portable C). */
+ * 6 x 16 (AVX2, 12 accumulators), 4 x 16 (portable C).
+ *
+ * bfloat16 products (lf_gemm_mode with bf16, on CPUs with AVX512-BF16):
+ * the packed x tiles and weight panels are rounded to bfloat16 and stored
+ * as pairs of consecutive columns in one 32-bit lane, [kc/2][MR] and
+ * [kc/2][NR]; the micro-kernel's vdpbf16ps adds both products of a pair to
+ * a float32 accumulator, twice the multiply-adds of an FMA.  The panels are
+ * packed in float32 as above, then paired (in L1), so every weight dtype
+ * and both orientations share the packers. */
 #include "simd.h"
 
 #include <stdlib.h>
@@ -298,6 +306,132 @@ T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, fl
         }
     }
 }
+
+#define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+
+/* Rows 2p and 2p+1 of src [k][n] (float32) as pairs of bfloat16 (round to
+ * nearest even): dst [(k + 1) / 2][n], the even row's value in the low
+ * half of each 32-bit lane; a missing last odd row counts as 0. */
+T_BF16 static void pair_rows(uint32_t *dst, const float *src, int k, int n) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                           6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int p = 0; p < (k + 1) / 2; p++) {
+        const float *e = src + (size_t)2 * p * n, *o = e + n;
+        const int odd = 2 * p + 1 < k;
+        for (int j = 0; j < n; j += 16) {
+            const __mmask16 m = (__mmask16)(n - j >= 16 ? 0xffff : (1u << (n - j)) - 1);
+            const __m512 a = _mm512_maskz_loadu_ps(m, e + j);
+            const __m512 b = odd ? _mm512_maskz_loadu_ps(m, o + j) : _mm512_setzero_ps();
+            const __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a in the low 16 halves, b in the high */
+            _mm512_mask_storeu_epi32(dst + (size_t)p * n + j, m, _mm512_permutexvar_epi16(inter, ab));
+        }
+    }
+}
+
+/* 32 consecutive floats (the first m) as 16 pairs of bfloat16 in 32-bit lanes. */
+T_BF16 static inline __m512i pairs_of(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+
+/* Tile `tile` of every slice of a row-major x straight into bfloat16 pairs
+ * (xb's layout: [ntiles][(kc + 1) / 2][mr] per slice), 32 columns of the
+ * tile's rows at a time, transposed 16 x 16 in registers (mr <= 16). */
+T_BF16 static void pack_xb_avx512(uint32_t *xb, const float *x, size_t st, int T, int cols, int mr, int tile,
+                                  int ntiles, int kcmax) {
+    const int t0 = tile * mr, mv = T - t0 < mr ? T - t0 : mr;
+    const __mmask16 out = (__mmask16)((1u << mr) - 1);
+    for (int k0 = 0; k0 < cols; k0 += kcmax) {
+        const int kc = cols - k0 < kcmax ? cols - k0 : kcmax, kp = (kc + 1) / 2;
+        uint32_t *dst = xb + (size_t)k0 / 2 * ntiles * mr + (size_t)tile * kp * mr;
+        for (int c = 0; c < kc; c += 32) {
+            const int m = kc - c < 32 ? kc - c : 32;
+            const __mmask16 in0 = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
+            const __mmask16 in1 = (__mmask16)(m >= 32 ? 0xffff : m <= 16 ? 0 : (1u << (m - 16)) - 1);
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) {
+                if (i < mv) {
+                    const float *src = x + (size_t)(t0 + i) * st + k0 + c;
+                    r[i] = pairs_of(_mm512_maskz_loadu_ps(in0, src), _mm512_maskz_loadu_ps(in1, src + 16));
+                } else {
+                    r[i] = _mm512_setzero_si512();
+                }
+            }
+            lf_tr16_epi32(r);
+            for (int j = 0; j < (m + 1) / 2; j++) _mm512_mask_storeu_epi32(dst + (size_t)(c / 2 + j) * mr, out, r[j]);
+        }
+    }
+}
+
+/* The panel of rows r0 .. r0+nr-1 (nr a multiple of 16) and columns
+ * c0 .. c0+kc-1 of W (F32, F16 or BF16) as bfloat16 pairs [(kc + 1) / 2][nr]:
+ * 32 columns of 16 rows at a time, transposed in registers. */
+T_BF16 static void pack_pairs_avx512(uint32_t *pb, const lf_mat *W, int r0, int nr, int c0, int kc) {
+    for (int c = 0; c < kc; c += 32) {
+        const int m = kc - c < 32 ? kc - c : 32;
+        for (int i = 0; i < nr; i += 16) {
+            __m512i r[16];
+            for (int j = 0; j < 16; j++)
+                r[j] = r0 + i + j < W->rows
+                           ? pairs_of(load16_f32(W, r0 + i + j, c0 + c, m),
+                                      m > 16 ? load16_f32(W, r0 + i + j, c0 + c + 16, m - 16) : _mm512_setzero_ps())
+                           : _mm512_setzero_si512();
+            lf_tr16_epi32(r);
+            for (int j = 0; j < (m + 1) / 2; j++) _mm512_store_si512(pb + (size_t)(c / 2 + j) * nr + i, r[j]);
+        }
+    }
+}
+
+/* The same panel of W^T (its rows r0.. are columns of W, its columns c0..
+ * rows of W): pair p is rows c0+2p and c0+2p+1 of W, whose nr consecutive
+ * values are interleaved without a transposition; 0 past W->cols. */
+T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0, int nr, int c0, int kc) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                           6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
+    for (int p = 0; p < (kc + 1) / 2; p++) {
+        const int odd = 2 * p + 1 < kc;
+        for (int j = 0; j < nr; j += 16) {
+            const int m = nv - j < 16 ? (nv - j > 0 ? nv - j : 0) : 16;
+            const __m512 a = m ? load16_f32(W, c0 + 2 * p, r0 + j, m) : _mm512_setzero_ps();
+            const __m512 b = m && odd ? load16_f32(W, c0 + 2 * p + 1, r0 + j, m) : _mm512_setzero_ps();
+            _mm512_store_si512(pb + (size_t)p * nr + j, _mm512_permutexvar_epi16(inter, pairs_of(a, b)));
+        }
+    }
+}
+
+/* ukernel_avx512 over kp column pairs in bfloat16: xb [kp][MR], pb [kp][NR]. */
+T_BF16 static void ukernel_bf16(int kp, const uint32_t *xb, const uint32_t *pb, float *y, int ldy, int mv, int nv,
+                                int load) {
+    enum { MR = 12, NR = 32 };
+    const __mmask16 m0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
+    const __mmask16 m1 = (__mmask16)(nv >= 32 ? 0xffff : nv <= 16 ? 0 : (1u << (nv - 16)) - 1);
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (load && i < mv) {
+            c0[i] = _mm512_maskz_loadu_ps(m0, y + (size_t)i * ldy);
+            c1[i] = _mm512_maskz_loadu_ps(m1, y + (size_t)i * ldy + 16);
+        } else {
+            c0[i] = c1[i] = _mm512_setzero_ps();
+        }
+    }
+    for (int k = 0; k < kp; k++) {
+        const __m512bh w0 = (__m512bh)_mm512_load_si512(pb + (size_t)k * NR);
+        const __m512bh w1 = (__m512bh)_mm512_load_si512(pb + (size_t)k * NR + 16);
+        const uint32_t *xk = xb + (size_t)k * MR;
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)xk[i]);
+            c0[i] = _mm512_dpbf16_ps(c0[i], w0, b);
+            c1[i] = _mm512_dpbf16_ps(c1[i], w1, b);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (i < mv) {
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy, m0, c0[i]);
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m1, c1[i]);
+        }
+    }
+}
 #endif
 
 /* ============================ driver ============================ */
@@ -324,18 +458,31 @@ typedef struct {
     const float *x;
     size_t xst, xsk; /* strides of x: element (t, c) is x[t * xst + c * xsk] */
     float *y, *xp;
-    int T, rows, cols, ntiles, npanels, kcmax, accumulate, isa;
+    uint32_t *xb; /* bf16: xp's tiles as bfloat16 pairs, [kcmax/2][ntiles][MR] per slice */
+    int T, rows, cols, ntiles, npanels, kcmax, accumulate, isa, bf16, wtrans;
 } gemm_job;
 
 static void pack_x_chunk(void *ctx, int t) {
     const gemm_job *g = ctx;
+    const int mr = g->sh.mr;
 #ifdef LF_X86
-    if (g->isa == LF_ISA_AVX512 && g->xsk == 1 && g->sh.mr <= 16) {
-        pack_x_avx512(g->xp, g->x, g->xst, g->T, g->cols, g->sh.mr, t, g->ntiles, g->kcmax);
+    if (g->bf16 && g->xsk == 1) {
+        pack_xb_avx512(g->xb, g->x, g->xst, g->T, g->cols, mr, t, g->ntiles, g->kcmax);
         return;
     }
+    if (g->isa == LF_ISA_AVX512 && g->xsk == 1 && mr <= 16)
+        pack_x_avx512(g->xp, g->x, g->xst, g->T, g->cols, mr, t, g->ntiles, g->kcmax);
+    else
 #endif
-    pack_x(g->xp, g->x, g->xst, g->xsk, g->T, g->cols, g->sh.mr, t, g->ntiles, g->kcmax);
+        pack_x(g->xp, g->x, g->xst, g->xsk, g->T, g->cols, mr, t, g->ntiles, g->kcmax);
+#ifdef LF_X86
+    if (g->bf16) /* a strided x: paired from its float32 tiles */
+        for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
+            const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
+            pair_rows(g->xb + (size_t)k0 / 2 * g->ntiles * mr + (size_t)t * ((kc + 1) / 2) * mr,
+                      g->xp + (size_t)k0 * g->ntiles * mr + (size_t)t * kc * mr, kc, mr);
+        }
+#endif
 }
 
 /* GROUP panels of rows (one chunk): every column slice, every token tile. */
@@ -345,9 +492,36 @@ static void panels_chunk(void *ctx, int chunk) {
     const int g0 = chunk * GROUP, ng = g->npanels - g0 < GROUP ? g->npanels - g0 : GROUP;
     float *tmp = lf_xaligned((size_t)nr * g->kcmax * sizeof(float));
     float *panels = lf_xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
+    uint32_t *pairs = g->bf16 ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
     for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
         const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
         const int load = g->accumulate || k0 > 0;
+#ifdef LF_X86
+        if (g->bf16) {
+            const int kp = (kc + 1) / 2;
+            for (int j = 0; j < ng; j++) {
+                uint32_t *pb = pairs + (size_t)j * nr * kp;
+                if (g->W->dtype == LF_Q8) { /* through float32, like its float32 panels */
+                    g->sh.pack(panels, g->W, (g0 + j) * nr, nr, k0, kc, tmp);
+                    pair_rows(pb, panels, kc, nr);
+                } else if (g->wtrans) {
+                    pack_pairs_trans_avx512(pb, g->W, (g0 + j) * nr, nr, k0, kc);
+                } else {
+                    pack_pairs_avx512(pb, g->W, (g0 + j) * nr, nr, k0, kc);
+                }
+            }
+            const uint32_t *xs = g->xb + (size_t)k0 / 2 * g->ntiles * mr;
+            for (int t = 0; t < g->ntiles; t++) {
+                const int mv = T - t * mr < mr ? T - t * mr : mr;
+                for (int j = 0; j < ng; j++) {
+                    const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
+                    ukernel_bf16(kp, xs + (size_t)t * kp * mr, pairs + (size_t)j * nr * kp,
+                                 g->y + (size_t)t * mr * rows + o0, rows, mv, nv, load);
+                }
+            }
+            continue;
+        }
+#endif
         for (int j = 0; j < ng; j++) g->sh.pack(panels + (size_t)j * nr * kc, g->W, (g0 + j) * nr, nr, k0, kc, tmp);
         const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
         for (int t = 0; t < g->ntiles; t++) {
@@ -361,10 +535,11 @@ static void panels_chunk(void *ctx, int chunk) {
     }
     free(tmp);
     free(panels);
+    free(pairs);
 }
 
-void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
-                int accumulate) {
+void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                  int accumulate, int bf16) {
     const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
     if (rows <= 0 || T <= 0) return;
     if (cols <= 0) {
@@ -373,7 +548,7 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
     }
     if (lf_gemm_amx(y, x, xst, xsk, W, wtrans, T, accumulate)) return;
     const int isa = lf_isa();
-    gemm_job g = {.sh = shape_for(isa), .isa = isa, .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
+    gemm_job g = {.sh = shape_for(isa), .isa = isa, .bf16 = bf16 && lf_cpu_bf16(), .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
                   .rows = rows, .cols = cols, .accumulate = accumulate};
     if (wtrans) g.sh.pack = pack_trans;
     g.ntiles = (T + g.sh.mr - 1) / g.sh.mr;
@@ -381,15 +556,23 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
     /* equal slices of at most KC_MAX columns */
     const int nslices = (cols + KC_MAX - 1) / KC_MAX;
     g.kcmax = ((cols + nslices - 1) / nslices + 15) / 16 * 16;
-    g.xp = lf_xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
+    g.wtrans = wtrans;
+    g.xp = g.bf16 && xsk == 1 ? NULL : lf_xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
+    g.xb = g.bf16 ? lf_xaligned((size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
     /* The kernel threads claim tiles, then groups of panels (pool.c): a
      * thread the system preempts delays only the chunk it holds. */
     const int nt = 2.0 * T * rows * cols >= 4e6 ? lf_kernels_threads() : 1;
     lf_parallel_chunks(pack_x_chunk, &g, g.ntiles, nt);
     lf_parallel_chunks(panels_chunk, &g, (g.npanels + GROUP - 1) / GROUP, nt);
     free(g.xp);
+    free(g.xb);
+}
+
+void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                int accumulate) {
+    lf_gemm_mode(y, x, xst, xsk, W, wtrans, T, accumulate, 0);
 }
 
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
-    lf_gemm_ex(y, x, (size_t)W->cols, 1, W, 0, T, accumulate);
+    lf_gemm_mode(y, x, (size_t)W->cols, 1, W, 0, T, accumulate, lf_products_bf16());
 }

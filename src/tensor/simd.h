@@ -32,6 +32,8 @@ void *lf_xaligned(size_t n);
 int lf_isa(void);         /* current LF_ISA_* (detected once, capped by the env and by lf_kernels_set_isa) */
 int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected) */
 int lf_cpu_amx(void);     /* AMX tiles usable (and the AVX-512 path selected, not turned off) */
+int lf_cpu_bf16(void);    /* AVX512-BF16 present (and the AVX-512 path selected) */
+int lf_products_bf16(void); /* products with stored matrices in bfloat16 (lf_set_products, and the CPU has them) */
 
 #ifdef LF_X86
 #include <immintrin.h>
@@ -119,6 +121,12 @@ void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate);
  * product is with W (y [T, W->cols] (+)= x [T, W->rows] W) instead of W^T. */
 void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
                 int accumulate);
+/* lf_gemm_ex with both factors rounded to bfloat16 and the sums kept in
+ * float32 when bf16 is non-zero and the CPU has AVX512-BF16 (gemm.c);
+ * lf_gemm_ex otherwise.  The products with stored matrices (lf_matmul,
+ * lf_matmul_tn) pass lf_products_bf16(). */
+void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                  int accumulate, int bf16);
 /* The same on AMX tiles (gemm_amx.c) when the CPU has them, W is F16 or
  * BF16 and T is large enough; returns 0, having done nothing, otherwise. */
 int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,

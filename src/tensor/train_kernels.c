@@ -77,7 +77,7 @@ static void tn_chunk(void *ctx, int cb) {
 void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumulate) {
     const int rows = W->rows, cols = W->cols;
     if (T >= GEMM_MIN_T) {
-        lf_gemm_ex(dx, dy, (size_t)rows, 1, W, 1, T, accumulate);
+        lf_gemm_mode(dx, dy, (size_t)rows, 1, W, 1, T, accumulate, lf_products_bf16());
         return;
     }
     if (!accumulate) memset(dx, 0, (size_t)T * cols * sizeof(float));
