@@ -197,6 +197,12 @@ int main(int argc, char **argv) {
     const char *names[] = {"F16", "BF16", "F32", "Q8"};
     for (int i = 0; i < 4; i++) matvec_speed(types[i], names[i], runs);
     for (int i = 0; i < 4; i++) gemm_speed(types[i], names[i], runs > 3 ? 3 : runs);
+    /* the same products in bfloat16 (--products bf16), where the CPU has them */
+    if (lf_set_products(LF_PRODUCTS_BF16) == LF_PRODUCTS_BF16) {
+        gemm_speed(LF_F16, "F16 bf16-products", runs > 3 ? 3 : runs);
+        gemm_speed(LF_BF16, "BF16 bf16-products", runs > 3 ? 3 : runs);
+    }
+    lf_set_products(LF_PRODUCTS_F32);
     attention_speed(runs);
     return 0;
 }
