@@ -398,25 +398,31 @@ static void test_loss_matches_inference(void **state) {
     lf_model_free(m);
 }
 
+/* The F16 model of the AMX and bfloat16 tests (H 128, two rank-64 F16
+ * adapters and a gate) in the test folder sub, for contexts up to ctx. */
+static lf_model *f16_model(const char *sub, int ctx, uint64_t seed, lf_gate **gate) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", lf_test_tmpdir(), sub);
+    lf_synth_spec sp;
+    memset(&sp, 0, sizeof sp);
+    sp.cfg = (lf_config){128, 256, 2, 4, 2, 32, 64, ctx, 1e-5f, 10000.0f, 0, 1, 2};
+    sp.dtype = sp.adapter_dtype = LF_F16;
+    sp.n_adapters = 2;
+    sp.rank = 64;
+    sp.alpha = 16;
+    sp.gate = 1;
+    sp.seed = seed;
+    return synth_model(dir, &sp, gate);
+}
+
 /* Weights converted into AMX tiles once for the run (lf_trainable_prepack)
  * give the gradients of weights converted product by product, bit for
  * bit; the trainer takes them away again when it is freed.  On a CPU
  * without AMX nothing is converted and the two runs are the same path. */
 static void test_prepacked_weights(void **state) {
     (void)state;
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/f16", lf_test_tmpdir());
-    lf_synth_spec sp;
-    memset(&sp, 0, sizeof sp);
-    sp.cfg = (lf_config){128, 256, 2, 4, 2, 32, 64, 128, 1e-5f, 10000.0f, 0, 1, 2};
-    sp.dtype = sp.adapter_dtype = LF_F16;
-    sp.n_adapters = 2;
-    sp.rank = 64;
-    sp.alpha = 16;
-    sp.gate = 1;
-    sp.seed = 5;
     lf_gate *gate;
-    lf_model *m = synth_model(dir, &sp, &gate);
+    lf_model *m = f16_model("f16", 128, 5, &gate);
     enum { T = 70 };
     int32_t ids[T], lab[T];
     for (int t = 0; t < T; t++) {
@@ -469,19 +475,8 @@ static void test_prepacked_weights(void **state) {
  * bfloat16 products. */
 static void test_bf16_products(void **state) {
     (void)state;
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/f16b", lf_test_tmpdir());
-    lf_synth_spec sp;
-    memset(&sp, 0, sizeof sp);
-    sp.cfg = (lf_config){128, 256, 2, 4, 2, 32, 64, 512, 1e-5f, 10000.0f, 0, 1, 2};
-    sp.dtype = sp.adapter_dtype = LF_F16;
-    sp.n_adapters = 2;
-    sp.rank = 64;
-    sp.alpha = 16;
-    sp.gate = 1;
-    sp.seed = 9;
     lf_gate *gate;
-    lf_model *m = synth_model(dir, &sp, &gate);
+    lf_model *m = f16_model("f16b", 512, 9, &gate);
     enum { T = 300 };
     int32_t ids[T], lab[T];
     for (int t = 0; t < T; t++) {

@@ -273,21 +273,42 @@ T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, flo
         for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = tmp[i][j];
 }
 
-T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
-                                 int load) {
-    enum { MR = 12, NR = 32 };
-    const __mmask16 m0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
-    const __mmask16 m1 = (__mmask16)(nv >= 32 ? 0xffff : nv <= 16 ? 0 : (1u << (nv - 16)) - 1);
-    __m512 c0[MR], c1[MR];
+/* The 12 x 32 block of y that the AVX-512 micro-kernels keep in c0 (rows'
+ * first 16 columns) and c1 (the next 16): masks of the nv valid columns,
+ * the start (y or 0) and the store of the mv valid rows. */
+#define MR512 12
+T_512 static inline __attribute__((always_inline)) void block_start(__m512 c0[MR512], __m512 c1[MR512], __mmask16 m[2],
+                                                                     const float *y, int ldy, int mv, int nv, int load) {
+    m[0] = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
+    m[1] = (__mmask16)(nv >= 32 ? 0xffff : nv <= 16 ? 0 : (1u << (nv - 16)) - 1);
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < MR512; i++) {
         if (load && i < mv) {
-            c0[i] = _mm512_maskz_loadu_ps(m0, y + (size_t)i * ldy);
-            c1[i] = _mm512_maskz_loadu_ps(m1, y + (size_t)i * ldy + 16);
+            c0[i] = _mm512_maskz_loadu_ps(m[0], y + (size_t)i * ldy);
+            c1[i] = _mm512_maskz_loadu_ps(m[1], y + (size_t)i * ldy + 16);
         } else {
             c0[i] = c1[i] = _mm512_setzero_ps();
         }
     }
+}
+
+T_512 static inline __attribute__((always_inline)) void block_store(const __m512 c0[MR512], const __m512 c1[MR512],
+                                                                     const __mmask16 m[2], float *y, int ldy, int mv) {
+#pragma GCC unroll 12
+    for (int i = 0; i < MR512; i++) {
+        if (i < mv) {
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy, m[0], c0[i]);
+            _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m[1], c1[i]);
+        }
+    }
+}
+
+T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                                 int load) {
+    enum { MR = MR512, NR = 32 };
+    __m512 c0[MR], c1[MR];
+    __mmask16 m[2];
+    block_start(c0, c1, m, y, ldy, mv, nv, load);
     for (int k = 0; k < kc; k++) {
         const __m512 w0 = _mm512_load_ps(panel + (size_t)k * NR), w1 = _mm512_load_ps(panel + (size_t)k * NR + 16);
         const float *xk = xp + (size_t)k * MR;
@@ -298,13 +319,7 @@ T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, fl
             c1[i] = _mm512_fmadd_ps(w1, b, c1[i]);
         }
     }
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
-        if (i < mv) {
-            _mm512_mask_storeu_ps(y + (size_t)i * ldy, m0, c0[i]);
-            _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m1, c1[i]);
-        }
-    }
+    block_store(c0, c1, m, y, ldy, mv);
 }
 
 #define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
@@ -417,19 +432,10 @@ T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0
 /* ukernel_avx512 over kp column pairs in bfloat16: xb [kp][MR], pb [kp][NR]. */
 T_BF16 static void ukernel_bf16(int kp, const uint32_t *xb, const uint32_t *pb, float *y, int ldy, int mv, int nv,
                                 int load) {
-    enum { MR = 12, NR = 32 };
-    const __mmask16 m0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
-    const __mmask16 m1 = (__mmask16)(nv >= 32 ? 0xffff : nv <= 16 ? 0 : (1u << (nv - 16)) - 1);
+    enum { MR = MR512, NR = 32 };
     __m512 c0[MR], c1[MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
-        if (load && i < mv) {
-            c0[i] = _mm512_maskz_loadu_ps(m0, y + (size_t)i * ldy);
-            c1[i] = _mm512_maskz_loadu_ps(m1, y + (size_t)i * ldy + 16);
-        } else {
-            c0[i] = c1[i] = _mm512_setzero_ps();
-        }
-    }
+    __mmask16 m[2];
+    block_start(c0, c1, m, y, ldy, mv, nv, load);
     for (int k = 0; k < kp; k++) {
         const __m512bh w0 = (__m512bh)_mm512_load_si512(pb + (size_t)k * NR);
         const __m512bh w1 = (__m512bh)_mm512_load_si512(pb + (size_t)k * NR + 16);
@@ -441,13 +447,7 @@ T_BF16 static void ukernel_bf16(int kp, const uint32_t *xb, const uint32_t *pb, 
             c1[i] = _mm512_dpbf16_ps(c1[i], w1, b);
         }
     }
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) {
-        if (i < mv) {
-            _mm512_mask_storeu_ps(y + (size_t)i * ldy, m0, c0[i]);
-            _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16, m1, c1[i]);
-        }
-    }
+    block_store(c0, c1, m, y, ldy, mv);
 }
 #endif
 
