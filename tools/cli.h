@@ -56,7 +56,8 @@ enum {
 #define CLI_PRODUCTS_USAGE \
     "  --products P          f32 (default) or bf16: the products of many tokens with the weights\n" \
     "                        (prompt, training) with both factors rounded to bfloat16, sums in\n" \
-    "                        float32; about 1.4x faster steps on CPUs with AVX512-BF16 and no AMX\n"
+    "                        float32; on CPUs with AVX512-BF16 and no AMX, training steps about\n" \
+    "                        1.9x faster (docs/PERFORMANCE.md); a CPU without it keeps float32\n"
 
 /* --products: LF_PRODUCTS_* of "f32" or "bf16", or -1 (message printed). */
 int cli_parse_products(const char *s);
