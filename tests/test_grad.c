@@ -415,10 +415,11 @@ static lf_model *f16_model(const char *sub, int ctx, uint64_t seed, lf_gate **ga
     return synth_model(dir, &sp, gate);
 }
 
-/* Weights converted into AMX tiles once for the run (lf_trainable_prepack)
- * give the gradients of weights converted product by product, bit for
- * bit; the trainer takes them away again when it is freed.  On a CPU
- * without AMX nothing is converted and the two runs are the same path. */
+/* Weights converted once for the run (lf_trainable_prepack: AMX tiles, or
+ * bfloat16 pairs for the bfloat16 products) give the gradients of weights
+ * converted product by product, bit for bit; the trainer takes them away
+ * again when it is freed.  Where neither applies nothing is converted and
+ * the two runs are the same path. */
 static void test_prepacked_weights(void **state) {
     (void)state;
     lf_gate *gate;
@@ -430,39 +431,47 @@ static void test_prepacked_weights(void **state) {
         lab[t] = t < 20 ? -100 : (7 + t * 5) % 64;
     }
     const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
-    float *g[2] = {NULL, NULL};
-    size_t n = 0;
-    double loss[2];
     const int keep = lf_train_prepack;
-    for (int run = 0; run < 2; run++) {
-        lf_train_prepack = run; /* 0: none; 1: every weight */
-        lf_trainable *tr = lf_trainable_new(m, gate, LF_TRAIN_GATE);
-        assert_non_null(tr);
-        lf_trainable_prepack(tr);
-        if (run == 0 || !lf_kernels_amx()) assert_int_equal(lf_trainable_panel_bytes(tr), 0);
-        else assert_true(lf_trainable_panel_bytes(tr) > 0);
-        int nt;
-        assert_int_equal(lf_train_sequence(m, tr, &md, ids, lab, T, 0.02f, &loss[run], &nt, NULL), 0);
-        n = 0;
-        for (int i = 0; i < lf_trainable_count(tr); i++) n += lf_trainable_param(tr, i)->n;
-        g[run] = malloc(n * sizeof(float));
-        size_t at = 0;
-        for (int i = 0; i < lf_trainable_count(tr); i++) {
-            const lf_param *q = lf_trainable_param(tr, i);
-            memcpy(g[run] + at, q->g, q->n * sizeof(float));
-            at += q->n;
+    for (int prod = LF_PRODUCTS_F32; prod <= LF_PRODUCTS_BF16; prod++) {
+        /* float32: AMX tiles where the CPU has AMX; bfloat16 products: AMX
+         * tiles there, bfloat16 pairs on CPUs with AVX512-BF16 alone */
+        const int bf16 = lf_set_products(prod) == LF_PRODUCTS_BF16;
+        const int converts = lf_kernels_amx() || bf16;
+        float *g[2] = {NULL, NULL};
+        size_t n = 0;
+        double loss[2];
+        for (int run = 0; run < 2; run++) {
+            lf_train_prepack = run; /* 0: none; 1: every weight */
+            lf_trainable *tr = lf_trainable_new(m, gate, LF_TRAIN_GATE);
+            assert_non_null(tr);
+            lf_trainable_prepack(tr);
+            if (run == 0 || !converts) assert_int_equal(lf_trainable_panel_bytes(tr), 0);
+            else assert_true(lf_trainable_panel_bytes(tr) > 0);
+            int nt;
+            assert_int_equal(lf_train_sequence(m, tr, &md, ids, lab, T, 0.02f, &loss[run], &nt, NULL), 0);
+            n = 0;
+            for (int i = 0; i < lf_trainable_count(tr); i++) n += lf_trainable_param(tr, i)->n;
+            g[run] = malloc(n * sizeof(float));
+            size_t at = 0;
+            for (int i = 0; i < lf_trainable_count(tr); i++) {
+                const lf_param *q = lf_trainable_param(tr, i);
+                memcpy(g[run] + at, q->g, q->n * sizeof(float));
+                at += q->n;
+            }
+            lf_trainable_free(tr);
+            for (int l = 0; l < 2; l++) /* nothing left pointing at freed panels */
+                for (int q = 0; q < LF_NPROJ; q++)
+                    for (int wt = 0; wt < 2; wt++)
+                        assert_true(!m->layers[l].W[q].panels[wt] && !m->layers[l].lora[q].A.panels[wt] &&
+                                    !m->layers[l].lora[q].B.panels[wt]);
         }
-        lf_trainable_free(tr);
-        for (int l = 0; l < 2; l++) /* nothing left pointing at freed tiles */
-            for (int q = 0; q < LF_NPROJ; q++)
-                assert_true(!m->layers[l].W[q].panels[0] && !m->layers[l].W[q].panels[1] &&
-                            !m->layers[l].lora[q].A.panels[0] && !m->layers[l].lora[q].B.panels[1]);
+        assert_true(loss[0] == loss[1]);
+        assert_memory_equal(g[0], g[1], n * sizeof(float));
+        free(g[0]);
+        free(g[1]);
     }
+    lf_set_products(LF_PRODUCTS_F32);
     lf_train_prepack = keep;
-    assert_true(loss[0] == loss[1]);
-    assert_memory_equal(g[0], g[1], n * sizeof(float));
-    free(g[0]);
-    free(g[1]);
     lf_gate_free(gate);
     lf_model_free(m);
 }

@@ -118,6 +118,8 @@ static void test_gemm_bf16(void **state) {
                             ref[(size_t)t * out + o] = (float)a;
                             tol[(size_t)t * out + o] = (float)(2e-6 * (m + fabs(a)) + 1e-30);
                         }
+                    float *y0 = malloc((size_t)T * out * sizeof(float));
+                    memcpy(y0, y, (size_t)T * out * sizeof(float));
                     lf_gemm_mode(y, x, st, sk, &W, wtrans, T, acc, 1);
                     for (size_t i = 0; i < (size_t)T * out; i++)
                         if (!(fabsf(y[i] - ref[i]) <= tol[i])) {
@@ -125,6 +127,18 @@ static void test_gemm_bf16(void **state) {
                                     (int)dts[di], si, wtrans, xt, i, y[i], ref[i], tol[i]);
                             fail();
                         }
+                    /* the panels converted once (lf_pairs_panels_new) give the same, bit for bit */
+                    lf_set_products(LF_PRODUCTS_BF16);
+                    assert_int_equal(lf_pairs_panels_bytes(&W, wtrans), (size_t)(out + 31) / 32 * 32 * ((in + 1) / 2) * 4);
+                    lf_amx_panels *pp = lf_pairs_panels_new(&W, wtrans);
+                    assert_non_null(pp);
+                    W.panels[wtrans] = pp;
+                    lf_set_products(LF_PRODUCTS_F32);
+                    lf_gemm_mode(y0, x, st, sk, &W, wtrans, T, acc, 1);
+                    assert_memory_equal(y0, y, (size_t)T * out * sizeof(float));
+                    W.panels[wtrans] = NULL;
+                    lf_amx_panels_free(pp);
+                    free(y0);
                     free(buf); free(qb); free(wf); free(x); free(y); free(ref); free(tol);
                 }
     /* Through the public switch: lf_matmul of 9 tokens (the GEMM) follows it. */

@@ -45,7 +45,7 @@ struct lf_trainable {
     lf_mat *saved;                            /* [L * NPROJ + 2] */
     float **owned;
     int n_owned;
-    /* weights held as AMX tiles while training (lf_amx_panels_new) */
+    /* weights held as AMX tiles or bfloat16 pairs while training (lf_prepack_new) */
     struct {
         lf_mat *W;
         int wtrans;
@@ -205,18 +205,20 @@ static int setup_gate(lf_trainable *tr) {
 
 int lf_train_prepack = -1;
 
-/* Convert the frozen F16/BF16 weights into AMX tiles once, for every
- * product of every step to read instead of converting them each time
- * (training multiplies by each weight twice per step: forward and input
- * gradient).  4 bytes per weight and orientation; by default as many as fit
+/* Convert the frozen F16/BF16 weights into AMX tiles once (or, for the
+ * bfloat16 products on CPUs without AMX, into the bfloat16 pairs their
+ * micro-kernel reads), for every product of every step to read instead of
+ * converting them each time (training multiplies by each weight twice per
+ * step: forward and input gradient).  4 bytes per weight and orientation
+ * (pairs: 2); by default as many as fit
  * in half of the memory available beyond 4 GiB (what the activations may
  * take); a product whose weights were not converted converts its own. */
 /* Both orientations of W, as far as the budget goes; 0 when memory ran out. */
 static int prepack_mat(lf_trainable *tr, lf_mat *W, size_t *budget) {
     for (int wt = 0; wt < 2; wt++) {
-        const size_t b = lf_amx_panels_bytes(W, wt);
+        const size_t b = lf_prepack_bytes(W, wt);
         if (!b || b > *budget || W->panels[wt]) continue;
-        lf_amx_panels *pp = lf_amx_panels_new(W, wt);
+        lf_amx_panels *pp = lf_prepack_new(W, wt);
         if (!pp) return 0;
         W->panels[wt] = pp;
         tr->panels[tr->n_panels].W = W;

@@ -29,6 +29,7 @@
  * packed in float32 as above, then paired (in L1), so every weight dtype
  * and both orientations share the packers. */
 #include "simd.h"
+#include "../core/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -429,6 +430,22 @@ T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0
     }
 }
 
+/* Slice k0 (kc columns) of panel r0 of W (wtrans: of W^T) as bfloat16
+ * pairs pb [(kc + 1) / 2][32]; Q8 through its float32 panel (fbuf and
+ * tmp: 32 x KC_MAX floats each). */
+T_BF16 static void pairs_panel(uint32_t *pb, const lf_mat *W, int wtrans, int r0, int k0, int kc, float *fbuf,
+                               float *tmp) {
+    if (W->dtype == LF_Q8) {
+        if (wtrans) pack_trans(fbuf, W, r0, 32, k0, kc, tmp);
+        else pack_avx512(fbuf, W, r0, 32, k0, kc, tmp);
+        pair_rows(pb, fbuf, kc, 32);
+    } else if (wtrans) {
+        pack_pairs_trans_avx512(pb, W, r0, 32, k0, kc);
+    } else {
+        pack_pairs_avx512(pb, W, r0, 32, k0, kc);
+    }
+}
+
 /* ukernel_avx512 over kp column pairs in bfloat16: xb [kp][MR], pb [kp][NR]. */
 T_BF16 static void ukernel_bf16(int kp, const uint32_t *xb, const uint32_t *pb, float *y, int ldy, int mv, int nv,
                                 int load) {
@@ -453,6 +470,13 @@ T_BF16 static void ukernel_bf16(int kp, const uint32_t *xb, const uint32_t *pb, 
 
 /* ============================ driver ============================ */
 
+/* Columns per slice: equal slices of at most KC_MAX, a multiple of 16. */
+static int slice_cols(int cols) {
+    const int nslices = (cols + KC_MAX - 1) / KC_MAX;
+    return ((cols + nslices - 1) / nslices + 15) / 16 * 16;
+}
+
+
 typedef struct {
     int mr, nr;
     ukernel_fn kernel;
@@ -476,6 +500,8 @@ typedef struct {
     size_t xst, xsk; /* strides of x: element (t, c) is x[t * xst + c * xsk] */
     float *y, *xp;
     uint32_t *xb; /* bf16: xp's tiles as bfloat16 pairs, [kcmax/2][ntiles][MR] per slice */
+    const uint32_t *pre; /* bf16: or NULL: every panel as pairs already, [npanels][kp_all][NR] */
+    int kp_all;          /* column pairs of all slices */
     int T, rows, cols, ntiles, npanels, group, kcmax, accumulate, isa, bf16, wtrans;
 } gemm_job;
 
@@ -509,22 +535,20 @@ static void panels_chunk(void *ctx, int chunk) {
     const int g0 = chunk * g->group, ng = g->npanels - g0 < g->group ? g->npanels - g0 : g->group;
     float *tmp = lf_xaligned((size_t)nr * g->kcmax * sizeof(float));
     float *panels = lf_xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
-    uint32_t *pairs = g->bf16 ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
+    uint32_t *pairs = g->bf16 && !g->pre ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
     for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
         const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
         const int load = g->accumulate || k0 > 0;
 #ifdef LF_X86
         if (g->bf16) {
             const int kp = (kc + 1) / 2;
+            const uint32_t *pw[GROUP];
             for (int j = 0; j < ng; j++) {
-                uint32_t *pb = pairs + (size_t)j * nr * kp;
-                if (g->W->dtype == LF_Q8) { /* through float32, like its float32 panels */
-                    g->sh.pack(panels, g->W, (g0 + j) * nr, nr, k0, kc, tmp);
-                    pair_rows(pb, panels, kc, nr);
-                } else if (g->wtrans) {
-                    pack_pairs_trans_avx512(pb, g->W, (g0 + j) * nr, nr, k0, kc);
+                if (g->pre) { /* converted before (lf_pairs_panels_new) */
+                    pw[j] = g->pre + ((size_t)(g0 + j) * g->kp_all + k0 / 2) * nr;
                 } else {
-                    pack_pairs_avx512(pb, g->W, (g0 + j) * nr, nr, k0, kc);
+                    pairs_panel(pairs + (size_t)j * nr * kp, g->W, g->wtrans, (g0 + j) * nr, k0, kc, panels, tmp);
+                    pw[j] = pairs + (size_t)j * nr * kp;
                 }
             }
             const uint32_t *xs = g->xb + (size_t)k0 / 2 * g->ntiles * mr;
@@ -532,8 +556,8 @@ static void panels_chunk(void *ctx, int chunk) {
                 const int mv = T - t * mr < mr ? T - t * mr : mr;
                 for (int j = 0; j < ng; j++) {
                     const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
-                    ukernel_bf16(kp, xs + (size_t)t * kp * mr, pairs + (size_t)j * nr * kp,
-                                 g->y + (size_t)t * mr * rows + o0, rows, mv, nv, load);
+                    ukernel_bf16(kp, xs + (size_t)t * kp * mr, pw[j], g->y + (size_t)t * mr * rows + o0, rows, mv,
+                                 nv, load);
                 }
             }
             continue;
@@ -570,9 +594,14 @@ void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat
     if (wtrans) g.sh.pack = pack_trans;
     g.ntiles = (T + g.sh.mr - 1) / g.sh.mr;
     g.npanels = (rows + g.sh.nr - 1) / g.sh.nr;
-    /* equal slices of at most KC_MAX columns */
-    const int nslices = (cols + KC_MAX - 1) / KC_MAX;
-    g.kcmax = ((cols + nslices - 1) / nslices + 15) / 16 * 16;
+    g.kcmax = slice_cols(cols);
+#ifdef LF_X86
+    if (g.bf16) {
+        g.kp_all = (cols + 1) / 2; /* every slice but the last has an even width */
+        const lf_amx_panels *pp = W->panels[wtrans ? 1 : 0];
+        if (lf_panels_match(pp, W, wtrans, 1)) g.pre = pp->p;
+    }
+#endif
     g.wtrans = wtrans;
     g.xp = g.bf16 && xsk == 1 ? NULL : lf_xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
     g.xb = g.bf16 ? lf_xaligned((size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
@@ -596,4 +625,64 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
 
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate) {
     lf_gemm_mode(y, x, (size_t)W->cols, 1, W, 0, T, accumulate, lf_products_bf16());
+}
+
+/* ======================= bfloat16 pairs, converted once ======================= */
+
+#ifdef LF_X86
+typedef struct {
+    const lf_mat *W;
+    int wtrans, cols, kcmax, kp_all;
+    uint32_t *p;
+} pairs_prepack_job;
+
+static void pairs_prepack_panel(void *ctx, int panel) {
+    const pairs_prepack_job *j = ctx;
+    float *fbuf = lf_xaligned((size_t)32 * j->kcmax * sizeof(float)), *tmp = lf_xaligned((size_t)32 * j->kcmax * sizeof(float));
+    for (int k0 = 0; k0 < j->cols; k0 += j->kcmax) {
+        const int kc = j->cols - k0 < j->kcmax ? j->cols - k0 : j->kcmax;
+        pairs_panel(j->p + ((size_t)panel * j->kp_all + k0 / 2) * 32, j->W, j->wtrans, panel * 32, k0, kc, fbuf, tmp);
+    }
+    free(fbuf);
+    free(tmp);
+}
+#endif
+
+size_t lf_pairs_panels_bytes(const lf_mat *W, int wtrans) {
+    if (!lf_products_bf16() || lf_cpu_amx()) return 0;
+    const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
+    if (rows <= 0 || cols <= 0) return 0;
+    return (size_t)(rows + 31) / 32 * 32 * (size_t)((cols + 1) / 2) * sizeof(uint32_t);
+}
+
+lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans) {
+#ifdef LF_X86
+    const size_t bytes = lf_pairs_panels_bytes(W, wtrans);
+    if (!bytes) return NULL;
+    lf_amx_panels *pp = calloc(1, sizeof *pp);
+    uint32_t *p = pp ? lf_huge_alloc(bytes) : NULL;
+    if (!p) {
+        free(pp);
+        return NULL;
+    }
+    pairs_prepack_job j = {.W = W, .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols, .p = p};
+    j.kcmax = slice_cols(j.cols);
+    j.kp_all = (j.cols + 1) / 2;
+    lf_parallel_chunks(pairs_prepack_panel, &j, ((wtrans ? W->cols : W->rows) + 31) / 32, lf_kernels_threads());
+    *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols, .wtrans = wtrans,
+                          .pairs = 1, .p = p};
+    return pp;
+#else
+    (void)W, (void)wtrans;
+    return NULL;
+#endif
+}
+
+size_t lf_prepack_bytes(const lf_mat *W, int wtrans) {
+    const size_t b = lf_amx_panels_bytes(W, wtrans);
+    return b ? b : lf_pairs_panels_bytes(W, wtrans);
+}
+
+lf_amx_panels *lf_prepack_new(const lf_mat *W, int wtrans) {
+    return lf_amx_panels_bytes(W, wtrans) ? lf_amx_panels_new(W, wtrans) : lf_pairs_panels_new(W, wtrans);
 }

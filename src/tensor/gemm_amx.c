@@ -311,13 +311,6 @@ T_AMX static void panels_chunk(void *ctx, int chunk) {
     free(cbuf);
 }
 
-struct lf_amx_panels {
-    const void *data; /* the matrix it was made from */
-    lf_dtype dtype;
-    int rows, cols, wtrans;
-    uint16_t *p;      /* [npanels][nkb][4][512] */
-};
-
 /* The products with W (wtrans) run on AMX tiles from MIN_T tokens on. */
 static int amx_shape(const lf_mat *W, int wtrans) {
     if ((W->dtype != LF_F16 && W->dtype != LF_BF16) || !lf_cpu_amx()) return 0;
@@ -357,7 +350,7 @@ lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans) {
     j.g.nkb = (j.g.cols + 31) / 32;
     lf_parallel_chunks(prepack_panel, &j, (j.g.rows + 31) / 32, lf_kernels_threads());
     *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols, .wtrans = wtrans,
-                          .p = p};
+                          .pairs = 0, .p = p};
     return pp;
 }
 
@@ -374,9 +367,7 @@ int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
     amx_job g = {.W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T, .rows = rows, .cols = cols,
                  .accumulate = accumulate, .wtrans = wtrans, .has_lo = W->dtype == LF_F16};
     const lf_amx_panels *pp = W->panels[wtrans ? 1 : 0];
-    if (pp && pp->data == W->data && pp->dtype == W->dtype && pp->rows == W->rows && pp->cols == W->cols &&
-        pp->wtrans == (wtrans ? 1 : 0))
-        g.pre = pp->p;
+    if (lf_panels_match(pp, W, wtrans, 0)) g.pre = pp->p;
     g.nkb = (cols + 31) / 32;
     g.nblocks = (T + 31) / 32;
     g.ntiles = 2 * g.nblocks;

@@ -148,6 +148,15 @@ int lf_kernels_amx(void);
 lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans);
 size_t lf_amx_panels_bytes(const lf_mat *W, int wtrans);
 void lf_amx_panels_free(lf_amx_panels *p);
+/* The same for the products in bfloat16 (lf_set_products) on CPUs without
+ * AMX: W's panels as the bfloat16 pairs the micro-kernel reads, 2 bytes
+ * per weight (gemm.c).  NULL when those products are off or memory is
+ * short; lf_pairs_panels_bytes: 0 then.  Freed with lf_amx_panels_free. */
+lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans);
+size_t lf_pairs_panels_bytes(const lf_mat *W, int wtrans);
+/* Whichever of the two W's products with wtrans would read (AMX first). */
+lf_amx_panels *lf_prepack_new(const lf_mat *W, int wtrans);
+size_t lf_prepack_bytes(const lf_mat *W, int wtrans);
 int lf_kernels_isa(void);
 const char *lf_kernels_isa_name(int isa);
 

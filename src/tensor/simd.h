@@ -115,6 +115,22 @@ void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads);
 void lf_parallel_ranges(lf_chunk_fn fn, void *ctx, int nshared, int nitems, int nthreads);
 
 /* ---- products over many tokens ---- */
+/* Weights converted once for many products (kernels.h: lf_prepack_new):
+ * AMX tiles (gemm_amx.c) or bfloat16 pairs (gemm.c), for the products
+ * with W^T (wtrans 0) or W (wtrans 1) of the matrix they were made from. */
+struct lf_amx_panels {
+    const void *data; /* the matrix it was made from */
+    lf_dtype dtype;
+    int rows, cols, wtrans;
+    int pairs; /* 0: AMX tiles [npanels][nkb][4][512] of uint16; 1: bfloat16 pairs [npanels][kp][32] of uint32 */
+    void *p;
+};
+/* Whether pp was made from W for the products with wtrans, in that form. */
+static inline int lf_panels_match(const struct lf_amx_panels *pp, const lf_mat *W, int wtrans, int pairs) {
+    return pp && pp->data == W->data && pp->dtype == W->dtype && pp->rows == W->rows && pp->cols == W->cols &&
+           pp->wtrans == (wtrans ? 1 : 0) && pp->pairs == pairs;
+}
+
 /* y [T, rows] (+)= x [T, cols] W^T, cache-blocked (gemm.c); any T. */
 void lf_gemm(float *y, const float *x, const lf_mat *W, int T, int accumulate);
 /* General form: element (t, c) of x is x[t * xst + c * xsk]; wtrans: the
