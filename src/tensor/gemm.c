@@ -25,9 +25,11 @@
  * the packed x tiles and weight panels are rounded to bfloat16 and stored
  * as pairs of consecutive columns in one 32-bit lane, [kc/2][MR] and
  * [kc/2][NR]; the micro-kernel's vdpbf16ps adds both products of a pair to
- * a float32 accumulator, twice the multiply-adds of an FMA.  The panels are
- * packed in float32 as above, then paired (in L1), so every weight dtype
- * and both orientations share the packers. */
+ * a float32 accumulator, twice the multiply-adds of an FMA.  x and the
+ * F32/F16/BF16 panels are packed straight into pairs (16 x 16 transposes
+ * of 32-bit lanes; W^T's panels interleave two rows of W), Q8 through its
+ * float32 panels; a training run may convert every panel once ahead
+ * (lf_pairs_panels_new). */
 #include "simd.h"
 #include "../core/util.h"
 
@@ -476,7 +478,6 @@ static int slice_cols(int cols) {
     return ((cols + nslices - 1) / nslices + 15) / 16 * 16;
 }
 
-
 typedef struct {
     int mr, nr;
     ukernel_fn kernel;
@@ -638,7 +639,8 @@ typedef struct {
 
 static void pairs_prepack_panel(void *ctx, int panel) {
     const pairs_prepack_job *j = ctx;
-    float *fbuf = lf_xaligned((size_t)32 * j->kcmax * sizeof(float)), *tmp = lf_xaligned((size_t)32 * j->kcmax * sizeof(float));
+    float *fbuf = lf_xaligned((size_t)32 * j->kcmax * sizeof(float));
+    float *tmp = lf_xaligned((size_t)32 * j->kcmax * sizeof(float));
     for (int k0 = 0; k0 < j->cols; k0 += j->kcmax) {
         const int kc = j->cols - k0 < j->kcmax ? j->cols - k0 : j->kcmax;
         pairs_panel(j->p + ((size_t)panel * j->kp_all + k0 / 2) * 32, j->W, j->wtrans, panel * 32, k0, kc, fbuf, tmp);

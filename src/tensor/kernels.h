@@ -29,10 +29,11 @@ typedef struct {
     lf_dtype dtype;   /* LF_F32, LF_F16, LF_BF16 or LF_Q8 */
     const void *data;
     int rows, cols;
-    /* or NULL: this matrix already converted to AMX tiles for the products
-     * with W^T ([0]) and with W ([1]) (lf_amx_panels_new); used only while
-     * it matches data, rows, cols and dtype, so a view made by copying the
-     * struct and changing them does not use it */
+    /* or NULL: this matrix already converted to AMX tiles or bfloat16
+     * pairs for the products with W^T ([0]) and with W ([1])
+     * (lf_prepack_new); used only while it matches data, rows, cols and
+     * dtype, so a view made by copying the struct and changing them does
+     * not use it */
     const lf_amx_panels *panels[2];
 } lf_mat;
 
