@@ -389,7 +389,7 @@ T_BF16 static void pack_pairs_avx512(uint32_t *pb, const lf_mat *W, int r0, int 
         const int m = kc - c < 32 ? kc - c : 32;
         for (int i = 0; i < nr; i += 16) {
             __m512i r[16];
-            if (c + 64 < kc && W->dtype != LF_Q8) /* the same rows' next lines but one */
+            if (c + 64 < kc) /* the same rows' next lines but one */
                 for (int j = 0; j < 16 && r0 + i + j < W->rows; j++)
                     _mm_prefetch((const char *)W->data +
                                      ((size_t)(r0 + i + j) * W->cols + c0 + c + 64) * (W->dtype == LF_F32 ? 4 : 2),
@@ -661,23 +661,35 @@ lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans) {
 #ifdef LF_X86
     const size_t bytes = lf_pairs_panels_bytes(W, wtrans);
     if (!bytes) return NULL;
-    lf_amx_panels *pp = calloc(1, sizeof *pp);
-    uint32_t *p = pp ? lf_huge_alloc(bytes) : NULL;
-    if (!p) {
-        free(pp);
-        return NULL;
-    }
-    pairs_prepack_job j = {.W = W, .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols, .p = p};
+    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, 1, bytes);
+    if (!pp) return NULL;
+    pairs_prepack_job j = {.W = W, .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols, .p = pp->p};
     j.kcmax = slice_cols(j.cols);
     j.kp_all = (j.cols + 1) / 2;
     lf_parallel_chunks(pairs_prepack_panel, &j, ((wtrans ? W->cols : W->rows) + 31) / 32, lf_kernels_threads());
-    *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols, .wtrans = wtrans,
-                          .pairs = 1, .p = p};
     return pp;
 #else
     (void)W, (void)wtrans;
     return NULL;
 #endif
+}
+
+lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int pairs, size_t bytes) {
+    lf_amx_panels *pp = calloc(1, sizeof *pp);
+    void *p = pp ? lf_huge_alloc(bytes) : NULL;
+    if (!p) {
+        free(pp);
+        return NULL;
+    }
+    *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols,
+                          .wtrans = wtrans ? 1 : 0, .pairs = pairs, .p = p};
+    return pp;
+}
+
+void lf_amx_panels_free(lf_amx_panels *p) {
+    if (!p) return;
+    free(p->p);
+    free(p);
 }
 
 size_t lf_prepack_bytes(const lf_mat *W, int wtrans) {

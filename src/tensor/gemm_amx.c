@@ -338,26 +338,14 @@ T_AMX static void prepack_panel(void *ctx, int panel) {
 lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans) {
     const size_t bytes = lf_amx_panels_bytes(W, wtrans);
     if (!bytes) return NULL;
-    lf_amx_panels *pp = calloc(1, sizeof *pp);
-    uint16_t *p = pp ? lf_huge_alloc(bytes) : NULL;
-    if (!p) {
-        free(pp);
-        return NULL;
-    }
-    prepack_job j = {.g = {.W = W, .wtrans = wtrans}, .p = p};
+    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, 0, bytes);
+    if (!pp) return NULL;
+    prepack_job j = {.g = {.W = W, .wtrans = wtrans}, .p = pp->p};
     j.g.rows = wtrans ? W->cols : W->rows;
     j.g.cols = wtrans ? W->rows : W->cols;
     j.g.nkb = (j.g.cols + 31) / 32;
     lf_parallel_chunks(prepack_panel, &j, (j.g.rows + 31) / 32, lf_kernels_threads());
-    *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols, .wtrans = wtrans,
-                          .pairs = 0, .p = p};
     return pp;
-}
-
-void lf_amx_panels_free(lf_amx_panels *p) {
-    if (!p) return;
-    free(p->p);
-    free(p);
 }
 
 int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
@@ -398,7 +386,6 @@ size_t lf_amx_panels_bytes(const lf_mat *W, int wtrans) {
     (void)W, (void)wtrans;
     return 0;
 }
-void lf_amx_panels_free(lf_amx_panels *p) { (void)p; }
 
 int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
                 int accumulate) {

@@ -125,6 +125,10 @@ struct lf_amx_panels {
     int pairs; /* 0: AMX tiles [npanels][nkb][4][512] of uint16; 1: bfloat16 pairs [npanels][kp][32] of uint32 */
     void *p;
 };
+/* A new object for W's products with wtrans in the given form, with
+ * bytes of 2 MiB-aligned storage in p (huge pages) to fill; NULL when out
+ * of memory.  lf_amx_panels_free releases either form. */
+struct lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int pairs, size_t bytes);
 /* Whether pp was made from W for the products with wtrans, in that form. */
 static inline int lf_panels_match(const struct lf_amx_panels *pp, const lf_mat *W, int wtrans, int pairs) {
     return pp && pp->data == W->data && pp->dtype == W->dtype && pp->rows == W->rows && pp->cols == W->cols &&
