@@ -526,8 +526,10 @@ static void test_matvec_staged(void **state) {
 
 /* lf_parallel_ranges: every item runs exactly once whatever the threads'
  * timing (a thread that sleeps in one item has the back of its range
- * taken over), and a thread runs long runs of consecutive items (few
- * breaks: one per range it takes over), not one item here and one there. */
+ * taken over); no thread returns to the first phase once it has run an
+ * item of the second; and a thread runs long runs of consecutive items in
+ * both phases (few breaks: one per range it takes over, one between the
+ * phases), not one item here and one there. */
 #define PR_MAX 4096
 typedef struct {
     _Atomic int count[PR_MAX];
@@ -554,23 +556,28 @@ static void pr_item(void *ctx, int c) {
 
 static void test_parallel_ranges(void **state) {
     (void)state;
-    static const int cases[][4] = {/* nshared, nitems, nthreads, slow */
+    static const int cases[][4] = {/* nfirst, nitems, nthreads, slow */
         {0, PR_MAX, 2, 0}, {10, PR_MAX, 2, 0}, {0, 1000, 2, 97}, {16, 600, 3, 50}, {0, 3, 8, 0},
         {5, 5, 2, 0},      {0, 1, 2, 0},      {7, 200, 8, 13},  {0, 0, 2, 0}};
     pr_ctx *p = malloc(sizeof *p);
     assert_non_null(p);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         for (int rep = 0; rep < 20; rep++) {
-            const int nshared = cases[k][0], n = cases[k][1], nt = cases[k][2];
+            const int nfirst = cases[k][0], n = cases[k][1], nt = cases[k][2];
             memset(p, 0, sizeof *p);
             p->slow = cases[k][3];
             p->gen = (int)k * 100 + rep;
-            lf_parallel_ranges(pr_item, p, nshared, n, nt);
+            lf_parallel_ranges(pr_item, p, nfirst, n, nt);
             for (int c = 0; c < PR_MAX; c++)
                 if (p->count[c] != (c < n))
                     fail_msg("case %zu (rep %d): item %d ran %d times", k, rep, c, (int)p->count[c]);
-            if (p->slow || nshared) continue;
-            /* breaks in each thread's sequence of ranged items */
+            for (int t = 0; t < 8; t++)
+                for (int i = 1; i < p->norder[t]; i++)
+                    if (p->order[t][i] < nfirst && p->order[t][i - 1] >= nfirst)
+                        fail_msg("case %zu (rep %d): thread %d ran item %d of the first phase after item %d", k, rep,
+                                 t, p->order[t][i], p->order[t][i - 1]);
+            if (p->slow) continue;
+            /* breaks in each thread's sequence of items */
             for (int t = 0; t < 8; t++) {
                 int breaks = 0;
                 for (int i = 1; i < p->norder[t]; i++) breaks += p->order[t][i] != p->order[t][i - 1] + 1;

@@ -20,12 +20,13 @@
  * A job may carry the stacked adapters' second factor B (same rows):
  * y = W x + B z is then one pass over the rows with no second sweep over
  * y.  lf_matvec_staged puts the adapters' first factors (z = A_cat x) in
- * the same batch, as a first stage: its items are claimed one by one from
- * a shared counter before the ranges start, and a thread that reaches rows
- * whose B z needs z before the stage is done reads the W rows first and
- * then waits (the sums are the same, bit for bit).  As a batch of its own
- * the first stage drew 23-24 GB/s against 30 for the base products (1b
- * F16, 88 such batches a token). */
+ * the same batch, as a first stage: its items are the first phase of the
+ * ranges (each thread reads its own run of A_cat rows), and a thread that
+ * reaches rows whose B z needs z before the stage is done reads the W rows
+ * first and then waits (the sums are the same, bit for bit).  As a batch
+ * of its own the first stage drew 23-24 GB/s against 30 for the base
+ * products (1b F16, 88 such batches a token); as items claimed from a
+ * shared counter, 18 GB/s per thread against 27-30, in ranges 26.5 (pool.c). */
 #include "simd.h"
 #include "../core/util.h"
 
@@ -100,7 +101,7 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1, c
 }
 
 /* Work items: ITEM_BYTES of weights; the first stage's are smaller
- * (a share of its bytes), so that every thread takes part in it. */
+ * (a share of its bytes), so that its ranges can be evened out finely. */
 #define ITEM_BYTES (64u << 10)
 #define PRE_ITEM_MIN (16u << 10)
 #define PRE_ITEMS_PER_THREAD 8

@@ -109,10 +109,12 @@ void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc);
  * every chunk is done, without waiting for threads that took none. */
 typedef void (*lf_chunk_fn)(void *ctx, int chunk);
 void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads);
-/* The same for items [0, nshared); the items [nshared, nitems) are cut in
- * one range per thread that its thread runs in order, taking over the back
- * halves of the others' ranges when its own is done (pool.c). */
-void lf_parallel_ranges(lf_chunk_fn fn, void *ctx, int nshared, int nitems, int nthreads);
+/* The same for items [0, nitems) in two phases, [0, nfirst) and then
+ * [nfirst, nitems): each phase's items are cut in one range per thread
+ * that its thread runs in order, taking over the back halves of the
+ * others' ranges when its own is done; a thread turns to the second phase
+ * only when every item of the first has been taken (pool.c). */
+void lf_parallel_ranges(lf_chunk_fn fn, void *ctx, int nfirst, int nitems, int nthreads);
 
 /* ---- products over many tokens ---- */
 /* Weights converted once for many products (kernels.h: lf_prepack_new):
