@@ -14,7 +14,10 @@
  * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf (the names
  * say what the converters were asked for; llama.cpp c392e509's LoRA converter
  * writes F32 tensors whatever --outtype says).
- * Figures: median of r runs [min, max]; one warm-up run before each mode. */
+ * Figures: median of r runs [min, max]; one warm-up run of each mode first.
+ * The modes take turns (run i of every mode, then run i + 1), so that a
+ * host whose speed drifts during the sitting slows them alike; "vs base"
+ * is the median of run i's generation speed over base's run i. */
 #include "loraflow.h"
 #include "bench.h"
 #include "../src/tensor/kernels.h" /* lf_parallel_for: the kernel threads */
@@ -155,23 +158,28 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
     printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
     lf_session *s = lf_session_new(m, p + n);
     if (!s) die("session");
+    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], x, y;
+    for (int i = -1; i < r; i++) /* i = -1: a short warm-up of each mode */
+        for (int mode = 0; mode < 3; mode++) {
+            float w[2] = {0.5f, 0.5f};
+            if (mode == 0) lf_session_set_base(s);
+            else if (mode == 1 && lf_session_set_static(s, w, 2)) die("static");
+            else if (mode == 2 && lf_session_set_gate(s, g, 1.0f)) die("gate");
+            if (i < 0) run_once(s, c->vocab_size, p < 16 ? p : 16, 4, &x, &y);
+            else run_once(s, c->vocab_size, p, n, &pp[mode][i], &tg[mode][i]);
+        }
+    double ratio[3][MAX_RUNS]; /* paired, before bench_stats sorts the runs */
+    for (int mode = 0; mode < 3; mode++)
+        for (int i = 0; i < r; i++) ratio[mode][i] = tg[mode][i] / tg[0][i];
     for (int mode = 0; mode < 3; mode++) {
-        float w[2] = {0.5f, 0.5f};
-        if (mode == 0) lf_session_set_base(s);
-        else if (mode == 1 && lf_session_set_static(s, w, 2)) die("static");
-        else if (mode == 2 && lf_session_set_gate(s, g, 1.0f)) die("gate");
-        double pp[MAX_RUNS], tg[MAX_RUNS], x, y;
-        run_once(s, c->vocab_size, p < 16 ? p : 16, 4, &x, &y); /* warm-up */
-        for (int i = 0; i < r; i++) run_once(s, c->vocab_size, p, n, &pp[i], &tg[i]);
-        out[mode].pp = bench_stats(pp, r);
-        out[mode].tg = bench_stats(tg, r);
+        out[mode].pp = bench_stats(pp[mode], r);
+        out[mode].tg = bench_stats(tg[mode], r);
         const double floor_tps = bw * 1e9 / (mode == 0 ? base_b : lora_b);
         char b1[64], b2[64];
         printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
-               fmt3(b2, sizeof b2, out[mode].tg), out[mode].tg.med / out[0].tg.med,
-               100.0 * out[mode].tg.med / floor_tps);
-        fflush(stdout);
+               fmt3(b2, sizeof b2, out[mode].tg), bench_stats(ratio[mode], r).med, 100.0 * out[mode].tg.med / floor_tps);
     }
+    fflush(stdout);
     printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at %.1f GB/s; peak resident %.2f GB)\n",
            bw * 1e9 / base_b, bw * 1e9 / lora_b, bw, bench_peak_rss_gb());
     lf_session_free(s);
@@ -229,16 +237,16 @@ static void bench_llama(const char *cli, const char *gdir, int q8, int p, int n,
            "applied unmerged at scale 0.5 (--lora-scaled), --no-mmap\n", cli,
            q8 ? "Q8_0" : "F16");
     printf("%-18s %24s %24s\n", "mode", "prompt tok/s", "generate tok/s");
-    for (int mode = 0; mode < 2; mode++) {
-        double pp[MAX_RUNS], tg[MAX_RUNS];
-        for (int i = 0; i < r; i++) {
-            if (llama_once(cli, gdir, base, mode, prompt, n, threads, &pp[i], &tg[i])) {
+    double pp[2][MAX_RUNS], tg[2][MAX_RUNS];
+    for (int i = 0; i < r; i++)
+        for (int mode = 0; mode < 2; mode++)
+            if (llama_once(cli, gdir, base, mode, prompt, n, threads, &pp[mode][i], &tg[mode][i])) {
                 fprintf(stderr, "bench_decode: llama-cli failed or printed no timings (mode %s)\n", mode_names[mode]);
                 exit(1);
             }
-        }
-        out[mode].pp = bench_stats(pp, r);
-        out[mode].tg = bench_stats(tg, r);
+    for (int mode = 0; mode < 2; mode++) {
+        out[mode].pp = bench_stats(pp[mode], r);
+        out[mode].tg = bench_stats(tg[mode], r);
         char b1[64], b2[64];
         printf("%-18s %24s %24s\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp), fmt3(b2, sizeof b2, out[mode].tg));
         fflush(stdout);
