@@ -431,8 +431,11 @@ static void test_matvec_batch(void **state) {
         for (int i = 0; i < cols[j]; i++) x[j][i] = frand();
         for (int i = 0; i < R; i++) z[j][i] = frand();
     }
-    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
-        int prev = lf_kernels_set_isa(isas[ii]);
+    /* every path, and on AVX-512 both ways of prefetching long rows */
+    const int nt_prev = lf_kernels_set_stream_nt(0);
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0] + 1; ii++) {
+        int prev = lf_kernels_set_isa(ii < sizeof isas / sizeof isas[0] ? isas[ii] : LF_ISA_AVX512);
+        lf_kernels_set_stream_nt(ii == sizeof isas / sizeof isas[0]);
         for (int acc = 0; acc < 2; acc++) {
             lf_matvec_job jobs[3];
             for (int j = 0; j < 3; j++) {
@@ -447,6 +450,7 @@ static void test_matvec_batch(void **state) {
         }
         lf_kernels_set_isa(prev);
     }
+    lf_kernels_set_stream_nt(nt_prev);
     for (int j = 0; j < 3; j++) { free(x[j]); free(z[j]); free(y1[j]); free(y2[j]); }
     for (int j = 0; j < 6; j++) free(bufs[j]);
 }

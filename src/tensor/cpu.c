@@ -30,6 +30,8 @@ static int amx = 0;       /* AMX usable (CPU, kernel and permission) */
 static int amx_cap = 1;   /* lf_kernels_set_amx */
 static int bf16 = 0;      /* AVX512-BF16 (vdpbf16ps) */
 static int products = -1; /* LF_PRODUCTS_* asked for (-1: not yet read from the environment) */
+static int amd = 0;       /* an AMD CPU */
+static int stream_nt = -1; /* lf_kernels_set_stream_nt, LORAFLOW_PREFETCH (-1: by the CPU) */
 
 #ifdef LF_X86
 static int amx_usable(void) {
@@ -60,11 +62,15 @@ static void detect(void) {
         unsigned a7, b7, c7, d7;
         bf16 = __get_cpuid_count(7, 1, &a7, &b7, &c7, &d7) && (a7 & (1u << 5)); /* AVX512-BF16 */
     }
+    amd = __builtin_cpu_is("amd");
     const char *a = getenv("LORAFLOW_AMX");
     if (best == LF_ISA_AVX512 && !(a && !strcmp(a, "0"))) amx = amx_usable();
 #endif
     const char *e = getenv("LORAFLOW_NO_SIMD");
     if (e && *e && strcmp(e, "0")) best = LF_ISA_PORTABLE;
+    e = getenv("LORAFLOW_PREFETCH");
+    if (e && !strcmp(e, "nt")) stream_nt = 1;
+    if (e && !strcmp(e, "t0")) stream_nt = 0;
     e = getenv("LORAFLOW_ISA");
     if (e && !strcmp(e, "portable")) best = LF_ISA_PORTABLE;
     if (e && !strcmp(e, "avx2") && best > LF_ISA_AVX2) best = LF_ISA_AVX2;
@@ -99,6 +105,15 @@ int lf_set_products(int mode) {
 }
 
 int lf_get_products(void) { return lf_products_bf16() ? LF_PRODUCTS_BF16 : LF_PRODUCTS_F32; }
+
+int lf_cpu_stream_nt(void) { return lf_isa() == LF_ISA_AVX512 && (stream_nt >= 0 ? stream_nt : amd); }
+
+int lf_kernels_set_stream_nt(int on) {
+    detect(); /* so that LORAFLOW_PREFETCH is read before, not over, this */
+    int prev = stream_nt;
+    stream_nt = on < 0 ? -1 : on != 0;
+    return prev;
+}
 
 int lf_kernels_set_amx(int on) {
     int prev = amx_cap;

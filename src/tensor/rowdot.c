@@ -51,15 +51,18 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
  * read loop draws 34-35; 1b F16 decoding on the AVX2 path: 12.99 -> 14.56
  * tokens/s).  Shorter rows (the adapters' B_cat) go four at a time,
  * sharing the loads of x, and ask for the group after next at the start.
- * The AVX-512 path asks LONG_AHEAD_512 ahead, as non-temporal (a weight
- * byte is read once per token): its lines then leave L1 first and x stays
- * there, which matters for long rows (x of the down projection is 22 KiB;
- * on an AMD EPYC guest, 2 threads, 2048 x 5632 F16 rows drew 46 GB/s
- * against 60 for 5632 x 2048, and 52-58 with these prefetches; the other
- * shapes 1-5 % more, alternating in one process; 1b decoding +1-2 %). */
+ * Where lf_cpu_stream_nt() says so (AMD), the AVX-512 path asks
+ * LONG_AHEAD_NT ahead, as non-temporal (a weight byte is read once per
+ * token): its lines then leave L1 first and x stays there, which matters
+ * for long rows (x of the down projection is 22 KiB; on an AMD EPYC
+ * guest, 2 threads, 2048 x 5632 F16 rows drew 46 GB/s against 60 for
+ * 5632 x 2048, and 52-58 this way; the other shapes 1-5 % more,
+ * alternating in one process; 1b decoding +1-2 %).  On Sapphire Rapids
+ * non-temporal prefetches 2 KiB ahead cut 1b decoding from 13.6 to 5.6
+ * tokens/s (session 5): the lines left L1 before they were used. */
 #define SHORT_ROW 1024 /* bytes */
 #define LONG_AHEAD 2048 /* bytes */
-#define LONG_AHEAD_512 6144 /* bytes */
+#define LONG_AHEAD_NT 6144 /* bytes */
 
 /* ============================ AVX2 ============================ */
 
@@ -211,14 +214,15 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-/* One long row: sum_c w[c] x[c]. */
-#define AVX512_LONGROW(NAME, ES, V16, M16)                                             \
+/* One long row: sum_c w[c] x[c], asking for the bytes AHEAD further on
+ * with prefetch hint HINT. */
+#define AVX512_LONGROW(NAME, ES, V16, M16, AHEAD, HINT)                                \
     T_512 static float NAME(const char *w, const float *x, int n, __mmask16 km) {      \
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                    \
         int c = 0;                                                                     \
         for (; c + 64 <= n; c += 64) {                                                 \
             for (int q = 0; q < (ES); q++)                                             \
-                _mm_prefetch(w + (size_t)c * (ES) + LONG_AHEAD_512 + 64 * q, _MM_HINT_NTA); \
+                _mm_prefetch(w + (size_t)c * (ES) + (AHEAD) + 64 * q, HINT);           \
             a0 = _mm512_fmadd_ps(V16(w, c), _mm512_loadu_ps(x + c), a0);               \
             a1 = _mm512_fmadd_ps(V16(w, c + 16), _mm512_loadu_ps(x + c + 16), a1);     \
             a2 = _mm512_fmadd_ps(V16(w, c + 32), _mm512_loadu_ps(x + c + 32), a2);     \
@@ -229,9 +233,12 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
         return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
     }
 
-AVX512_LONGROW(longrow_f32, 4, v16_f32, m16_f32)
-AVX512_LONGROW(longrow_f16, 2, v16_f16, m16_f16)
-AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16)
+AVX512_LONGROW(longrow_f32, 4, v16_f32, m16_f32, LONG_AHEAD, _MM_HINT_T0)
+AVX512_LONGROW(longrow_f16, 2, v16_f16, m16_f16, LONG_AHEAD, _MM_HINT_T0)
+AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16, LONG_AHEAD, _MM_HINT_T0)
+AVX512_LONGROW(longrow_nt_f32, 4, v16_f32, m16_f32, LONG_AHEAD_NT, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_nt_f16, 2, v16_f16, m16_f16, LONG_AHEAD_NT, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LONG_AHEAD_NT, _MM_HINT_NTA)
 
 #define AVX512_ROWDOT(NAME, ES, V16, M16, LONGROW)                                     \
     T_512 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {    \
@@ -298,15 +305,19 @@ AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16)
 AVX512_ROWDOT(lf_rowdot_avx512_f32, 4, v16_f32, m16_f32, longrow_f32)
 AVX512_ROWDOT(lf_rowdot_avx512_f16, 2, v16_f16, m16_f16, longrow_f16)
 AVX512_ROWDOT(lf_rowdot_avx512_bf16, 2, v16_bf16, m16_bf16, longrow_bf16)
+AVX512_ROWDOT(lf_rowdot_avx512nt_f32, 4, v16_f32, m16_f32, longrow_nt_f32)
+AVX512_ROWDOT(lf_rowdot_avx512nt_f16, 2, v16_f16, m16_f16, longrow_nt_f16)
+AVX512_ROWDOT(lf_rowdot_avx512nt_bf16, 2, v16_bf16, m16_bf16, longrow_nt_bf16)
 #endif
 
 lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa) {
 #ifdef LF_X86
     if (isa == LF_ISA_AVX512) {
+        const int nt = lf_cpu_stream_nt();
         switch ((int)t) {
-        case LF_F32: return lf_rowdot_avx512_f32;
-        case LF_F16: return lf_rowdot_avx512_f16;
-        case LF_BF16: return lf_rowdot_avx512_bf16;
+        case LF_F32: return nt ? lf_rowdot_avx512nt_f32 : lf_rowdot_avx512_f32;
+        case LF_F16: return nt ? lf_rowdot_avx512nt_f16 : lf_rowdot_avx512_f16;
+        case LF_BF16: return nt ? lf_rowdot_avx512nt_bf16 : lf_rowdot_avx512_bf16;
         case (int)LF_Q8: return lf_cpu_vnni512() ? lf_rowdot_avx512_q8 : lf_rowdot_avx2_q8;
         default: return NULL;
         }

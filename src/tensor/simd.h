@@ -34,6 +34,7 @@ int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected)
 int lf_cpu_amx(void);     /* AMX tiles usable (and the AVX-512 path selected, not turned off) */
 int lf_cpu_bf16(void);    /* AVX512-BF16 present (and the AVX-512 path selected) */
 int lf_products_bf16(void); /* products with stored matrices in bfloat16 (lf_set_products, and the CPU has them) */
+int lf_cpu_stream_nt(void); /* long weight rows prefetched non-temporal (rowdot.c; AVX-512 path) */
 
 #ifdef LF_X86
 #include <immintrin.h>
@@ -85,6 +86,9 @@ void lf_rowdot_avx2_q8(const lf_mat *W, int r0, int nr, const void *x, float *ou
 void lf_rowdot_avx512_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512_f16(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512nt_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512nt_f16(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512nt_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
 #endif
 
