@@ -193,7 +193,7 @@ static void ensure_workers(int n) {
     }
 }
 
-/* Ranges of items in the ranges of [r0, r1), one per thread, at range[base]. */
+/* The items [r0, r1) cut into one range per thread, at range[base]. */
 static void cut_ranges(int base, uint32_t g, int r0, int r1, int nthreads) {
     for (int i = 0; i < nthreads; i++) {
         uint32_t f = (uint32_t)(r0 + (int64_t)(r1 - r0) * i / nthreads);
