@@ -14,10 +14,12 @@
  * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf (the names
  * say what the converters were asked for; llama.cpp c392e509's LoRA converter
  * writes F32 tensors whatever --outtype says).
- * Figures: median of r runs [min, max]; one warm-up run of each mode first.
- * The modes take turns (run i of every mode, then run i + 1), so that a
- * host whose speed drifts during the sitting slows them alike; "vs base"
- * is the median of run i's generation speed over base's run i. */
+ * Figures: median of r runs [min, max] after a short warm-up.  loraflow's
+ * modes take turns: prompts run by run, generated tokens token by token
+ * (each mode in its own session), so that a host whose speed drifts
+ * within seconds slows them alike; "vs base" is the median of run i's
+ * generation speed over base's run i.  llama.cpp's two modes take turns
+ * run by run. */
 #include "loraflow.h"
 #include "bench.h"
 #include "../src/tensor/kernels.h" /* lf_parallel_for: the kernel threads */
@@ -117,24 +119,34 @@ static bandwidth measure_bandwidth(int runs) {
 
 typedef struct { bench_stat pp, tg; } result;
 
-/* A prompt of p tokens in one pass, then n tokens one at a time. */
-static void run_once(lf_session *s, int V, int p, int n, double *pp, double *tg) {
+/* One run of every mode, each in its own session: a prompt of p tokens in
+ * one pass (the modes one after the other), then n tokens one at a time,
+ * the modes taking turns token by token (in a rotating order), so that a
+ * host whose speed drifts within seconds slows them alike.  Each mode's generation time is the sum
+ * of its own tokens' times. */
+static void run_modes(lf_session *s[3], int V, int p, int n, double pp[3], double tg[3]) {
     int32_t *ids = malloc((size_t)p * sizeof *ids);
     float *logits = malloc((size_t)V * sizeof(float));
     if (!ids || !logits) { fprintf(stderr, "bench_decode: out of memory\n"); exit(1); }
     for (int i = 0; i < p; i++) ids[i] = 3 + (i * 7919) % (V - 3);
-    lf_session_reset(s);
     lf_outputs o = {.last_logits = logits};
-    double t0 = bench_now();
-    if (lf_session_forward(s, ids, p, &o)) die("prompt");
-    double t1 = bench_now();
+    double gen[3] = {0, 0, 0};
+    for (int mode = 0; mode < 3; mode++) {
+        lf_session_reset(s[mode]);
+        double t0 = bench_now();
+        if (lf_session_forward(s[mode], ids, p, &o)) die("prompt");
+        pp[mode] = p / (bench_now() - t0);
+    }
     for (int i = 0; i < n; i++) {
         int32_t id = 3 + (i * 104729) % (V - 3);
-        if (lf_session_forward(s, &id, 1, &o)) die("decode");
+        for (int j = 0; j < 3; j++) {
+            const int mode = (i + j) % 3; /* each mode first, second and third in turn */
+            double t0 = bench_now();
+            if (lf_session_forward(s[mode], &id, 1, &o)) die("decode");
+            gen[mode] += bench_now() - t0;
+        }
     }
-    double t2 = bench_now();
-    *pp = p / (t1 - t0);
-    *tg = n / (t2 - t1);
+    for (int mode = 0; mode < 3; mode++) tg[mode] = n / gen[mode];
     free(ids);
     free(logits);
 }
@@ -156,18 +168,19 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
            lf_model_placement(m) == LF_PLACE_COPY ? "copied to anonymous memory, huge pages" : "memory-mapped", load_s,
            base_b / 1e9, lora_b / 1e9);
     printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
-    lf_session *s = lf_session_new(m, p + n);
-    if (!s) die("session");
-    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], x, y;
-    for (int i = -1; i < r; i++) /* i = -1: a short warm-up of each mode */
-        for (int mode = 0; mode < 3; mode++) {
-            float w[2] = {0.5f, 0.5f};
-            if (mode == 0) lf_session_set_base(s);
-            else if (mode == 1 && lf_session_set_static(s, w, 2)) die("static");
-            else if (mode == 2 && lf_session_set_gate(s, g, 1.0f)) die("gate");
-            if (i < 0) run_once(s, c->vocab_size, p < 16 ? p : 16, 4, &x, &y);
-            else run_once(s, c->vocab_size, p, n, &pp[mode][i], &tg[mode][i]);
-        }
+    lf_session *s[3];
+    float w[2] = {0.5f, 0.5f};
+    for (int mode = 0; mode < 3; mode++)
+        if (!(s[mode] = lf_session_new(m, p + n))) die("session");
+    lf_session_set_base(s[0]);
+    if (lf_session_set_static(s[1], w, 2)) die("static");
+    if (lf_session_set_gate(s[2], g, 1.0f)) die("gate");
+    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], x[3], y[3];
+    run_modes(s, c->vocab_size, p < 16 ? p : 16, 4, x, y); /* warm-up */
+    for (int i = 0; i < r; i++) {
+        run_modes(s, c->vocab_size, p, n, x, y);
+        for (int mode = 0; mode < 3; mode++) pp[mode][i] = x[mode], tg[mode][i] = y[mode];
+    }
     double ratio[3][MAX_RUNS]; /* paired, before bench_stats sorts the runs */
     for (int mode = 0; mode < 3; mode++)
         for (int i = 0; i < r; i++) ratio[mode][i] = tg[mode][i] / tg[0][i];
@@ -182,7 +195,7 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
     fflush(stdout);
     printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at %.1f GB/s; peak resident %.2f GB)\n",
            bw * 1e9 / base_b, bw * 1e9 / lora_b, bw, bench_peak_rss_gb());
-    lf_session_free(s);
+    for (int mode = 0; mode < 3; mode++) lf_session_free(s[mode]);
     lf_gate_free(g);
     lf_model_free(m);
 }
