@@ -3,7 +3,8 @@
  * (DIR/lora_0, DIR/lora_1, DIR/gate.safetensors), in the stored precision
  * and optionally with --quantize q8; the machine's memory bandwidth, and
  * each generation figure as a fraction of its floor (the bytes of weights
- * one token reads / the measured read bandwidth).  Optionally runs
+ * one token reads / the read bandwidth, measured by a read loop that takes
+ * turns with the generated tokens).  Optionally runs
  * llama.cpp's llama-cli on the same weights converted to GGUF (not part of
  * this repository: give the binary and the folder of converted files) in
  * the same sitting and prints the ratios.
@@ -16,10 +17,10 @@
  * writes F32 tensors whatever --outtype says).
  * Figures: median of r runs [min, max] after a short warm-up.  loraflow's
  * modes take turns: prompts run by run, generated tokens token by token
- * (each mode in its own session), so that a host whose speed drifts
- * within seconds slows them alike; "vs base" is the median of run i's
- * generation speed over base's run i.  llama.cpp's two modes take turns
- * run by run. */
+ * (each mode in its own session) and with the read loop, so that a host
+ * whose speed drifts within seconds slows them alike; "vs base" is the
+ * median of run i's generation speed over base's run i.  llama.cpp's two
+ * modes take turns run by run. */
 #include "loraflow.h"
 #include "bench.h"
 #include "../src/tensor/kernels.h" /* lf_parallel_for: the kernel threads */
@@ -70,7 +71,7 @@ typedef struct { double copy, triad, read; } bandwidth;
  * costs the measurement what it costs decoding. */
 #define BW_N ((size_t)1 << 28) /* floats per array: 1 GiB */
 #define BW_CHUNK ((size_t)1 << 20)
-typedef struct { float *a, *b, *c; int op; double sums[BW_N / BW_CHUNK]; } bw_job;
+typedef struct { float *a, *b, *c; size_t n; int op; double sums[BW_N / BW_CHUNK]; } bw_job;
 
 static void bw_chunk(void *ctx, int k) {
     bw_job *j = ctx;
@@ -89,7 +90,7 @@ static void bw_chunk(void *ctx, int k) {
 static double bw_pass(bw_job *j, int op) {
     j->op = op;
     double t0 = bench_now();
-    lf_parallel_for(bw_chunk, j, (int)(BW_N / BW_CHUNK));
+    lf_parallel_for(bw_chunk, j, (int)(j->n / BW_CHUNK));
     return bench_now() - t0;
 }
 
@@ -103,6 +104,7 @@ static bandwidth measure_bandwidth(int runs) {
     j.b = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     j.c = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (j.a == MAP_FAILED || j.b == MAP_FAILED || j.c == MAP_FAILED) { perror("mmap"); exit(1); }
+    j.n = BW_N;
     madvise(j.a, bytes, MADV_HUGEPAGE); madvise(j.b, bytes, MADV_HUGEPAGE); madvise(j.c, bytes, MADV_HUGEPAGE);
     bw_pass(&j, 0);
     double cp[MAX_RUNS], tr[MAX_RUNS], rd[MAX_RUNS];
@@ -112,6 +114,9 @@ static bandwidth measure_bandwidth(int runs) {
         rd[r] = 1.0 * bytes / bw_pass(&j, 3) / 1e9;
     }
     munmap(j.a, bytes); munmap(j.b, bytes); munmap(j.c, bytes);
+    /* the peak resident memory printed later is loraflow's, not these arrays' */
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) { fputs("5", f); fclose(f); }
     return (bandwidth){bench_stats(cp, runs).med, bench_stats(tr, runs).med, bench_stats(rd, runs).med};
 }
 
@@ -119,18 +124,25 @@ static bandwidth measure_bandwidth(int runs) {
 
 typedef struct { bench_stat pp, tg; } result;
 
+/* The read loop that takes turns with the modes: RD_PASSES passes over
+ * RD_N floats (1 GiB in all, about what a token reads), so that the floor
+ * is measured in the same seconds as the tokens. */
+#define RD_N ((size_t)1 << 26) /* 256 MiB */
+#define RD_PASSES 4
+
 /* One run of every mode, each in its own session: a prompt of p tokens in
  * one pass (the modes one after the other), then n tokens one at a time,
- * the modes taking turns token by token (in a rotating order), so that a
- * host whose speed drifts within seconds slows them alike.  Each mode's generation time is the sum
- * of its own tokens' times. */
-static void run_modes(lf_session *s[3], int V, int p, int n, double pp[3], double tg[3]) {
+ * the modes and the read loop taking turns token by token (in a rotating
+ * order), so that a host whose speed drifts within seconds slows them
+ * alike.  Each mode's generation time is the sum of its own tokens' times;
+ * *read is the read loop's GB/s over the run. */
+static void run_modes(lf_session *s[3], bw_job *rd, int V, int p, int n, double pp[3], double tg[3], double *read) {
     int32_t *ids = malloc((size_t)p * sizeof *ids);
     float *logits = malloc((size_t)V * sizeof(float));
     if (!ids || !logits) { fprintf(stderr, "bench_decode: out of memory\n"); exit(1); }
     for (int i = 0; i < p; i++) ids[i] = 3 + (i * 7919) % (V - 3);
     lf_outputs o = {.last_logits = logits};
-    double gen[3] = {0, 0, 0};
+    double gen[4] = {0, 0, 0, 0};
     for (int mode = 0; mode < 3; mode++) {
         lf_session_reset(s[mode]);
         double t0 = bench_now();
@@ -139,14 +151,19 @@ static void run_modes(lf_session *s[3], int V, int p, int n, double pp[3], doubl
     }
     for (int i = 0; i < n; i++) {
         int32_t id = 3 + (i * 104729) % (V - 3);
-        for (int j = 0; j < 3; j++) {
-            const int mode = (i + j) % 3; /* each mode first, second and third in turn */
+        for (int j = 0; j < 4; j++) {
+            const int mode = (i + j) % 4; /* each first, second, ... in turn; 3: the read loop */
+            if (mode == 3) {
+                for (int q = 0; q < RD_PASSES; q++) gen[3] += bw_pass(rd, 3);
+                continue;
+            }
             double t0 = bench_now();
             if (lf_session_forward(s[mode], &id, 1, &o)) die("decode");
             gen[mode] += bench_now() - t0;
         }
     }
     for (int mode = 0; mode < 3; mode++) tg[mode] = n / gen[mode];
+    *read = (double)n * RD_PASSES * RD_N * sizeof(float) / gen[3] / 1e9;
     free(ids);
     free(logits);
 }
@@ -154,7 +171,7 @@ static void run_modes(lf_session *s[3], int V, int p, int n, double pp[3], doubl
 static const char *mode_names[3] = {"base", "static 2-LoRA", "LoRA-Flow 2-LoRA"};
 
 /* Load DIR with its two adapters and gate, run the three modes. */
-static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double bw, result out[3]) {
+static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result out[3]) {
     lf_load_options lo = {LF_PLACE_AUTO, q8 ? LF_QUANT_Q8 : LF_QUANT_NONE};
     double t0 = bench_now();
     lf_model *m = lf_model_load_opts(dir, &lo);
@@ -175,12 +192,20 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
     lf_session_set_base(s[0]);
     if (lf_session_set_static(s[1], w, 2)) die("static");
     if (lf_session_set_gate(s[2], g, 1.0f)) die("gate");
-    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], x[3], y[3];
-    run_modes(s, c->vocab_size, p < 16 ? p : 16, 4, x, y); /* warm-up */
+    static bw_job rd;
+    rd.n = RD_N;
+    rd.b = mmap(NULL, RD_N * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (rd.b == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(rd.b, RD_N * sizeof(float), MADV_HUGEPAGE);
+    for (size_t i = 0; i < RD_N; i++) rd.b[i] = 1;
+    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], rdbw[MAX_RUNS], x[3], y[3];
+    run_modes(s, &rd, c->vocab_size, p < 16 ? p : 16, 4, x, y, &rdbw[0]); /* warm-up */
     for (int i = 0; i < r; i++) {
-        run_modes(s, c->vocab_size, p, n, x, y);
+        run_modes(s, &rd, c->vocab_size, p, n, x, y, &rdbw[i]);
         for (int mode = 0; mode < 3; mode++) pp[mode][i] = x[mode], tg[mode][i] = y[mode];
     }
+    const bench_stat rds = bench_stats(rdbw, r);
+    const double bw = rds.med;
     double ratio[3][MAX_RUNS]; /* paired, before bench_stats sorts the runs */
     for (int mode = 0; mode < 3; mode++)
         for (int i = 0; i < r; i++) ratio[mode][i] = tg[mode][i] / tg[0][i];
@@ -193,8 +218,12 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, double 
                fmt3(b2, sizeof b2, out[mode].tg), bench_stats(ratio[mode], r).med, 100.0 * out[mode].tg.med / floor_tps);
     }
     fflush(stdout);
-    printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at %.1f GB/s; peak resident %.2f GB)\n",
-           bw * 1e9 / base_b, bw * 1e9 / lora_b, bw, bench_peak_rss_gb());
+    char b3[64];
+    printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at the read loop's %s GB/s between the tokens;\n"
+           " peak resident %.2f GB, of which %.2f GB the read loop's array)\n",
+           bw * 1e9 / base_b, bw * 1e9 / lora_b, fmt3(b3, sizeof b3, rds), bench_peak_rss_gb(),
+           RD_N * sizeof(float) / 1e9);
+    munmap(rd.b, RD_N * sizeof(float));
     for (int mode = 0; mode < 3; mode++) lf_session_free(s[mode]);
     lf_gate_free(g);
     lf_model_free(m);
@@ -307,11 +336,12 @@ int main(int argc, char **argv) {
            getenv("LORAFLOW_NO_SIMD") ? "portable" : "best available", dir);
     printf("prompt %d tokens in one pass, then %d generated one by one; median of %d runs [min, max]\n", p, n, r);
     bandwidth bw = measure_bandwidth(r < 3 ? 3 : r);
-    printf("memory bandwidth (1 GiB arrays, %d threads): copy %.1f GB/s, triad %.1f GB/s, read %.1f GB/s "
-           "(floors use the read figure)\n", lf_get_threads(), bw.copy, bw.triad, bw.read);
+    printf("memory bandwidth (1 GiB arrays, %d threads): copy %.1f GB/s, triad %.1f GB/s, read %.1f GB/s\n"
+           "(the floors use the read loop again, run between the generated tokens)\n",
+           lf_get_threads(), bw.copy, bw.triad, bw.read);
     result lf16[3], lf8[3], ll16[2], ll8[2];
-    if (f16) bench_loraflow(dir, 0, p, n, r, bw.read, lf16);
-    if (q8) bench_loraflow(dir, 1, p, n, r, bw.read, lf8);
+    if (f16) bench_loraflow(dir, 0, p, n, r, lf16);
+    if (q8) bench_loraflow(dir, 1, p, n, r, lf8);
     if (cli) {
         if (f16) bench_llama(cli, gdir, 0, p, n, r, lf_get_threads(), ll16);
         if (q8) bench_llama(cli, gdir, 1, p, n, r, lf_get_threads(), ll8);
