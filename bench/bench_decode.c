@@ -19,8 +19,9 @@
  * modes take turns: prompts run by run, generated tokens token by token
  * (each mode in its own session) and with the read loop, so that a host
  * whose speed drifts within seconds slows them alike; "vs base" is the
- * median of run i's generation speed over base's run i.  llama.cpp's two
- * modes take turns run by run. */
+ * median of run i's generation speed over base's run i.  llama.cpp's run
+ * i (base, then static 2-LoRA) follows loraflow's run i, so that the two
+ * engines too are measured in the same minutes. */
 #include "loraflow.h"
 #include "bench.h"
 #include "../src/tensor/kernels.h" /* lf_parallel_for: the kernel threads */
@@ -170,65 +171,6 @@ static void run_modes(lf_session *s[3], bw_job *rd, int V, int p, int n, double 
 
 static const char *mode_names[3] = {"base", "static 2-LoRA", "LoRA-Flow 2-LoRA"};
 
-/* Load DIR with its two adapters and gate, run the three modes. */
-static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result out[3]) {
-    lf_load_options lo = {LF_PLACE_AUTO, q8 ? LF_QUANT_Q8 : LF_QUANT_NONE};
-    double t0 = bench_now();
-    lf_model *m = lf_model_load_opts(dir, &lo);
-    if (!m) die(dir);
-    lf_gate *g = bench_attach_synth(m, dir, "bench_decode");
-    const double load_s = bench_now() - t0;
-    const lf_config *c = lf_model_config(m);
-    const double base_b = (double)lf_model_decode_bytes(m, 0), lora_b = (double)lf_model_decode_bytes(m, 1);
-    printf("\nloraflow, %s weights (%s), loaded in %.1f s; one token reads %.3f GB (base) / %.3f GB (with the adapters)\n",
-           q8 ? "q8 (--quantize q8; adapters F16)" : "stored (F16)",
-           lf_model_placement(m) == LF_PLACE_COPY ? "copied to anonymous memory, huge pages" : "memory-mapped", load_s,
-           base_b / 1e9, lora_b / 1e9);
-    printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
-    lf_session *s[3];
-    float w[2] = {0.5f, 0.5f};
-    for (int mode = 0; mode < 3; mode++)
-        if (!(s[mode] = lf_session_new(m, p + n))) die("session");
-    lf_session_set_base(s[0]);
-    if (lf_session_set_static(s[1], w, 2)) die("static");
-    if (lf_session_set_gate(s[2], g, 1.0f)) die("gate");
-    static bw_job rd;
-    rd.n = RD_N;
-    rd.b = mmap(NULL, RD_N * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (rd.b == MAP_FAILED) { perror("mmap"); exit(1); }
-    madvise(rd.b, RD_N * sizeof(float), MADV_HUGEPAGE);
-    for (size_t i = 0; i < RD_N; i++) rd.b[i] = 1;
-    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], rdbw[MAX_RUNS], x[3], y[3];
-    run_modes(s, &rd, c->vocab_size, p < 16 ? p : 16, 4, x, y, &rdbw[0]); /* warm-up */
-    for (int i = 0; i < r; i++) {
-        run_modes(s, &rd, c->vocab_size, p, n, x, y, &rdbw[i]);
-        for (int mode = 0; mode < 3; mode++) pp[mode][i] = x[mode], tg[mode][i] = y[mode];
-    }
-    const bench_stat rds = bench_stats(rdbw, r);
-    const double bw = rds.med;
-    double ratio[3][MAX_RUNS]; /* paired, before bench_stats sorts the runs */
-    for (int mode = 0; mode < 3; mode++)
-        for (int i = 0; i < r; i++) ratio[mode][i] = tg[mode][i] / tg[0][i];
-    for (int mode = 0; mode < 3; mode++) {
-        out[mode].pp = bench_stats(pp[mode], r);
-        out[mode].tg = bench_stats(tg[mode], r);
-        const double floor_tps = bw * 1e9 / (mode == 0 ? base_b : lora_b);
-        char b1[64], b2[64];
-        printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
-               fmt3(b2, sizeof b2, out[mode].tg), bench_stats(ratio[mode], r).med, 100.0 * out[mode].tg.med / floor_tps);
-    }
-    fflush(stdout);
-    char b3[64];
-    printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at the read loop's %s GB/s between the tokens;\n"
-           " peak resident %.2f GB, of which %.2f GB the read loop's array)\n",
-           bw * 1e9 / base_b, bw * 1e9 / lora_b, fmt3(b3, sizeof b3, rds), bench_peak_rss_gb(),
-           RD_N * sizeof(float) / 1e9);
-    munmap(rd.b, RD_N * sizeof(float));
-    for (int mode = 0; mode < 3; mode++) lf_session_free(s[mode]);
-    lf_gate_free(g);
-    lf_model_free(m);
-}
-
 /* ============================ llama.cpp ============================ */
 
 /* "... 123.45 tokens per second)" on the line holding key. */
@@ -267,33 +209,117 @@ static int llama_once(const char *cli, const char *gdir, const char *base, int l
     return got == 3 && rc == 0 ? 0 : -1;
 }
 
-static void bench_llama(const char *cli, const char *gdir, int q8, int p, int n, int r, int threads, result out[2]) {
-    char prompt[] = "/tmp/bench_decode_promptXXXXXX";
-    int fd = mkstemp(prompt);
+/* llama.cpp's side of a sitting: the binary, the converted files, the
+ * prompt file and the threads. */
+typedef struct {
+    const char *cli, *gdir, *prompt;
+    int threads;
+} llama_args;
+
+/* Write a prompt of p tokens for llama-cli (BOS + p - 1 words) into a new
+ * temporary file; returns its name in buf. */
+static void llama_prompt(char *buf, size_t n, int p) {
+    snprintf(buf, n, "/tmp/bench_decode_promptXXXXXX");
+    int fd = mkstemp(buf);
     if (fd < 0) { perror("mkstemp"); exit(1); }
     FILE *pf = fdopen(fd, "w");
     for (int i = 0; i + 1 < p; i++) fputs(i ? " a" : "a", pf); /* one token per word, after BOS */
     fclose(pf);
-    const char *base = q8 ? "base-q8_0.gguf" : "base-f16.gguf";
+}
+
+/* Run i of llama.cpp's base and static 2-LoRA. */
+static void llama_run(const llama_args *ll, int q8, int n, double pp[2], double tg[2]) {
+    for (int mode = 0; mode < 2; mode++)
+        if (llama_once(ll->cli, ll->gdir, q8 ? "base-q8_0.gguf" : "base-f16.gguf", mode, ll->prompt, n, ll->threads,
+                       &pp[mode], &tg[mode])) {
+            fprintf(stderr, "bench_decode: llama-cli failed or printed no timings (mode %s)\n", mode_names[mode]);
+            exit(1);
+        }
+}
+
+static void llama_print(const llama_args *ll, int q8, double pp[2][MAX_RUNS], double tg[2][MAX_RUNS], int r,
+                        result out[2]) {
     printf("\nllama.cpp (%s), %s base, the LoRAs of lora_0/1-f16.gguf (tensor types as its converter wrote them) "
-           "applied unmerged at scale 0.5 (--lora-scaled), --no-mmap\n", cli,
+           "applied unmerged at scale 0.5 (--lora-scaled), --no-mmap; its runs alternate with loraflow's\n", ll->cli,
            q8 ? "Q8_0" : "F16");
     printf("%-18s %24s %24s\n", "mode", "prompt tok/s", "generate tok/s");
-    double pp[2][MAX_RUNS], tg[2][MAX_RUNS];
-    for (int i = 0; i < r; i++)
-        for (int mode = 0; mode < 2; mode++)
-            if (llama_once(cli, gdir, base, mode, prompt, n, threads, &pp[mode][i], &tg[mode][i])) {
-                fprintf(stderr, "bench_decode: llama-cli failed or printed no timings (mode %s)\n", mode_names[mode]);
-                exit(1);
-            }
     for (int mode = 0; mode < 2; mode++) {
         out[mode].pp = bench_stats(pp[mode], r);
         out[mode].tg = bench_stats(tg[mode], r);
         char b1[64], b2[64];
         printf("%-18s %24s %24s\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp), fmt3(b2, sizeof b2, out[mode].tg));
-        fflush(stdout);
     }
-    remove(prompt);
+    fflush(stdout);
+}
+
+/* ============================ a sitting ============================ */
+
+/* Load DIR with its two adapters and gate, run the three modes (and
+ * llama.cpp's two when ll is set). */
+static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result out[3], const llama_args *ll,
+                           result ll_out[2]) {
+    lf_load_options lo = {LF_PLACE_AUTO, q8 ? LF_QUANT_Q8 : LF_QUANT_NONE};
+    double t0 = bench_now();
+    lf_model *m = lf_model_load_opts(dir, &lo);
+    if (!m) die(dir);
+    lf_gate *g = bench_attach_synth(m, dir, "bench_decode");
+    const double load_s = bench_now() - t0;
+    const lf_config *c = lf_model_config(m);
+    const double base_b = (double)lf_model_decode_bytes(m, 0), lora_b = (double)lf_model_decode_bytes(m, 1);
+    printf("\nloraflow, %s weights (%s), loaded in %.1f s; one token reads %.3f GB (base) / %.3f GB (with the adapters)\n",
+           q8 ? "q8 (--quantize q8; adapters F16)" : "stored (F16)",
+           lf_model_placement(m) == LF_PLACE_COPY ? "copied to anonymous memory, huge pages" : "memory-mapped", load_s,
+           base_b / 1e9, lora_b / 1e9);
+    printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
+    lf_session *s[3];
+    float w[2] = {0.5f, 0.5f};
+    for (int mode = 0; mode < 3; mode++)
+        if (!(s[mode] = lf_session_new(m, p + n))) die("session");
+    lf_session_set_base(s[0]);
+    if (lf_session_set_static(s[1], w, 2)) die("static");
+    if (lf_session_set_gate(s[2], g, 1.0f)) die("gate");
+    static bw_job rd;
+    rd.n = RD_N;
+    rd.b = mmap(NULL, RD_N * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (rd.b == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(rd.b, RD_N * sizeof(float), MADV_HUGEPAGE);
+    for (size_t i = 0; i < RD_N; i++) rd.b[i] = 1;
+    double pp[3][MAX_RUNS], tg[3][MAX_RUNS], rdbw[MAX_RUNS], x[3], y[3];
+    run_modes(s, &rd, c->vocab_size, p < 16 ? p : 16, 4, x, y, &rdbw[0]); /* warm-up */
+    double llpp[2][MAX_RUNS], lltg[2][MAX_RUNS];
+    for (int i = 0; i < r; i++) {
+        run_modes(s, &rd, c->vocab_size, p, n, x, y, &rdbw[i]);
+        for (int mode = 0; mode < 3; mode++) pp[mode][i] = x[mode], tg[mode][i] = y[mode];
+        if (ll) { /* llama.cpp's run i next, in the same minutes */
+            double a[2], b[2];
+            llama_run(ll, q8, n, a, b);
+            for (int mode = 0; mode < 2; mode++) llpp[mode][i] = a[mode], lltg[mode][i] = b[mode];
+        }
+    }
+    const bench_stat rds = bench_stats(rdbw, r);
+    const double bw = rds.med;
+    double ratio[3][MAX_RUNS]; /* paired, before bench_stats sorts the runs */
+    for (int mode = 0; mode < 3; mode++)
+        for (int i = 0; i < r; i++) ratio[mode][i] = tg[mode][i] / tg[0][i];
+    for (int mode = 0; mode < 3; mode++) {
+        out[mode].pp = bench_stats(pp[mode], r);
+        out[mode].tg = bench_stats(tg[mode], r);
+        const double floor_tps = bw * 1e9 / (mode == 0 ? base_b : lora_b);
+        char b1[64], b2[64];
+        printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
+               fmt3(b2, sizeof b2, out[mode].tg), bench_stats(ratio[mode], r).med, 100.0 * out[mode].tg.med / floor_tps);
+    }
+    fflush(stdout);
+    char b3[64];
+    printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at the read loop's %s GB/s between the tokens;\n"
+           " peak resident %.2f GB, of which %.2f GB the read loop's array)\n",
+           bw * 1e9 / base_b, bw * 1e9 / lora_b, fmt3(b3, sizeof b3, rds), bench_peak_rss_gb(),
+           RD_N * sizeof(float) / 1e9);
+    munmap(rd.b, RD_N * sizeof(float));
+    if (ll) llama_print(ll, q8, llpp, lltg, r, ll_out);
+    for (int mode = 0; mode < 3; mode++) lf_session_free(s[mode]);
+    lf_gate_free(g);
+    lf_model_free(m);
 }
 
 static void print_ratios(const char *what, const result lf[3], const result ll[2]) {
@@ -340,11 +366,13 @@ int main(int argc, char **argv) {
            "(the floors use the read loop again, run between the generated tokens)\n",
            lf_get_threads(), bw.copy, bw.triad, bw.read);
     result lf16[3], lf8[3], ll16[2], ll8[2];
-    if (f16) bench_loraflow(dir, 0, p, n, r, lf16);
-    if (q8) bench_loraflow(dir, 1, p, n, r, lf8);
+    char prompt[64];
+    llama_args la = {cli, gdir, prompt, lf_get_threads()};
+    if (cli) llama_prompt(prompt, sizeof prompt, p);
+    if (f16) bench_loraflow(dir, 0, p, n, r, lf16, cli ? &la : NULL, ll16);
+    if (q8) bench_loraflow(dir, 1, p, n, r, lf8, cli ? &la : NULL, ll8);
     if (cli) {
-        if (f16) bench_llama(cli, gdir, 0, p, n, r, lf_get_threads(), ll16);
-        if (q8) bench_llama(cli, gdir, 1, p, n, r, lf_get_threads(), ll8);
+        remove(prompt);
         if (f16) print_ratios("F16", lf16, ll16);
         if (q8) print_ratios("q8 (llama.cpp Q8_0)", lf8, ll8);
     }
