@@ -95,18 +95,26 @@ static double bw_pass(bw_job *j, int op) {
     return bench_now() - t0;
 }
 
+/* An array of the read loops in anonymous memory with huge pages, as the
+ * weights are placed; exits when there is no memory. */
+static float *huge_floats(size_t n) {
+    float *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(p, n * sizeof(float), MADV_HUGEPAGE);
+    return p;
+}
+
 /* STREAM-style copy / triad and a read-only sum over 1 GiB arrays with all
- * threads (bytes counted without write-allocate traffic).  Decoding only
- * reads weights, so its floor uses the read figure. */
+ * threads (bytes counted without write-allocate traffic), at the start of
+ * a sitting.  Decoding only reads weights: its floors use the read loop,
+ * run again between the generated tokens (run_modes). */
 static bandwidth measure_bandwidth(int runs) {
     const size_t bytes = BW_N * sizeof(float);
     static bw_job j;
-    j.a = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    j.b = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    j.c = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (j.a == MAP_FAILED || j.b == MAP_FAILED || j.c == MAP_FAILED) { perror("mmap"); exit(1); }
+    j.a = huge_floats(BW_N);
+    j.b = huge_floats(BW_N);
+    j.c = huge_floats(BW_N);
     j.n = BW_N;
-    madvise(j.a, bytes, MADV_HUGEPAGE); madvise(j.b, bytes, MADV_HUGEPAGE); madvise(j.c, bytes, MADV_HUGEPAGE);
     bw_pass(&j, 0);
     double cp[MAX_RUNS], tr[MAX_RUNS], rd[MAX_RUNS];
     for (int r = 0; r < runs; r++) {
@@ -280,9 +288,7 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result 
     if (lf_session_set_gate(s[2], g, 1.0f)) die("gate");
     static bw_job rd;
     rd.n = RD_N;
-    rd.b = mmap(NULL, RD_N * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (rd.b == MAP_FAILED) { perror("mmap"); exit(1); }
-    madvise(rd.b, RD_N * sizeof(float), MADV_HUGEPAGE);
+    rd.b = huge_floats(RD_N);
     for (size_t i = 0; i < RD_N; i++) rd.b[i] = 1;
     double pp[3][MAX_RUNS], tg[3][MAX_RUNS], rdbw[MAX_RUNS], x[3], y[3];
     run_modes(s, &rd, c->vocab_size, p < 16 ? p : 16, 4, x, y, &rdbw[0]); /* warm-up */
@@ -309,12 +315,12 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result 
         printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
                fmt3(b2, sizeof b2, out[mode].tg), bench_stats(ratio[mode], r).med, 100.0 * out[mode].tg.med / floor_tps);
     }
-    fflush(stdout);
     char b3[64];
     printf("(floor: %.1f tok/s base, %.1f tok/s with the adapters, at the read loop's %s GB/s between the tokens;\n"
            " peak resident %.2f GB, of which %.2f GB the read loop's array)\n",
            bw * 1e9 / base_b, bw * 1e9 / lora_b, fmt3(b3, sizeof b3, rds), bench_peak_rss_gb(),
            RD_N * sizeof(float) / 1e9);
+    fflush(stdout);
     munmap(rd.b, RD_N * sizeof(float));
     if (ll) llama_print(ll, q8, llpp, lltg, r, ll_out);
     for (int mode = 0; mode < 3; mode++) lf_session_free(s[mode]);
