@@ -357,7 +357,11 @@ static void test_gemm_amx(void **state) {
  * |sum w (x - x^)| <= sum |w| d_x / 2. */
 static void test_q8(void **state) {
     (void)state;
-    const int shapes[][3] = {{1, 1, 1}, {9, 31, 1}, {13, 256, 3}, {37, 300, 1}, {64, 520, 17}, {8, 1024, 2}};
+    /* rows of up to 1024 codes go four at a time, longer ones one at a
+     * time (2100: a last group of 52 values) */
+    const int shapes[][3] = {{1, 1, 1}, {9, 31, 1}, {13, 256, 3}, {37, 300, 1}, {64, 520, 17}, {8, 1024, 2},
+                             {7, 2100, 1}, {10, 1300, 3}};
+    const int nt_prev = lf_kernels_set_stream_nt(0);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
         lf_mat W, Q;
@@ -381,8 +385,10 @@ static void test_q8(void **state) {
         float *x = malloc((size_t)T * cols * sizeof(float));
         for (int i = 0; i < T * cols; i++) x[i] = frand();
         float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
-        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
-            int prev = lf_kernels_set_isa(isas[ii]);
+        /* every path, and on AVX-512 both ways of prefetching long rows */
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0] + 1; ii++) {
+            int prev = lf_kernels_set_isa(ii < sizeof isas / sizeof isas[0] ? isas[ii] : LF_ISA_AVX512);
+            lf_kernels_set_stream_nt(ii == sizeof isas / sizeof isas[0]);
             lf_matmul_ref(y1, x, &D, T, 0);
             lf_matmul(y2, x, &Q, T, 0);
             if (T > 4) {
@@ -408,6 +414,7 @@ static void test_q8(void **state) {
         }
         free(buf); free(qb); free(deq); free(x); free(y1); free(y2);
     }
+    lf_kernels_set_stream_nt(nt_prev);
 }
 
 /* A batch of products with the adapters' second factor fused in equals

@@ -21,8 +21,10 @@
 #define LF_Q8_GROUP 256  /* 8 blocks stored interleaved (see lf_q8_quantize) */
 
 /* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout).
- * Q8: data holds rows * lf_q8_row_bytes(cols) bytes of codes, then the
- * F16 block scales [rows][lf_q8_row_bytes(cols) / 32]. */
+ * Q8: each row is its lf_q8_row_bytes(cols) bytes of codes, then its F16
+ * block scales (lf_q8_row_bytes(cols) / 32 of them), padded with zeros to
+ * a multiple of 64 bytes: the rows one after the other, so that a
+ * decoding pass over a matrix is one stream of memory. */
 typedef struct lf_amx_panels lf_amx_panels;
 
 typedef struct {
@@ -62,6 +64,7 @@ void lf_mat_row_f32(float *dst, const lf_mat *W, int r);
  * interleaved 4 at a time (byte (c * 8 + j) * 4 + b is value j * 32 + c * 4 + b)
  * so that one vector lane accumulates one block. */
 size_t lf_q8_row_bytes(int cols);  /* codes per row: cols rounded up to LF_Q8_GROUP */
+size_t lf_q8_stride(int cols);     /* bytes from one row to the next */
 size_t lf_q8_bytes(int rows, int cols);
 /* Quantise src (F32/F16/BF16 [rows, cols]) into dst (lf_q8_bytes) and set
  * out as the Q8 matrix over dst. */

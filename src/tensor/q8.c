@@ -27,9 +27,18 @@ size_t lf_q8_row_bytes(int cols) {
     return ((size_t)cols + LF_Q8_GROUP - 1) / LF_Q8_GROUP * LF_Q8_GROUP;
 }
 
-size_t lf_q8_bytes(int rows, int cols) {
+/* A row: codes, then scales, then zeros up to 64 bytes (kernels.h).  In
+ * the previous layout (all codes, then all scales) the decoding kernel read
+ * two streams per matrix and, four rows side by side, five; rows after one
+ * another in one stream drew 57-67 GB/s against 42-47 (2 threads, AMD
+ * EPYC guest, 512 MiB of rows of 2048, alternating in one process). */
+size_t lf_q8_stride(int cols) {
     size_t rb = lf_q8_row_bytes(cols);
-    return (size_t)rows * rb + (size_t)rows * (rb / LF_Q8_BLOCK) * sizeof(uint16_t);
+    return (rb + rb / LF_Q8_BLOCK * sizeof(uint16_t) + 63) & ~(size_t)63;
+}
+
+size_t lf_q8_bytes(int rows, int cols) {
+    return (size_t)rows * lf_q8_stride(cols);
 }
 
 /* Byte offset inside a row of value c. */
@@ -40,12 +49,11 @@ static inline size_t q8_pos(size_t c) {
 }
 
 static inline const uint8_t *q8_codes(const lf_mat *W, int r) {
-    return (const uint8_t *)W->data + (size_t)r * lf_q8_row_bytes(W->cols);
+    return (const uint8_t *)W->data + (size_t)r * lf_q8_stride(W->cols);
 }
 
 static inline const uint16_t *q8_scales(const lf_mat *W, int r) {
-    size_t rb = lf_q8_row_bytes(W->cols);
-    return (const uint16_t *)((const uint8_t *)W->data + (size_t)W->rows * rb) + (size_t)r * (rb / LF_Q8_BLOCK);
+    return (const uint16_t *)(q8_codes(W, r) + lf_q8_row_bytes(W->cols));
 }
 
 /* Quantise one block of up to 32 values: F16 scale, codes + 128. */
@@ -70,9 +78,7 @@ static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t bl
 
 void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
     const int rows = src->rows, cols = src->cols;
-    const size_t rb = lf_q8_row_bytes(cols), nb = rb / LF_Q8_BLOCK;
-    uint8_t *codes = dst;
-    uint16_t *scales = (uint16_t *)(codes + (size_t)rows * rb);
+    const size_t rb = lf_q8_row_bytes(cols), nb = rb / LF_Q8_BLOCK, stride = lf_q8_stride(cols);
 #pragma omp parallel
     {
         float *row = malloc((size_t)cols * sizeof(float));
@@ -80,12 +86,14 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             lf_mat_row_f32(row, src, r);
-            uint8_t *cr = codes + (size_t)r * rb;
+            uint8_t *cr = (uint8_t *)dst + (size_t)r * stride;
+            uint16_t *sr = (uint16_t *)(cr + rb);
             for (size_t b = 0; b < nb; b++) {
                 size_t c0 = b * LF_Q8_BLOCK;
                 int n = c0 >= (size_t)cols ? 0 : (int)((size_t)cols - c0 < LF_Q8_BLOCK ? (size_t)cols - c0 : LF_Q8_BLOCK);
-                scales[(size_t)r * nb + b] = quant_block(row + c0, n, cr, c0);
+                sr[b] = quant_block(row + c0, n, cr, c0);
             }
+            memset(sr + nb, 0, stride - rb - nb * sizeof(uint16_t));
         }
         free(row);
     }
@@ -244,50 +252,99 @@ T_AVX2 void lf_rowdot_avx2_q8(const lf_mat *W, int r0, int nr, const void *xv, f
 
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
-/* One group of one row: four vpdpbusd leave chunk pairs in the two halves,
- * which one add folds into the 8 block sums. */
+/* One group of one row: vpdpbusd in two chains leave chunk pairs in the
+ * two halves, which one add folds into the 8 block sums. */
 T_VNNI static inline __m256 group_vnni(const uint8_t *w, const __m512i x[4], const uint16_t *s,
                                        __m256i corr, __m256 dx, __m256 acc) {
-    __m512i a = _mm512_setzero_si512();
-    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)w), x[0]);
-    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(w + 64)), x[1]);
+    __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)w), x[0]);
+    __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)(w + 64)), x[1]);
     a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(w + 128)), x[2]);
-    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(w + 192)), x[3]);
+    b = _mm512_dpbusd_epi32(b, _mm512_loadu_si512((const void *)(w + 192)), x[3]);
+    a = _mm512_add_epi32(a, b);
     __m256i blk = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
     blk = _mm256_sub_epi32(blk, corr);
     __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
     return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(blk), dw), dx, acc);
 }
 
-T_VNNI void lf_rowdot_avx512_q8(const lf_mat *W, int r0, int nr, const void *xv, float *out) {
-    const lf_q8_act *x = xv;
-    const int ng = x->npad / LF_Q8_GROUP;
-    const size_t rb = lf_q8_row_bytes(W->cols);
-    const uint8_t *q0 = q8_codes(W, r0);
-    const uint16_t *s0 = q8_scales(W, r0);
-    const size_t sb = rb / LF_Q8_BLOCK;
-    __m256 acc[4];
-    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
-    /* The next four rows (the next call's, in run_rows' order) are
-     * requested as these go, a group's share of their bytes per group:
-     * four rows side by side are four streams that the hardware
-     * prefetchers follow poorly (1b q8 decoding on an AMD EPYC guest,
-     * in one process, alternating: 27.6 -> 45.4 tokens/s). */
-    const char *next = (const char *)(q0 + 4 * rb);
-    const size_t share = ng ? 4 * rb / (size_t)ng : 0;
-    for (size_t o = 0; o < 4 * sb * sizeof(uint16_t); o += 64)
-        _mm_prefetch((const char *)(s0 + 4 * sb) + o, _MM_HINT_T0);
-    for (int g = 0; g < ng; g++) {
-        for (size_t o = (size_t)g * share; o < (size_t)(g + 1) * share; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
-        const int8_t *xg = x->q + (size_t)g * LF_Q8_GROUP;
-        __m512i xq[4];
-        for (int k = 0; k < 4; k++) xq[k] = _mm512_loadu_si512((const void *)(xg + 64 * k));
-        __m256i corr = _mm256_loadu_si256((const __m256i *)(x->corr + g * 8));
-        __m256 dx = _mm256_loadu_ps(x->d + g * 8);
-        for (int i = 0; i < nr; i++)
-            acc[i] = group_vnni(q0 + (size_t)i * rb + (size_t)g * LF_Q8_GROUP, xq, s0 + (size_t)i * sb + g * 8,
-                                corr, dx, acc[i]);
-    }
-    for (int i = 0; i < nr; i++) out[i] = hsum8(acc[i]);
+/* Group g of the activation: codes, corrections and scales. */
+T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __m256i *corr, __m256 *dx) {
+    const int8_t *xg = x->q + (size_t)g * LF_Q8_GROUP;
+    for (int k = 0; k < 4; k++) xq[k] = _mm512_loadu_si512((const void *)(xg + 64 * k));
+    *corr = _mm256_loadu_si256((const __m256i *)(x->corr + g * 8));
+    *dx = _mm256_loadu_ps(x->d + g * 8);
 }
+
+/* Rows of more than Q8_SHORT_ROW bytes of codes (the base weights) are read
+ * one at a time, in memory order, with the bytes AHEAD further on
+ * requested as they go, as rowdot.c does for F16 rows: a matrix is then one
+ * stream (1b q8 shapes, 2 threads, AMD EPYC guest, alternating in one
+ * process: 512 MiB of rows of 2048 at 57-67 GB/s, against 42-47 four rows
+ * side by side).  Non-temporal and 6 KiB ahead where lf_cpu_stream_nt()
+ * says so (AMD), 2 KiB into L1 otherwise, for the reasons given there.
+ * Shorter rows go four at a time, sharing the loads of x. */
+#define Q8_SHORT_ROW 1024
+#define Q8_AHEAD 2048
+#define Q8_AHEAD_NT 6144
+
+#define VNNI_LONGROW(NAME, AHEAD, HINT)                                                  \
+    T_VNNI static float NAME(const uint8_t *q, const lf_q8_act *x, int ng, size_t rb, size_t stride) { \
+        const uint16_t *s = (const uint16_t *)(q + rb);                                  \
+        /* this row's scales and padding, AHEAD on (the groups ask for its codes) */   \
+        for (size_t o = rb; o < stride; o += 64) _mm_prefetch((const char *)q + o + (AHEAD), HINT); \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, dx;                                    \
+        __m512i xq[4];                                                                   \
+        __m256i corr;                                                                    \
+        for (int g = 0; g < ng; g++) {                                                   \
+            const char *p = (const char *)q + (size_t)g * LF_Q8_GROUP + (AHEAD);         \
+            _mm_prefetch(p, HINT);                                                       \
+            _mm_prefetch(p + 64, HINT);                                                  \
+            _mm_prefetch(p + 128, HINT);                                                 \
+            _mm_prefetch(p + 192, HINT);                                                 \
+            act_group(x, g, xq, &corr, &dx);                                             \
+            if (g & 1) a1 = group_vnni(q + (size_t)g * LF_Q8_GROUP, xq, s + g * 8, corr, dx, a1); \
+            else a0 = group_vnni(q + (size_t)g * LF_Q8_GROUP, xq, s + g * 8, corr, dx, a0); \
+        }                                                                                \
+        return hsum8(_mm256_add_ps(a0, a1));                                             \
+    }
+
+VNNI_LONGROW(longrow_q8, Q8_AHEAD, _MM_HINT_T0)
+VNNI_LONGROW(longrow_nt_q8, Q8_AHEAD_NT, _MM_HINT_NTA)
+
+#define VNNI_ROWDOT(NAME, LONGROW)                                                       \
+    T_VNNI void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {     \
+        const lf_q8_act *x = xv;                                                         \
+        const int ng = x->npad / LF_Q8_GROUP;                                            \
+        const size_t rb = lf_q8_row_bytes(W->cols), stride = lf_q8_stride(W->cols);     \
+        const uint8_t *q0 = q8_codes(W, r0);                                             \
+        if (rb > Q8_SHORT_ROW) {                                                         \
+            for (int i = 0; i < nr; i++) out[i] = LONGROW(q0 + (size_t)i * stride, x, ng, rb, stride); \
+            return;                                                                      \
+        }                                                                                \
+        __m256 acc[4];                                                                   \
+        for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();                        \
+        /* the next four rows (the next call's, in run_rows' order) are requested       \
+         * as these go, a group's share of their bytes per group: four rows side       \
+         * by side are four streams that the hardware prefetchers follow poorly */     \
+        const char *next = (const char *)(q0 + 4 * stride);                              \
+        const size_t total = 4 * stride;                                                 \
+        for (int g = 0; g < ng; g++) {                                                   \
+            const size_t o1 = g + 1 == ng ? total : (size_t)(g + 1) * total / (size_t)ng & ~(size_t)63; \
+            for (size_t o = (size_t)g * total / (size_t)ng & ~(size_t)63; o < o1; o += 64) \
+                _mm_prefetch(next + o, _MM_HINT_T0);                                     \
+            __m512i xq[4];                                                               \
+            __m256i corr;                                                                \
+            __m256 dx;                                                                   \
+            act_group(x, g, xq, &corr, &dx);                                             \
+            for (int i = 0; i < nr; i++) {                                               \
+                const uint8_t *qi = q0 + (size_t)i * stride;                             \
+                acc[i] = group_vnni(qi + (size_t)g * LF_Q8_GROUP, xq, (const uint16_t *)(qi + rb) + g * 8, \
+                                    corr, dx, acc[i]);                                   \
+            }                                                                            \
+        }                                                                                \
+        for (int i = 0; i < nr; i++) out[i] = hsum8(acc[i]);                             \
+    }
+
+VNNI_ROWDOT(lf_rowdot_avx512_q8, longrow_q8)
+VNNI_ROWDOT(lf_rowdot_avx512nt_q8, longrow_nt_q8)
 #endif

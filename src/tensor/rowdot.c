@@ -318,7 +318,9 @@ lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa) {
         case LF_F32: return nt ? lf_rowdot_avx512nt_f32 : lf_rowdot_avx512_f32;
         case LF_F16: return nt ? lf_rowdot_avx512nt_f16 : lf_rowdot_avx512_f16;
         case LF_BF16: return nt ? lf_rowdot_avx512nt_bf16 : lf_rowdot_avx512_bf16;
-        case (int)LF_Q8: return lf_cpu_vnni512() ? lf_rowdot_avx512_q8 : lf_rowdot_avx2_q8;
+        case (int)LF_Q8:
+            if (!lf_cpu_vnni512()) return lf_rowdot_avx2_q8;
+            return nt ? lf_rowdot_avx512nt_q8 : lf_rowdot_avx512_q8;
         default: return NULL;
         }
     }

@@ -90,6 +90,7 @@ void lf_rowdot_avx512nt_f32(const lf_mat *W, int r0, int nr, const void *x, floa
 void lf_rowdot_avx512nt_f16(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512nt_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512nt_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
 #endif
 
 /* ---- q8 internals ---- */
