@@ -417,6 +417,71 @@ static void test_q8(void **state) {
     lf_kernels_set_stream_nt(nt_prev);
 }
 
+/* The activations' 8-bit form is the same, byte for byte, on every path
+ * (AVX-512 quantises whole groups, the scalar loop the rest); values of
+ * every size, exact ties at .5 included, and blocks of zeros. */
+static void test_q8_act(void **state) {
+    (void)state;
+    const int ns[] = {1, 31, 256, 300, 2100, 5632};
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        const int n = ns[k];
+        float *x = malloc((size_t)n * sizeof(float));
+        for (int i = 0; i < n; i++) x[i] = (i / 32) % 5 == 3 ? 0.0f : (i % 7 == 0 ? 0.5f * (float)(i % 255) : frand() * (1 + i % 100));
+        lf_q8_act ref, got;
+        assert_int_equal(lf_q8_act_init(&ref, n), 0);
+        assert_int_equal(lf_q8_act_init(&got, n), 0);
+        int prev = lf_kernels_set_isa(LF_ISA_PORTABLE);
+        lf_q8_act_quantize(&ref, x);
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+            lf_kernels_set_isa(isas[ii]);
+            memset(got.q, 0x55, (size_t)got.npad);
+            lf_q8_act_quantize(&got, x);
+            const int nb = got.npad / LF_Q8_BLOCK;
+            assert_memory_equal(got.q, ref.q, (size_t)got.npad);
+            assert_memory_equal(got.d, ref.d, (size_t)nb * sizeof(float));
+            assert_memory_equal(got.corr, ref.corr, (size_t)nb * sizeof(int32_t));
+        }
+        lf_kernels_set_isa(prev);
+        lf_q8_act_free(&ref);
+        lf_q8_act_free(&got);
+        free(x);
+    }
+}
+
+/* Q8 jobs of one batch that share x share its 8-bit form; a job of
+ * another x (same length) keeps its own: the batch equals the products
+ * one by one, bit for bit. */
+static void test_q8_batch_x(void **state) {
+    (void)state;
+    const int rows[3] = {40, 24, 16}, cols = 300;
+    lf_mat Q[3];
+    void *bufs[3], *qb[3];
+    float *x[2], *y1[3], *y2[3];
+    for (int j = 0; j < 2; j++) {
+        x[j] = malloc(cols * sizeof(float));
+        for (int i = 0; i < cols; i++) x[j][i] = frand();
+    }
+    for (int j = 0; j < 3; j++) {
+        lf_mat F;
+        bufs[j] = rand_mat(&F, LF_F32, rows[j], cols);
+        qb[j] = malloc(lf_q8_bytes(rows[j], cols));
+        lf_q8_quantize(qb[j], &F, &Q[j]);
+        y1[j] = malloc((size_t)rows[j] * sizeof(float));
+        y2[j] = malloc((size_t)rows[j] * sizeof(float));
+    }
+    const float *xs[3] = {x[0], x[0], x[1]};
+    lf_matvec_job jobs[3];
+    for (int j = 0; j < 3; j++) {
+        lf_matvec_job one = {&Q[j], xs[j], y1[j], 0, NULL, NULL};
+        lf_matvec(&one, 1);
+        jobs[j] = (lf_matvec_job){&Q[j], xs[j], y2[j], 0, NULL, NULL};
+    }
+    lf_matvec(jobs, 3);
+    for (int j = 0; j < 3; j++) assert_memory_equal(y2[j], y1[j], (size_t)rows[j] * sizeof(float));
+    for (int j = 0; j < 3; j++) { free(bufs[j]); free(qb[j]); free(y1[j]); free(y2[j]); }
+    free(x[0]); free(x[1]);
+}
+
 /* A batch of products with the adapters' second factor fused in equals
  * the separate products; every path, with accumulation and without. */
 static void test_matvec_batch(void **state) {
@@ -826,7 +891,7 @@ static void test_small_kernels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8), cmocka_unit_test(test_q8_act), cmocka_unit_test(test_q8_batch_x),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
         cmocka_unit_test(test_parallel_ranges),

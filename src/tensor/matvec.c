@@ -61,14 +61,21 @@ typedef struct {
     size_t cost; /* bytes per row */
 } job_rt;
 
-static int prepare(const lf_matvec_job *j, job_rt *rt, int isa) {
+static int prepare(const lf_matvec_job *jobs, job_rt *rts, int i, int isa) {
+    const lf_matvec_job *j = &jobs[i];
+    job_rt *rt = &rts[i];
     memset(rt, 0, sizeof *rt);
     rt->dw = lf_rowdot_for(j->W->dtype, isa);
     rt->xw = j->x;
     if (j->W->dtype == LF_Q8) {
-        if (lf_q8_act_init(&rt->qw, j->W->cols)) return -1;
-        lf_q8_act_quantize(&rt->qw, j->x);
-        rt->xw = &rt->qw;
+        /* jobs of the same x (q, k and v; gate and up) share its 8-bit form */
+        for (int k = 0; k < i && rt->xw == j->x; k++)
+            if (jobs[k].W->dtype == LF_Q8 && jobs[k].x == j->x && jobs[k].W->cols == j->W->cols) rt->xw = rts[k].xw;
+        if (rt->xw == j->x) {
+            if (lf_q8_act_init(&rt->qw, j->W->cols)) return -1;
+            lf_q8_act_quantize(&rt->qw, j->x);
+            rt->xw = &rt->qw;
+        }
     }
     if (j->B) {
         rt->db = lf_rowdot_for(j->B->dtype, isa);
@@ -185,7 +192,7 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
     batch *b = &bt;
     size_t total = 0, total_pre = 0;
     for (int i = 0; i < nall; i++) {
-        if (prepare(&all[i], &rt[i], isa)) abort(); /* a few KiB: out of memory is fatal here */
+        if (prepare(all, rt, i, isa)) abort(); /* a few KiB: out of memory is fatal here */
         total += rt[i].cost * (size_t)all[i].W->rows;
         if (i < npre) total_pre += rt[i].cost * (size_t)all[i].W->rows;
     }

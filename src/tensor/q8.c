@@ -159,9 +159,55 @@ void lf_q8_act_free(lf_q8_act *a) {
     memset(a, 0, sizeof *a);
 }
 
+#ifdef LF_X86
+#define T_512Q __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+/* The whole groups of x (the scalar loop below does the rest): the same
+ * arithmetic as that loop, 16 values at a time, so the codes, scales and
+ * corrections are the same bit for bit.  Returns the blocks done.  (Decoding
+ * quantises every product's x on the calling thread while the others
+ * wait: 1b q8, 2% of a token's time in the scalar loop.) */
+T_512Q static int act_quantize_avx512(lf_q8_act *a, const float *x) {
+    const int ng = a->n / LF_Q8_GROUP;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    _Alignas(64) int8_t blk[LF_Q8_GROUP];
+    _Alignas(32) float amax[8], inv[8];
+    for (int g = 0; g < ng; g++) {
+        const float *xg = x + (size_t)g * LF_Q8_GROUP;
+        for (int j = 0; j < 8; j++) {
+            __m512 m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xg + j * 32)), _mm512_abs_ps(_mm512_loadu_ps(xg + j * 32 + 16)));
+            amax[j] = _mm512_reduce_max_ps(m);
+        }
+        const __m256 d = _mm256_div_ps(_mm256_load_ps(amax), _mm256_set1_ps(127.0f));
+        const __mmask8 pos = _mm256_cmp_ps_mask(d, _mm256_setzero_ps(), _CMP_GT_OQ);
+        _mm256_store_ps(inv, _mm256_maskz_div_ps(pos, _mm256_set1_ps(1.0f), d));
+        _mm256_storeu_ps(a->d + g * 8, d);
+        for (int j = 0; j < 8; j++) {
+            const __m512 s = _mm512_set1_ps(inv[j]);
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + j * 32), s));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + j * 32 + 16), s));
+            q0 = _mm512_min_epi32(_mm512_max_epi32(q0, lo), hi);
+            q1 = _mm512_min_epi32(_mm512_max_epi32(q1, lo), hi);
+            _mm_store_si128((__m128i *)(blk + j * 32), _mm512_cvtepi32_epi8(q0));
+            _mm_store_si128((__m128i *)(blk + j * 32 + 16), _mm512_cvtepi32_epi8(q1));
+            a->corr[g * 8 + j] = 128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        }
+        /* value j * 32 + ch * 4 + b to byte (ch * 8 + j) * 4 + b (kernels.h) */
+        int8_t *qg = a->q + (size_t)g * LF_Q8_GROUP;
+        for (int ch = 0; ch < 8; ch++)
+            for (int j = 0; j < 8; j++) memcpy(qg + (ch * 8 + j) * 4, blk + j * 32 + ch * 4, 4);
+    }
+    return ng * 8;
+}
+#endif
+
 void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
     const int nb = a->npad / LF_Q8_BLOCK;
-    for (int b = 0; b < nb; b++) {
+    int b0 = 0;
+#ifdef LF_X86
+    if (lf_isa() == LF_ISA_AVX512) b0 = act_quantize_avx512(a, x);
+#endif
+    for (int b = b0; b < nb; b++) {
         const int c0 = b * LF_Q8_BLOCK;
         const int n = c0 >= a->n ? 0 : (a->n - c0 < LF_Q8_BLOCK ? a->n - c0 : LF_Q8_BLOCK);
         float amax = 0;
