@@ -21,6 +21,36 @@
  * in L1 while every query of a group uses them. */
 #define ATT_BLOCK 64
 
+/* While a block is used, the next one (after the last block of keys, the
+ * first of values) is requested a few lines per step: when decoding, the
+ * cache rows come from memory (the weights streamed in between evicted
+ * them), and blocks of 16 KiB are too short for the hardware prefetchers
+ * to get going. */
+typedef struct {
+    const char *p, *end;
+    int per_step; /* lines */
+} att_prefetch;
+
+/* The rows [r0, r1) of X (rows of hd floats), spread over `steps` steps. */
+static inline void att_prefetch_set(att_prefetch *c, const float *X, int r0, int r1, int hd, int steps) {
+    c->p = (const char *)(X + (size_t)r0 * hd);
+    c->end = (const char *)(X + (size_t)r1 * hd);
+    const size_t lines = (size_t)(c->end - c->p + 63) / 64;
+    c->per_step = steps > 0 ? (int)((lines + (size_t)steps - 1) / (size_t)steps) : (int)lines;
+}
+
+static inline void att_prefetch_step(att_prefetch *c) {
+    for (int i = 0; i < c->per_step && c->p < c->end; i++, c->p += 64) __builtin_prefetch(c->p, 0, 3);
+}
+
+/* The block after [p0, p1) in the order keys, then values. */
+static inline void att_prefetch_next(att_prefetch *c, const float *K, const float *V, int p1, int len, int hd,
+                                     int keys, int steps) {
+    if (keys && p1 < len) att_prefetch_set(c, K, p1, p1 + ATT_BLOCK < len ? p1 + ATT_BLOCK : len, hd, steps);
+    else if (keys) att_prefetch_set(c, V, 0, ATT_BLOCK < len ? ATT_BLOCK : len, hd, steps);
+    else att_prefetch_set(c, V, p1, p1 + ATT_BLOCK < len ? p1 + ATT_BLOCK : len, hd, steps);
+}
+
 #define EXP_HI 88.7228390520684f /* log(FLT_MAX) */
 #define EXP_LO -87.3365447504019f /* below: the result is 0 */
 #define LOG2E 1.44269504088896341f
@@ -184,15 +214,18 @@ T_AVX2 static inline __m256 dot16_avx2(const float *q, const float *k, int hd) {
 T_AVX2 static void attend_group_avx2(float *o, const float *q, int G, const float *K, const float *V, int len, int hd,
                                      float scale, float *sc) {
     float mx[64], inv[64];
+    att_prefetch pf;
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
     for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
         const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;
+        att_prefetch_next(&pf, K, V, p1, len, hd, 1, G * ((p1 - p0) / 4));
         for (int g = 0; g < G; g++) {
             const float *qg = q + (size_t)g * hd;
             float *s = sc + (size_t)g * len;
             __m128 mx4 = _mm_set1_ps(-INFINITY);
             int p = p0;
             for (; p + 4 <= p1; p += 4) {
+                att_prefetch_step(&pf);
                 const float *kr = K + (size_t)p * hd;
                 const __m128 r = _mm_mul_ps(hsum4_avx2(dot16_avx2(qg, kr, hd), dot16_avx2(qg, kr + hd, hd),
                                                        dot16_avx2(qg, kr + 2 * (size_t)hd, hd),
@@ -214,6 +247,7 @@ T_AVX2 static void attend_group_avx2(float *o, const float *q, int G, const floa
     for (int g = 0; g < G; g++) inv[g] = softmax_avx2(sc + (size_t)g * len, len, mx[g]);
     for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {
         const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;
+        att_prefetch_next(&pf, K, V, p1, len, hd, 0, G * (hd / 32) * ((p1 - p0) / 2));
         for (int g = 0; g < G; g++) {
             const float *s = sc + (size_t)g * len;
             const __m256 iv = _mm256_set1_ps(p1 == len ? inv[g] : 1.0f);
@@ -226,6 +260,7 @@ T_AVX2 static void attend_group_avx2(float *o, const float *q, int G, const floa
                 }
                 int p = p0;
                 for (; p + 2 <= p1; p += 2) {
+                    att_prefetch_step(&pf);
                     const __m256 w0 = _mm256_set1_ps(s[p]), w1 = _mm256_set1_ps(s[p + 1]);
                     const float *v0 = V + (size_t)p * hd + j0, *v1 = v0 + hd;
                     UNROLL for (int i = 0; i < 4; i++) {
@@ -364,9 +399,11 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
             km[i] = (__mmask16)(m >= 16 ? 0xffff : m <= 0 ? 0 : (1u << m) - 1);                             \
         }                                                                                                   \
         float mx[64], inv[64]; /* G <= 64 (lf_attend_group) */                                              \
+        att_prefetch pf;                                                                                    \
         for (int g = 0; g < G; g++) mx[g] = -INFINITY;                                                      \
         for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {                                                       \
             const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;                                     \
+            att_prefetch_next(&pf, K, V, p1, len, hd, 1, G * ((p1 - p0) / 4));                              \
             for (int g = 0; g < G; g++) {                                                                   \
                 __m512 qv[NV];                                                                              \
                 UNROLL for (int i = 0; i < NV; i++) qv[i] = _mm512_maskz_loadu_ps(km[i], q + (size_t)g * hd + 16 * i); \
@@ -374,6 +411,7 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
                 __m128 mx4 = _mm_set1_ps(-INFINITY);                                                        \
                 int p = p0;                                                                                 \
                 for (; p + 4 <= p1; p += 4) {                                                               \
+                    att_prefetch_step(&pf);                                                                 \
                     __m512 d[4];                                                                            \
                     UNROLL for (int k = 0; k < 4; k++) {                                                    \
                         const float *kr = K + (size_t)(p + k) * hd;                                         \
@@ -404,6 +442,7 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
         for (int g = 0; g < G; g++) inv[g] = softmax_avx512(sc + (size_t)g * len, len, mx[g]);             \
         for (int p0 = 0; p0 < len; p0 += ATT_BLOCK) {                                                       \
             const int p1 = p0 + ATT_BLOCK < len ? p0 + ATT_BLOCK : len;                                     \
+            att_prefetch_next(&pf, K, V, p1, len, hd, 0, G * ((p1 - p0) / 2));                              \
             for (int g = 0; g < G; g++) {                                                                   \
                 const float *s = sc + (size_t)g * len;                                                      \
                 float *og = o + (size_t)g * hd;                                                             \
@@ -414,6 +453,7 @@ T_512 static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) 
                 }                                                                                           \
                 int p = p0;                                                                                 \
                 for (; p + 2 <= p1; p += 2) {                                                               \
+                    att_prefetch_step(&pf);                                                                 \
                     const __m512 w0 = _mm512_set1_ps(s[p]), w1 = _mm512_set1_ps(s[p + 1]);                  \
                     const float *v0 = V + (size_t)p * hd, *v1 = v0 + hd;                                    \
                     UNROLL for (int i = 0; i < NV; i++) {                                                   \
