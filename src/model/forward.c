@@ -14,6 +14,25 @@
 
 /* ============================ sessions ============================ */
 
+/* A KV cache of at most KV_HUGE_MAX bytes (keys and values) is placed in
+ * transparent huge pages, committed and zeroed at once: when decoding, its
+ * rows come from memory at every token, and with 4 KiB pages each block of
+ * them also missed the TLB, with page-table entries the weights' streaming
+ * had evicted (1b shape after a 512-token prompt, two sessions taking turns
+ * token by token: attention 3.0 -> 1.0 ms a token, decoding F16 +5.6%, q8
+ * +7%; AMD EPYC guest).  A larger cache (a 7B model's 4096 positions take
+ * 4 GiB) keeps small pages, committed as positions fill. */
+#define KV_HUGE_MAX ((size_t)1 << 30)
+
+static float *kv_alloc(size_t n, const char *what) {
+    size_t bytes;
+    if (lf_mul_overflow(n, 2 * sizeof(float), &bytes) || bytes > KV_HUGE_MAX) return lf_calloc(n, sizeof(float), what);
+    float *p = lf_huge_alloc(n * sizeof(float));
+    if (!p) lf_set_error("out of memory allocating %zu bytes for %s", n * sizeof(float), what);
+    else memset(p, 0, n * sizeof(float));
+    return p;
+}
+
 lf_session *lf_session_new(lf_model *m, int max_ctx) {
     const lf_config *c = &m->cfg;
     if (max_ctx <= 0) max_ctx = c->max_position_embeddings;
@@ -22,8 +41,8 @@ lf_session *lf_session_new(lf_model *m, int max_ctx) {
     s->m = m;
     s->max_ctx = max_ctx;
     size_t kv = (size_t)c->n_layers * (size_t)max_ctx * (size_t)(c->n_kv_heads * c->head_dim);
-    s->kcache = lf_calloc(kv, sizeof(float), "KV cache (keys)");
-    s->vcache = lf_calloc(kv, sizeof(float), "KV cache (values)");
+    s->kcache = kv_alloc(kv, "KV cache (keys)");
+    s->vcache = kv_alloc(kv, "KV cache (values)");
     s->rope_inv_freq = lf_calloc((size_t)c->head_dim / 2, sizeof(float), "rope table");
     if (!s->kcache || !s->vcache || !s->rope_inv_freq) {
         lf_session_free(s);
