@@ -330,6 +330,38 @@ static void test_synth_ties(void **state) {
     assert_non_null(strstr(lf_last_error(), "tied pair 2 (3, 99999)"));
 }
 
+/* A KV cache of at most 1 GiB sits in huge pages, a larger one in calloc'd
+ * memory (forward.c): sessions of both kinds give the same logits, for a
+ * prompt and for tokens decoded one at a time after it. */
+static void test_kv_placement(void **state) {
+    (void)state;
+    const char *dir = sub("kvmodel");
+    make_model(dir, LF_F16, 0);
+    lf_model *m = lf_model_load(dir);
+    if (!m) { print_error("%s\n", lf_last_error()); fail(); }
+    const lf_config *c = lf_model_config(m);
+    const size_t per_pos = (size_t)c->n_layers * c->n_kv_heads * c->head_dim * 2 * sizeof(float);
+    const int big = (int)(((size_t)1 << 30) / per_pos + 1); /* keys and values just over 1 GiB */
+    lf_session *s[2] = {lf_session_new(m, 16), lf_session_new(m, big)};
+    if (!s[0] || !s[1]) { print_error("%s\n", lf_last_error()); fail(); }
+    const int V = c->vocab_size;
+    float *lg[2] = {malloc((size_t)V * sizeof(float)), malloc((size_t)V * sizeof(float))};
+    for (int k = 0; k < 2; k++) {
+        lf_outputs o = {.last_logits = lg[k]};
+        assert_int_equal(lf_session_forward(s[k], ids, NIDS, &o), 0);
+    }
+    assert_memory_equal(lg[0], lg[1], (size_t)V * sizeof(float));
+    for (int t = 0; t < 3; t++) {
+        for (int k = 0; k < 2; k++) {
+            lf_outputs o = {.last_logits = lg[k]};
+            assert_int_equal(lf_session_forward(s[k], &ids[t], 1, &o), 0);
+        }
+        assert_memory_equal(lg[0], lg[1], (size_t)V * sizeof(float));
+    }
+    for (int k = 0; k < 2; k++) { lf_session_free(s[k]); free(lg[k]); }
+    lf_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layouts),
@@ -337,6 +369,7 @@ int main(void) {
         cmocka_unit_test(test_mismatch),
         cmocka_unit_test(test_adapter_gate_errors),
         cmocka_unit_test(test_synth_ties),
+        cmocka_unit_test(test_kv_placement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
