@@ -164,7 +164,9 @@ void lf_q8_act_free(lf_q8_act *a) {
 
 /* The whole groups of x (the scalar loop below does the rest): the same
  * arithmetic as that loop, 16 values at a time, so the codes, scales and
- * corrections are the same bit for bit.  Returns the blocks done.  (Decoding
+ * corrections are the same bit for bit (for finite x; a NaN may make a
+ * block's scale NaN here where the scalar loop skips it).  Returns the
+ * blocks done.  (Decoding
  * quantises every product's x on the calling thread while the others
  * wait: 1b q8, 2% of a token's time in the scalar loop.) */
 T_512Q static int act_quantize_avx512(lf_q8_act *a, const float *x) {
