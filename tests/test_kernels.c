@@ -62,6 +62,16 @@ static void *rand_mat(lf_mat *W, lf_dtype t, int rows, int cols) {
 
 static const int isas[] = {LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512};
 
+/* The decoding kernels' paths: every ISA with the CPU's choice of
+ * prefetching replaced by L1 prefetches, then AVX-512 with non-temporal
+ * ones (rowdot.c, q8.c).  set_path returns the previous ISA. */
+#define NPATHS (sizeof isas / sizeof isas[0] + 1)
+static int set_path(size_t ii) {
+    const size_t n = sizeof isas / sizeof isas[0];
+    lf_kernels_set_stream_nt(ii == n);
+    return lf_kernels_set_isa(ii < n ? isas[ii] : LF_ISA_AVX512);
+}
+
 /* The bfloat16 products (lf_set_products(LF_PRODUCTS_BF16), AVX512-BF16):
  * against a double sum of the factors each rounded to bfloat16 (round to
  * nearest even, lf_f32_to_bf16), for every weight dtype, W and W^T,
@@ -386,9 +396,8 @@ static void test_q8(void **state) {
         for (int i = 0; i < T * cols; i++) x[i] = frand();
         float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
         /* every path, and on AVX-512 both ways of prefetching long rows */
-        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0] + 1; ii++) {
-            int prev = lf_kernels_set_isa(ii < sizeof isas / sizeof isas[0] ? isas[ii] : LF_ISA_AVX512);
-            lf_kernels_set_stream_nt(ii == sizeof isas / sizeof isas[0]);
+        for (size_t ii = 0; ii < NPATHS; ii++) {
+            int prev = set_path(ii);
             lf_matmul_ref(y1, x, &D, T, 0);
             lf_matmul(y2, x, &Q, T, 0);
             if (T > 4) {
@@ -505,9 +514,8 @@ static void test_matvec_batch(void **state) {
     }
     /* every path, and on AVX-512 both ways of prefetching long rows */
     const int nt_prev = lf_kernels_set_stream_nt(0);
-    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0] + 1; ii++) {
-        int prev = lf_kernels_set_isa(ii < sizeof isas / sizeof isas[0] ? isas[ii] : LF_ISA_AVX512);
-        lf_kernels_set_stream_nt(ii == sizeof isas / sizeof isas[0]);
+    for (size_t ii = 0; ii < NPATHS; ii++) {
+        int prev = set_path(ii);
         for (int acc = 0; acc < 2; acc++) {
             lf_matvec_job jobs[3];
             for (int j = 0; j < 3; j++) {

@@ -323,7 +323,7 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
     *dx = _mm256_loadu_ps(x->d + g * 8);
 }
 
-/* Rows of more than Q8_SHORT_ROW bytes of codes (the base weights) are read
+/* Rows of more than LF_SHORT_ROW bytes of codes (the base weights) are read
  * one at a time, in memory order, with the bytes AHEAD further on
  * requested as they go, as rowdot.c does for F16 rows: a matrix is then one
  * stream (1b q8 shapes, 2 threads, AMD EPYC guest, alternating in one
@@ -331,9 +331,6 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
  * side by side).  Non-temporal and 6 KiB ahead where lf_cpu_stream_nt()
  * says so (AMD), 2 KiB into L1 otherwise, for the reasons given there.
  * Shorter rows go four at a time, sharing the loads of x. */
-#define Q8_SHORT_ROW 1024
-#define Q8_AHEAD 2048
-#define Q8_AHEAD_NT 6144
 
 #define VNNI_LONGROW(NAME, AHEAD, HINT)                                                  \
     T_VNNI static float NAME(const uint8_t *q, const lf_q8_act *x, int ng, size_t rb, size_t stride) { \
@@ -356,8 +353,8 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
         return hsum8(_mm256_add_ps(a0, a1));                                             \
     }
 
-VNNI_LONGROW(longrow_q8, Q8_AHEAD, _MM_HINT_T0)
-VNNI_LONGROW(longrow_nt_q8, Q8_AHEAD_NT, _MM_HINT_NTA)
+VNNI_LONGROW(longrow_q8, LF_LONG_AHEAD, _MM_HINT_T0)
+VNNI_LONGROW(longrow_nt_q8, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
 
 #define VNNI_ROWDOT(NAME, LONGROW)                                                       \
     T_VNNI void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {     \
@@ -365,7 +362,7 @@ VNNI_LONGROW(longrow_nt_q8, Q8_AHEAD_NT, _MM_HINT_NTA)
         const int ng = x->npad / LF_Q8_GROUP;                                            \
         const size_t rb = lf_q8_row_bytes(W->cols), stride = lf_q8_stride(W->cols);     \
         const uint8_t *q0 = q8_codes(W, r0);                                             \
-        if (rb > Q8_SHORT_ROW) {                                                         \
+        if (rb > LF_SHORT_ROW) {                                                         \
             for (int i = 0; i < nr; i++) out[i] = LONGROW(q0 + (size_t)i * stride, x, ng, rb, stride); \
             return;                                                                      \
         }                                                                                \

@@ -42,8 +42,8 @@ PORTABLE_ROWDOT(lf_rowdot_portable_f16, 2, ld_f16)
 PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
 
 #ifdef LF_X86
-/* Rows longer than SHORT_ROW bytes (the base weights) are read one at a
- * time, in memory order, 64 columns per step, with the bytes LONG_AHEAD
+/* Rows longer than LF_SHORT_ROW bytes (the base weights) are read one at a
+ * time, in memory order, 64 columns per step, with the bytes LF_LONG_AHEAD
  * further on requested as they go: a single sequential stream reads faster
  * than four rows side by side, which the hardware prefetchers treat as four
  * streams that each stop at a 4 KiB page (1 GiB of F16 rows of 2048 on two
@@ -52,7 +52,7 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
  * tokens/s).  Shorter rows (the adapters' B_cat) go four at a time,
  * sharing the loads of x, and ask for the group after next at the start.
  * Where lf_cpu_stream_nt() says so (AMD), the AVX-512 path asks
- * LONG_AHEAD_NT ahead, as non-temporal (a weight byte is read once per
+ * LF_LONG_AHEAD_NT ahead, as non-temporal (a weight byte is read once per
  * token): its lines then leave L1 first and x stays there, which matters
  * for long rows (x of the down projection is 22 KiB; on an AMD EPYC
  * guest, 2 threads, 2048 x 5632 F16 rows drew 46 GB/s against 60 for
@@ -60,9 +60,7 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
  * alternating in one process; 1b decoding +1-2 %).  On Sapphire Rapids
  * non-temporal prefetches 2 KiB ahead cut 1b decoding from 13.6 to 5.6
  * tokens/s (session 5): the lines left L1 before they were used. */
-#define SHORT_ROW 1024 /* bytes */
-#define LONG_AHEAD 2048 /* bytes */
-#define LONG_AHEAD_NT 6144 /* bytes */
+/* (LF_SHORT_ROW, LF_LONG_AHEAD and LF_LONG_AHEAD_NT in simd.h) */
 
 /* ============================ AVX2 ============================ */
 
@@ -92,7 +90,7 @@ T_AVX2 static inline float hsum8(__m256 s) {
         int c = 0;                                                                     \
         for (; c + 64 <= n; c += 64) {                                                 \
             for (int q = 0; q < (ES); q++)                                             \
-                _mm_prefetch(w + (size_t)c * (ES) + LONG_AHEAD + 64 * q, _MM_HINT_T0); \
+                _mm_prefetch(w + (size_t)c * (ES) + LF_LONG_AHEAD + 64 * q, _MM_HINT_T0); \
             a0 = _mm256_fmadd_ps(V8(w, c), _mm256_loadu_ps(x + c), a0);                \
             a1 = _mm256_fmadd_ps(V8(w, c + 8), _mm256_loadu_ps(x + c + 8), a1);        \
             a2 = _mm256_fmadd_ps(V8(w, c + 16), _mm256_loadu_ps(x + c + 16), a2);      \
@@ -122,7 +120,7 @@ AVX2_LONGROW(longrow8_bf16, 2, v8_bf16, ld_bf16)
         const float *x = xv;                                                           \
         const size_t ld = (size_t)n * (ES);                                            \
         const char *w0 = (const char *)W->data + (size_t)r0 * ld;                      \
-        if (ld > SHORT_ROW) {                                                          \
+        if (ld > LF_SHORT_ROW) {                                                          \
             for (int i = 0; i < nr; i++) out[i] = LONGROW(w0 + (size_t)i * ld, x, n);  \
             return;                                                                    \
         }                                                                              \
@@ -233,12 +231,12 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
         return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
     }
 
-AVX512_LONGROW(longrow_f32, 4, v16_f32, m16_f32, LONG_AHEAD, _MM_HINT_T0)
-AVX512_LONGROW(longrow_f16, 2, v16_f16, m16_f16, LONG_AHEAD, _MM_HINT_T0)
-AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16, LONG_AHEAD, _MM_HINT_T0)
-AVX512_LONGROW(longrow_nt_f32, 4, v16_f32, m16_f32, LONG_AHEAD_NT, _MM_HINT_NTA)
-AVX512_LONGROW(longrow_nt_f16, 2, v16_f16, m16_f16, LONG_AHEAD_NT, _MM_HINT_NTA)
-AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LONG_AHEAD_NT, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD, _MM_HINT_T0)
+AVX512_LONGROW(longrow_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD, _MM_HINT_T0)
+AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD, _MM_HINT_T0)
+AVX512_LONGROW(longrow_nt_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_nt_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
 
 #define AVX512_ROWDOT(NAME, ES, V16, M16, LONGROW)                                     \
     T_512 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {    \
@@ -248,7 +246,7 @@ AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LONG_AHEAD_NT, _MM_HINT_N
         const char *w0 = (const char *)W->data + (size_t)r0 * ld;                      \
         const int tail = n & 15;                                                       \
         const __mmask16 km = (__mmask16)((1u << tail) - 1);                            \
-        if (ld > SHORT_ROW) {                                                          \
+        if (ld > LF_SHORT_ROW) {                                                          \
             for (int i = 0; i < nr; i++) out[i] = LONGROW(w0 + (size_t)i * ld, x, n, km); \
             return;                                                                    \
         }                                                                              \

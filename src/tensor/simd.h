@@ -72,6 +72,13 @@ __attribute__((target("avx512f"))) static inline void lf_tr16_epi32(__m512i r[16
  * weight byte once.  x is float32 for F32/F16/BF16 rows, a quantised
  * activation (lf_q8_act) for Q8 rows. */
 typedef void (*lf_rowdot_fn)(const lf_mat *W, int r0, int nr, const void *x, float *out);
+/* Rows of more than LF_SHORT_ROW bytes of weights are read one at a time,
+ * asking for the bytes LF_LONG_AHEAD further on into L1, or LF_LONG_AHEAD_NT
+ * further on as non-temporal where lf_cpu_stream_nt() says so (rowdot.c
+ * gives the measurements; q8.c reads its rows the same way). */
+#define LF_SHORT_ROW 1024
+#define LF_LONG_AHEAD 2048
+#define LF_LONG_AHEAD_NT 6144
 lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa);
 
 void lf_rowdot_portable_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);

@@ -46,9 +46,8 @@ static inline void att_prefetch_step(att_prefetch *c) {
 /* The block after [p0, p1) in the order keys, then values. */
 static inline void att_prefetch_next(att_prefetch *c, const float *K, const float *V, int p1, int len, int hd,
                                      int keys, int steps) {
-    if (keys && p1 < len) att_prefetch_set(c, K, p1, p1 + ATT_BLOCK < len ? p1 + ATT_BLOCK : len, hd, steps);
-    else if (keys) att_prefetch_set(c, V, 0, ATT_BLOCK < len ? ATT_BLOCK : len, hd, steps);
-    else att_prefetch_set(c, V, p1, p1 + ATT_BLOCK < len ? p1 + ATT_BLOCK : len, hd, steps);
+    const int r0 = keys && p1 == len ? 0 : p1;
+    att_prefetch_set(c, keys && p1 < len ? K : V, r0, r0 + ATT_BLOCK < len ? r0 + ATT_BLOCK : len, hd, steps);
 }
 
 #define EXP_HI 88.7228390520684f /* log(FLT_MAX) */
