@@ -148,9 +148,9 @@ static void put(sent *s, const char *w) {
     if (s->n < 96) s->w[s->n++] = w;
 }
 static void put_num(sent *s, int v) {
-    static char nums[MAXNUM + 1][4];
+    static char nums[MAXNUM + 1][12]; /* room for any int: gcc -O1 cannot see i <= 40 */
     if (!nums[0][0])
-        for (int i = 0; i <= MAXNUM; i++) snprintf(nums[i], 4, "%d", i);
+        for (int i = 0; i <= MAXNUM; i++) snprintf(nums[i], sizeof nums[i], "%d", i);
     put(s, nums[v < 0 ? 0 : v > MAXNUM ? MAXNUM : v]);
 }
 /* --l2-order: 1 = L2 puts words in its own order (SOV, adjectives after
@@ -467,7 +467,7 @@ static void build_vocab(void) {
     for (int i = 0; i < n_lex; i++) { add_word(lex[i].w); add_word(lex[i].l2); }
     for (size_t i = 0; i < sizeof NAMES_M / sizeof *NAMES_M; i++) { add_word(NAMES_M[i]); add_word(NAMES_F[i]); }
     for (size_t i = 0; i < sizeof SHARED / sizeof *SHARED; i++) add_word(SHARED[i]);
-    for (int i = 0; i <= MAXNUM; i++) { char b[8]; snprintf(b, sizeof b, "%d", i); add_word(b); }
+    for (int i = 0; i <= MAXNUM; i++) { char b[12]; snprintf(b, sizeof b, "%d", i); add_word(b); }
 }
 
 static int count_chars(const char *m) { return (int)strlen(m); }
