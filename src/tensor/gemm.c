@@ -13,7 +13,8 @@
  *     Q8: once per slice, not once per token; AVX-512 converts and
  *     transposes 16 x 16 in registers), then runs every token tile over
  *     them: the x tile is reused from L1 across the group, and the group's
- *     block of y stays in L2 from one slice to the next;
+ *     block of y, summed in a contiguous buffer, stays in L2 from one slice
+ *     to the next;
  *   - the micro-kernel keeps an MR x NR block of y in registers for the
  *     whole slice: per column, NR/16 panel loads and MR broadcasts feed
  *     MR * NR / 16 FMAs.
@@ -537,6 +538,17 @@ static void panels_chunk(void *ctx, int chunk) {
     float *tmp = lf_xaligned((size_t)nr * g->kcmax * sizeof(float));
     float *panels = lf_xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
     uint32_t *pairs = g->bf16 && !g->pre ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
+    /* With more than one slice the group's block of y is summed in a
+     * contiguous buffer, rows ng * nr floats apart, and written to y once:
+     * y's own rows are rows floats apart (8 KiB for 2048), so the block's
+     * lines fell into a sixteenth of L2's sets and went to L3 and back at
+     * every slice. */
+    const int ldb = ng * nr, nslices = (g->cols + g->kcmax - 1) / g->kcmax;
+    float *yb = nslices > 1 ? lf_xaligned((size_t)g->ntiles * mr * ldb * sizeof(float)) : NULL;
+    float *yo = yb ? yb : g->y + (size_t)g0 * nr;
+    const int ldo = yb ? ldb : rows, nvg = rows - g0 * nr < ldb ? rows - g0 * nr : ldb;
+    if (yb && g->accumulate)
+        for (int t = 0; t < T; t++) memcpy(yb + (size_t)t * ldb, g->y + (size_t)t * rows + g0 * nr, nvg * sizeof(float));
     for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
         const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
         const int load = g->accumulate || k0 > 0;
@@ -557,7 +569,7 @@ static void panels_chunk(void *ctx, int chunk) {
                 const int mv = T - t * mr < mr ? T - t * mr : mr;
                 for (int j = 0; j < ng; j++) {
                     const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
-                    ukernel_bf16(kp, xs + (size_t)t * kp * mr, pw[j], g->y + (size_t)t * mr * rows + o0, rows, mv,
+                    ukernel_bf16(kp, xs + (size_t)t * kp * mr, pw[j], yo + (size_t)t * mr * ldo + j * nr, ldo, mv,
                                  nv, load);
                 }
             }
@@ -571,10 +583,13 @@ static void panels_chunk(void *ctx, int chunk) {
             for (int j = 0; j < ng; j++) {
                 const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
                 g->sh.kernel(kc, xs + (size_t)t * kc * mr, panels + (size_t)j * nr * kc,
-                             g->y + (size_t)t * mr * rows + o0, rows, mv, nv, load);
+                             yo + (size_t)t * mr * ldo + j * nr, ldo, mv, nv, load);
             }
         }
     }
+    if (yb)
+        for (int t = 0; t < T; t++) memcpy(g->y + (size_t)t * rows + g0 * nr, yb + (size_t)t * ldb, nvg * sizeof(float));
+    free(yb);
     free(tmp);
     free(panels);
     free(pairs);
