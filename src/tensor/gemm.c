@@ -171,10 +171,18 @@ T_512 static void pack_avx512(float *panel, const lf_mat *W, int r0, int nr, int
         transpose_avx512(panel, tmp, kc, nr, kc);
         return;
     }
+    const size_t esz = W->dtype == LF_F32 ? 4 : 2;
     for (int c = 0; c < kc; c += 16) {
         const int m = kc - c < 16 ? kc - c : 16;
         for (int i = 0; i < nr; i += 16) {
             __m512 r[16];
+            /* the same rows' line after next: the panel's rows are a page
+             * or more apart, a line or two each, which the hardware
+             * prefetchers do not follow */
+            if (c % 32 == 0 && c + 64 < kc)
+                for (int j = 0; j < 16 && r0 + i + j < W->rows; j++)
+                    _mm_prefetch((const char *)W->data + ((size_t)(r0 + i + j) * W->cols + c0 + c + 64) * esz,
+                                 _MM_HINT_T0);
             for (int j = 0; j < 16; j++)
                 r[j] = r0 + i + j < W->rows ? load16_f32(W, r0 + i + j, c0 + c, m) : _mm512_setzero_ps();
             tr16_regs(r);
