@@ -255,6 +255,54 @@ static void test_gemm_strided(void **state) {
     }
 }
 
+/* lf_gemm_many (one x, several matrices, one job) gives the sums of one
+ * lf_gemm_mode call per product, bit for bit: every decoding path, both
+ * orientations, mixed dtypes and accumulation, strided x, more products
+ * than one job holds, float32 and bfloat16 products. */
+static void test_gemm_many(void **state) {
+    (void)state;
+    enum { NP = 6 };
+    const int T = 29, in = 300;
+    const int outs[NP] = {70, 128, 33, 256, 5, 64};
+    const lf_dtype dts[NP] = {LF_F16, LF_BF16, LF_F32, LF_F16, LF_Q8, LF_F16};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        const int prev = lf_kernels_set_isa(isas[ii]);
+        for (int wtrans = 0; wtrans < 2; wtrans++)
+            for (int bf16 = 0; bf16 < 2; bf16++)
+                for (int xt = 0; xt < 2; xt++) {
+                    lf_mat W[NP];
+                    void *bufs[NP], *qb[NP] = {0};
+                    float *y1[NP], *y2[NP];
+                    lf_product pr[NP];
+                    for (int i = 0; i < NP; i++) {
+                        const int r = wtrans ? in : outs[i], c = wtrans ? outs[i] : in;
+                        bufs[i] = rand_mat(&W[i], dts[i] == LF_Q8 ? LF_F32 : dts[i], r, c);
+                        if (dts[i] == LF_Q8) {
+                            lf_mat F = W[i];
+                            qb[i] = malloc(lf_q8_bytes(r, c));
+                            lf_q8_quantize(qb[i], &F, &W[i]);
+                        }
+                        y1[i] = malloc((size_t)T * outs[i] * sizeof(float));
+                        y2[i] = malloc((size_t)T * outs[i] * sizeof(float));
+                        for (int k = 0; k < T * outs[i]; k++) y1[i][k] = y2[i][k] = frand();
+                        pr[i] = (lf_product){y2[i], &W[i], wtrans, i % 2};
+                    }
+                    const size_t st = xt ? 1 : (size_t)in + 3, sk = xt ? (size_t)T + 2 : 1;
+                    const size_t nx = xt ? (size_t)in * sk : (size_t)T * st;
+                    float *x = malloc(nx * sizeof(float));
+                    for (size_t k = 0; k < nx; k++) x[k] = frand();
+                    for (int i = 0; i < NP; i++) lf_gemm_mode(y1[i], x, st, sk, &W[i], wtrans, T, i % 2, bf16);
+                    lf_gemm_many(pr, NP, x, st, sk, T, bf16);
+                    for (int i = 0; i < NP; i++) {
+                        assert_memory_equal(y1[i], y2[i], (size_t)T * outs[i] * sizeof(float));
+                        free(bufs[i]); free(qb[i]); free(y1[i]); free(y2[i]);
+                    }
+                    free(x);
+                }
+        lf_kernels_set_isa(prev);
+    }
+}
+
 /* The many-token product on AMX tiles (gemm_amx.c) against a double
  * reference, both orientations (x W^T and x W), strided x, accumulation,
  * F16 and BF16 weights, shapes with every edge (tokens, rows and columns
@@ -899,7 +947,7 @@ static void test_small_kernels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8), cmocka_unit_test(test_q8_act), cmocka_unit_test(test_q8_batch_x),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_many), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8), cmocka_unit_test(test_q8_act), cmocka_unit_test(test_q8_batch_x),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
         cmocka_unit_test(test_parallel_ranges),

@@ -369,10 +369,13 @@ typedef struct {
  * (unscaled) for the backward pass.  w: [T, k] or NULL (base only). */
 static void proj_forward(float *y, float *z, const float *u, const lf_mat *W, const lf_lora_stack *st, const float *w,
                          int k, int T, const lf_train_mode *md, int l, int p, proj_scratch *s) {
-    lf_matmul(y, u, W, T, 0);
-    if (!w || !st->R) return;
+    if (!w || !st->R) {
+        lf_matmul(y, u, W, T, 0);
+        return;
+    }
     const int R = st->R, in = W->cols;
     if (md->dropout > 0) {
+        lf_matmul(y, u, W, T, 0);
         /* each adapter sees its own mask: one product per adapter */
         for (int i = 0; i < k; i++) {
             const int r = st->rank[i];
@@ -383,8 +386,9 @@ static void proj_forward(float *y, float *z, const float *u, const lf_mat *W, co
             for (int t = 0; t < T; t++)
                 memcpy(z + (size_t)t * R + st->off[i], s->z2 + (size_t)t * r, (size_t)r * sizeof(float));
         }
-    } else {
-        lf_matmul(z, u, &st->A, T, 0); /* all adapters at once: [T, R] = u A_cat^T */
+    } else { /* y = u W^T and, all adapters at once, z = u A_cat^T [T, R]: u packed once */
+        const lf_product pr[2] = {{y, W, 0, 0}, {z, &st->A, 0, 0}};
+        lf_matmul_many(pr, 2, u, T);
     }
     for (int t = 0; t < T; t++)
         for (int i = 0; i < k; i++) {
@@ -400,11 +404,15 @@ static void proj_backward(float *du, float *dw, const float *dy, const float *u,
                           const lf_lora_stack *st, const float *w, int k, int T, const lf_train_mode *md, int l, int p,
                           float *dW, float *dA, float *dB, proj_scratch *s, float *g) {
     const int in = W->cols, out = W->rows;
-    lf_matmul_tn(du, dy, W, T, 1);
     if (dW) lf_matmul_wgrad(dW, dy, u, T, out, in);
-    if (!w || !st->R) return;
+    if (!w || !st->R) {
+        lf_matmul_tn(du, dy, W, T, 1);
+        return;
+    }
     const int R = st->R;
-    lf_matmul_tn(g, dy, &st->B, T, 0); /* g = B_cat^T dy: [T, R] */
+    /* du += dy W and g = B_cat^T dy [T, R]: dy packed once */
+    const lf_product pr[2] = {{du, W, 1, 1}, {g, &st->B, 1, 0}};
+    lf_matmul_many(pr, 2, dy, T);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < k; i++) {
             if (!st->rank[i]) continue;

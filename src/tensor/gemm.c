@@ -503,16 +503,25 @@ static gemm_shape shape_for(int isa) {
     return (gemm_shape){4, 16, ukernel_portable, pack_portable};
 }
 
+/* One product of a job: y (+)= x W^T (wtrans 0) or x W (1); its chunks
+ * of group panels are the job's chunks first .. the next product's first. */
+typedef struct {
+    const lf_mat *W;
+    float *y;
+    void (*pack)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp);
+    const uint32_t *pre; /* bf16: or NULL: every panel as pairs already, [npanels][kp_all][NR] */
+    int rows, npanels, group, first, accumulate, wtrans;
+} gemm_prod;
+
 typedef struct {
     gemm_shape sh;
-    const lf_mat *W;
     const float *x;
     size_t xst, xsk; /* strides of x: element (t, c) is x[t * xst + c * xsk] */
-    float *y, *xp;
+    float *xp;
     uint32_t *xb; /* bf16: xp's tiles as bfloat16 pairs, [kcmax/2][ntiles][MR] per slice */
-    const uint32_t *pre; /* bf16: or NULL: every panel as pairs already, [npanels][kp_all][NR] */
-    int kp_all;          /* column pairs of all slices */
-    int T, rows, cols, ntiles, npanels, group, kcmax, accumulate, isa, bf16, wtrans;
+    int kp_all;   /* column pairs of all slices */
+    int T, cols, ntiles, kcmax, isa, bf16, n;
+    gemm_prod p[LF_GEMM_MANY_MAX + 1]; /* p[n].first: all chunks */
 } gemm_job;
 
 static void pack_x_chunk(void *ctx, int t) {
@@ -541,11 +550,15 @@ static void pack_x_chunk(void *ctx, int t) {
 /* g->group panels of rows (one chunk): every column slice, every token tile. */
 static void panels_chunk(void *ctx, int chunk) {
     const gemm_job *g = ctx;
-    const int mr = g->sh.mr, nr = g->sh.nr, rows = g->rows, T = g->T;
-    const int g0 = chunk * g->group, ng = g->npanels - g0 < g->group ? g->npanels - g0 : g->group;
+    int pi = 0;
+    while (chunk >= g->p[pi + 1].first) pi++;
+    const gemm_prod *q = &g->p[pi];
+    chunk -= q->first;
+    const int mr = g->sh.mr, nr = g->sh.nr, rows = q->rows, T = g->T;
+    const int g0 = chunk * q->group, ng = q->npanels - g0 < q->group ? q->npanels - g0 : q->group;
     float *tmp = lf_xaligned((size_t)nr * g->kcmax * sizeof(float));
     float *panels = lf_xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
-    uint32_t *pairs = g->bf16 && !g->pre ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
+    uint32_t *pairs = g->bf16 && !q->pre ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
     /* With more than one slice the group's block of y is summed in a
      * contiguous buffer, rows ng * nr floats apart, and written to y once:
      * y's own rows are rows floats apart (8 KiB for 2048), so the block's
@@ -553,22 +566,22 @@ static void panels_chunk(void *ctx, int chunk) {
      * every slice. */
     const int ldb = ng * nr, nslices = (g->cols + g->kcmax - 1) / g->kcmax;
     float *yb = nslices > 1 ? lf_xaligned((size_t)g->ntiles * mr * ldb * sizeof(float)) : NULL;
-    float *yo = yb ? yb : g->y + (size_t)g0 * nr;
+    float *yo = yb ? yb : q->y + (size_t)g0 * nr;
     const int ldo = yb ? ldb : rows, nvg = rows - g0 * nr < ldb ? rows - g0 * nr : ldb;
-    if (yb && g->accumulate)
-        for (int t = 0; t < T; t++) memcpy(yb + (size_t)t * ldb, g->y + (size_t)t * rows + g0 * nr, nvg * sizeof(float));
+    if (yb && q->accumulate)
+        for (int t = 0; t < T; t++) memcpy(yb + (size_t)t * ldb, q->y + (size_t)t * rows + g0 * nr, nvg * sizeof(float));
     for (int k0 = 0; k0 < g->cols; k0 += g->kcmax) {
         const int kc = g->cols - k0 < g->kcmax ? g->cols - k0 : g->kcmax;
-        const int load = g->accumulate || k0 > 0;
+        const int load = q->accumulate || k0 > 0;
 #ifdef LF_X86
         if (g->bf16) {
             const int kp = (kc + 1) / 2;
             const uint32_t *pw[GROUP];
             for (int j = 0; j < ng; j++) {
-                if (g->pre) { /* converted before (lf_pairs_panels_new) */
-                    pw[j] = g->pre + ((size_t)(g0 + j) * g->kp_all + k0 / 2) * nr;
+                if (q->pre) { /* converted before (lf_pairs_panels_new) */
+                    pw[j] = q->pre + ((size_t)(g0 + j) * g->kp_all + k0 / 2) * nr;
                 } else {
-                    pairs_panel(pairs + (size_t)j * nr * kp, g->W, g->wtrans, (g0 + j) * nr, k0, kc, panels, tmp);
+                    pairs_panel(pairs + (size_t)j * nr * kp, q->W, q->wtrans, (g0 + j) * nr, k0, kc, panels, tmp);
                     pw[j] = pairs + (size_t)j * nr * kp;
                 }
             }
@@ -584,7 +597,7 @@ static void panels_chunk(void *ctx, int chunk) {
             continue;
         }
 #endif
-        for (int j = 0; j < ng; j++) g->sh.pack(panels + (size_t)j * nr * kc, g->W, (g0 + j) * nr, nr, k0, kc, tmp);
+        for (int j = 0; j < ng; j++) q->pack(panels + (size_t)j * nr * kc, q->W, (g0 + j) * nr, nr, k0, kc, tmp);
         const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
         for (int t = 0; t < g->ntiles; t++) {
             const int mv = T - t * mr < mr ? T - t * mr : mr;
@@ -596,50 +609,71 @@ static void panels_chunk(void *ctx, int chunk) {
         }
     }
     if (yb)
-        for (int t = 0; t < T; t++) memcpy(g->y + (size_t)t * rows + g0 * nr, yb + (size_t)t * ldb, nvg * sizeof(float));
+        for (int t = 0; t < T; t++) memcpy(q->y + (size_t)t * rows + g0 * nr, yb + (size_t)t * ldb, nvg * sizeof(float));
     free(yb);
     free(tmp);
     free(panels);
     free(pairs);
 }
 
-void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
-                  int accumulate, int bf16) {
-    const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
-    if (rows <= 0 || T <= 0) return;
-    if (cols <= 0) {
-        if (!accumulate) memset(y, 0, (size_t)T * rows * sizeof(float));
+void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16) {
+    if (n <= 0 || T <= 0) return;
+    if (n > LF_GEMM_MANY_MAX) {
+        lf_gemm_many(o, LF_GEMM_MANY_MAX, x, xst, xsk, T, bf16);
+        lf_gemm_many(o + LF_GEMM_MANY_MAX, n - LF_GEMM_MANY_MAX, x, xst, xsk, T, bf16);
         return;
     }
-    if (lf_gemm_amx(y, x, xst, xsk, W, wtrans, T, accumulate)) return;
-    const int isa = lf_isa();
-    gemm_job g = {.sh = shape_for(isa), .isa = isa, .bf16 = bf16 && lf_cpu_bf16(), .W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T,
-                  .rows = rows, .cols = cols, .accumulate = accumulate};
-    if (wtrans) g.sh.pack = pack_trans;
+    const int isa = lf_isa(), cols = o[0].wtrans ? o[0].W->rows : o[0].W->cols;
+    gemm_job g = {.sh = shape_for(isa), .isa = isa, .bf16 = bf16 && lf_cpu_bf16(), .x = x, .xst = xst, .xsk = xsk,
+                  .T = T, .cols = cols};
     g.ntiles = (T + g.sh.mr - 1) / g.sh.mr;
-    g.npanels = (rows + g.sh.nr - 1) / g.sh.nr;
     g.kcmax = slice_cols(cols);
+    g.kp_all = (cols + 1) / 2; /* every slice but the last has an even width */
+    double flops = 0;
+    int total = 0;
+    for (int i = 0; i < n; i++) {
+        const lf_mat *W = o[i].W;
+        const int wt = o[i].wtrans, rows = wt ? W->cols : W->rows;
+        if ((wt ? W->rows : W->cols) != cols) abort(); /* the products share x: a caller's mistake */
+        if (rows <= 0) continue;
+        if (cols <= 0) {
+            if (!o[i].accumulate) memset(o[i].y, 0, (size_t)T * rows * sizeof(float));
+            continue;
+        }
+        if (lf_gemm_amx(o[i].y, x, xst, xsk, W, wt, T, o[i].accumulate)) continue;
+        gemm_prod *q = &g.p[g.n++];
+        *q = (gemm_prod){.W = W, .y = o[i].y, .pack = wt ? pack_trans : g.sh.pack, .rows = rows,
+                         .npanels = (rows + g.sh.nr - 1) / g.sh.nr, .accumulate = o[i].accumulate, .wtrans = wt};
 #ifdef LF_X86
-    if (g.bf16) {
-        g.kp_all = (cols + 1) / 2; /* every slice but the last has an even width */
-        const lf_amx_panels *pp = W->panels[wtrans ? 1 : 0];
-        if (lf_panels_match(pp, W, wtrans, 1)) g.pre = pp->p;
-    }
+        if (g.bf16 && lf_panels_match(W->panels[wt ? 1 : 0], W, wt, 1)) q->pre = W->panels[wt ? 1 : 0]->p;
 #endif
-    g.wtrans = wtrans;
+        flops += 2.0 * T * rows * cols;
+        total += q->npanels;
+    }
+    if (!g.n) return;
     g.xp = g.bf16 && xsk == 1 ? NULL : lf_xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
     g.xb = g.bf16 ? lf_xaligned((size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
     /* The kernel threads claim tiles, then groups of panels (pool.c): a
      * thread the system preempts delays only the chunk it holds. */
-    const int nt = 2.0 * T * rows * cols >= 4e6 ? lf_kernels_threads() : 1;
+    const int nt = flops >= 4e6 ? lf_kernels_threads() : 1;
     lf_parallel_chunks(pack_x_chunk, &g, g.ntiles, nt);
     /* GROUP panels per chunk, fewer when that would leave a thread without
      * work (an adapter's 128 rows are four panels: one chunk of four kept
      * one of two threads idle) */
-    g.group = g.npanels >= GROUP * nt ? GROUP : (g.npanels + nt - 1) / nt;
-    lf_parallel_chunks(panels_chunk, &g, (g.npanels + g.group - 1) / g.group, nt);
+    for (int i = 0; i < g.n; i++) {
+        gemm_prod *q = &g.p[i];
+        q->group = total >= GROUP * nt ? (q->npanels < GROUP ? q->npanels : GROUP) : (q->npanels + nt - 1) / nt;
+        g.p[i + 1].first = q->first + (q->npanels + q->group - 1) / q->group;
+    }
+    lf_parallel_chunks(panels_chunk, &g, g.p[g.n].first, nt);
     free(g.xp);
     free(g.xb);
+}
+
+void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
+                  int accumulate, int bf16) {
+    const lf_product o = {.y = y, .W = W, .wtrans = wtrans, .accumulate = accumulate};
+    lf_gemm_many(&o, 1, x, xst, xsk, T, bf16);
 }
 
 void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,

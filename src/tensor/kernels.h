@@ -74,6 +74,13 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out);
 /* y[t, r] (+)= sum_c W[r, c] * x[t, c] for t < T.
  * x: [T, W->cols], y: [T, W->rows].  accumulate: add to y instead of overwriting. */
 void lf_matmul(float *y, const float *x, const lf_mat *W, int T, int accumulate);
+/* One of several products of the same x (lf_matmul_many, lf_gemm_many):
+ * y (+)= x W^T (wtrans 0) or x W (wtrans 1). */
+typedef struct {
+    float *y;
+    const lf_mat *W;
+    int wtrans, accumulate;
+} lf_product;
 void lf_matmul_ref(float *y, const float *x, const lf_mat *W, int T, int accumulate);
 
 /* ---- elementwise and normalisation ---- */

@@ -85,6 +85,18 @@ void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumu
     lf_parallel_chunks(tn_chunk, &j, (cols + TN_COLS - 1) / TN_COLS, few_threads(rows, cols, T));
 }
 
+void lf_matmul_many(const lf_product *o, int n, const float *x, int T) {
+    if (n <= 0) return;
+    if (T >= GEMM_MIN_T) {
+        lf_gemm_many(o, n, x, (size_t)(o[0].wtrans ? o[0].W->rows : o[0].W->cols), 1, T, lf_products_bf16());
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (o[i].wtrans) lf_matmul_tn(o[i].y, x, o[i].W, T, o[i].accumulate);
+        else lf_matmul(o[i].y, x, o[i].W, T, o[i].accumulate);
+    }
+}
+
 /* ============================ dW += dy^T x ============================ */
 
 void lf_matmul_wgrad_ref(float *dW, const float *dy, const float *x, int T, int rows, int cols) {
