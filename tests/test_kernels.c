@@ -218,20 +218,24 @@ static void test_matmul(void **state) {
 }
 
 /* lf_gemm_ex with x read through strides (rows of x longer than cols, as
- * the attention's query blocks are; and x transposed), W and W^T, on every
- * path, against a double-precision sum. */
+ * the attention's query blocks are; and x transposed), W and W^T of F16,
+ * BF16 and F32 weights, on every path, against a double-precision sum. */
 static void test_gemm_strided(void **state) {
     (void)state;
     const int shapes[][3] = {{40, 37, 13}, {33, 300, 12}, {64, 16, 25}, {17, 520, 30}};
+    const lf_dtype dts[] = {LF_F16, LF_BF16, LF_F32};
     for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
         const int prev = lf_kernels_set_isa(isas[ii]);
+        for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
             for (int wtrans = 0; wtrans < 2; wtrans++)
                 for (int xt = 0; xt < 2; xt++) {
                     const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
                     const int out = wtrans ? cols : rows, in = wtrans ? rows : cols;
                     lf_mat W;
-                    void *buf = rand_mat(&W, LF_F16, rows, cols);
+                    void *buf = rand_mat(&W, dts[di], rows, cols);
+                    float *wf = malloc((size_t)rows * cols * sizeof(float));
+                    for (int r = 0; r < rows; r++) lf_mat_row_f32(wf + (size_t)r * cols, &W, r);
                     /* element (t, c) at x[t * st + c * sk], with room to spare */
                     const size_t st = xt ? 1 : (size_t)in + 5, sk = xt ? (size_t)T + 3 : 1;
                     const size_t nx = xt ? (size_t)in * sk : (size_t)T * st;
@@ -244,12 +248,12 @@ static void test_gemm_strided(void **state) {
                             double a = 0;
                             for (int c = 0; c < in; c++) {
                                 const size_t wi = wtrans ? (size_t)c * cols + o : (size_t)o * cols + c;
-                                a += (double)x[t * st + c * sk] * lf_f16_to_f32(((const uint16_t *)W.data)[wi]);
+                                a += (double)x[t * st + c * sk] * wf[wi];
                             }
                             ref[(size_t)t * out + o] = (float)a;
                         }
                     lf_test_check_close(lf_kernels_isa_name(lf_kernels_isa()), y, ref, (size_t)T * out, 1e-5 * in + 1e-6);
-                    free(buf); free(x); free(y); free(ref);
+                    free(buf); free(wf); free(x); free(y); free(ref);
                 }
         lf_kernels_set_isa(prev);
     }

@@ -41,6 +41,7 @@
 #include <immintrin.h>
 #endif
 
+#define PF_ROWS 16 /* rows of W ahead that the W^T packings request */
 #define KC_MAX 256 /* columns per slice: the x slice of 512 tokens is 512 KiB (L2) */
 #define GROUP 4    /* panels packed together: their y block (512 tokens x 128 rows, 256 KiB) stays in L2
                       across the column slices, and each x tile is reused from L1 for all of them */
@@ -160,6 +161,29 @@ T_512 static inline __m512 load16_f32(const lf_mat *W, int r, int c, int m) {
         return _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, (const uint16_t *)W->data + at)), 16));
     return _mm512_maskz_loadu_ps(k, (const float *)W->data + at);
+}
+
+/* pack_trans on AVX-512: each row of W gives the panel nr consecutive
+ * values, a line or two a page or more from the last row's; requested
+ * PF_ROWS rows ahead, as the bfloat16 packing does (Q8: pack_trans). */
+T_512 static void pack_trans_avx512(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp) {
+    if (W->dtype == LF_Q8) {
+        pack_trans(panel, W, r0, nr, c0, kc, tmp);
+        return;
+    }
+    const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
+    const size_t esz = W->dtype == LF_F32 ? 4 : 2;
+    const char *base = (const char *)W->data + (size_t)r0 * esz;
+    for (int c = 0; c < kc; c++) {
+        if (c + PF_ROWS < kc)
+            for (size_t b = 0; b < (size_t)nv * esz + 63; b += 64)
+                _mm_prefetch(base + (size_t)(c0 + c + PF_ROWS) * W->cols * esz + b, _MM_HINT_T0);
+        float *d = panel + (size_t)c * nr;
+        for (int j = 0; j < nr; j += 16) {
+            const int m = nv - j < 16 ? (nv - j > 0 ? nv - j : 0) : 16;
+            _mm512_store_ps(d + j, m ? load16_f32(W, c0 + c, r0 + j, m) : _mm512_setzero_ps());
+        }
+    }
 }
 
 /* Panel [kc][nr] of rows r0.. and columns c0..: converted and transposed
@@ -335,9 +359,6 @@ T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, fl
 }
 
 #define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
-#ifndef PF_ROWS
-#define PF_ROWS 16 /* rows of W ahead that the W^T packing requests */
-#endif
 
 /* Rows 2p and 2p+1 of src [k][n] (float32) as pairs of bfloat16 (round to
  * nearest even): dst [(k + 1) / 2][n], the even row's value in the low
@@ -490,17 +511,18 @@ static int slice_cols(int cols) {
 typedef struct {
     int mr, nr;
     ukernel_fn kernel;
-    void (*pack)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp);
+    void (*pack)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp);  /* W^T's panels */
+    void (*packt)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp); /* W's */
 } gemm_shape;
 
 static gemm_shape shape_for(int isa) {
 #ifdef LF_X86
-    if (isa == LF_ISA_AVX512) return (gemm_shape){12, 32, ukernel_avx512, pack_avx512};
-    if (isa == LF_ISA_AVX2) return (gemm_shape){6, 16, ukernel_avx2, pack_avx2};
+    if (isa == LF_ISA_AVX512) return (gemm_shape){12, 32, ukernel_avx512, pack_avx512, pack_trans_avx512};
+    if (isa == LF_ISA_AVX2) return (gemm_shape){6, 16, ukernel_avx2, pack_avx2, pack_trans};
 #else
     (void)isa;
 #endif
-    return (gemm_shape){4, 16, ukernel_portable, pack_portable};
+    return (gemm_shape){4, 16, ukernel_portable, pack_portable, pack_trans};
 }
 
 /* One product of a job: y (+)= x W^T (wtrans 0) or x W (1); its chunks
@@ -642,7 +664,7 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
         }
         if (lf_gemm_amx(o[i].y, x, xst, xsk, W, wt, T, o[i].accumulate)) continue;
         gemm_prod *q = &g.p[g.n++];
-        *q = (gemm_prod){.W = W, .y = o[i].y, .pack = wt ? pack_trans : g.sh.pack, .rows = rows,
+        *q = (gemm_prod){.W = W, .y = o[i].y, .pack = wt ? g.sh.packt : g.sh.pack, .rows = rows,
                          .npanels = (rows + g.sh.nr - 1) / g.sh.nr, .accumulate = o[i].accumulate, .wtrans = wt};
 #ifdef LF_X86
         if (g.bf16 && lf_panels_match(W->panels[wt ? 1 : 0], W, wt, 1)) q->pre = W->panels[wt ? 1 : 0]->p;
