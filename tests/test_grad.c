@@ -329,6 +329,57 @@ static size_t one_step(lf_trainable *tr, lf_model *m, const lf_train_mode *md, c
     return n;
 }
 
+/* The GEMM attention runs whole key/value heads per thread when there
+ * are at least as many as threads, else every product on all threads:
+ * the loss and every gradient are the same, bit for bit, with 1, 2 and 3
+ * threads (the test model has 2 key/value heads), in one query block and
+ * in blocks of 5. */
+static void test_attention_threads(void **state) {
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/small_threads", lf_test_tmpdir());
+    lf_gate *gate;
+    lf_model *m = small_model(dir, &gate);
+    const int keep = lf_attn_gemm_min_t, keep_block = lf_attn_query_block, keep_threads = lf_get_threads();
+    lf_attn_gemm_min_t = 1;
+    const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
+    enum { T = 23, NMAX = 1 << 16 };
+    int32_t ids[T], lab[T];
+    for (int t = 0; t < T; t++) { ids[t] = 3 + (t * 29) % 60; lab[t] = t < 4 ? -100 : (5 + t * 11) % 64; }
+    float *g0 = malloc(NMAX * sizeof(float)), *g1 = malloc(NMAX * sizeof(float));
+    for (int bi = 0; bi < 2; bi++) {
+        lf_attn_query_block = bi ? 5 : 0;
+        size_t n0 = 0;
+        double l0 = 0;
+        for (int threads = 1; threads <= 3; threads++) {
+            lf_set_threads(threads);
+            lf_trainable *tr = lf_trainable_new(m, gate, LF_TRAIN_BASE);
+            assert_non_null(tr);
+            double l;
+            size_t n = 0;
+            for (int i = 0; i < lf_trainable_count(tr); i++) n += lf_trainable_param(tr, i)->n;
+            assert_true(n <= NMAX);
+            n = one_step(tr, m, &md, ids, lab, T, &l, threads == 1 ? g0 : g1);
+            lf_trainable_free(tr);
+            if (threads == 1) {
+                n0 = n;
+                l0 = l;
+                continue;
+            }
+            assert_int_equal(n, n0);
+            assert_true(l == l0);
+            assert_memory_equal(g0, g1, n * sizeof(float));
+        }
+    }
+    free(g0);
+    free(g1);
+    lf_set_threads(keep_threads);
+    lf_attn_gemm_min_t = keep;
+    lf_attn_query_block = keep_block;
+    lf_gate_free(gate);
+    lf_model_free(m);
+}
+
 /* A trainable keeps its step buffers from one step to the next: steps of
  * 12, 7, 12 and 16 tokens with kept activations, checkpointed layers and
  * the default in turn give, bit for bit, the loss and the gradients of
@@ -536,6 +587,7 @@ int main(void) {
         cmocka_unit_test(test_fixture_gradients),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_attention_gemm_path),
+        cmocka_unit_test(test_attention_threads),
         cmocka_unit_test(test_step_buffers_reused),
         cmocka_unit_test(test_loss_matches_inference),
         cmocka_unit_test(test_prepacked_weights),

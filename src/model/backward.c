@@ -20,6 +20,7 @@
 #include "../tensor/simd.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -601,6 +602,8 @@ static void attn_backward(float *dq, float *dk, float *dv, const float *dout, co
 
 int lf_attn_gemm_min_t = 64;
 
+#define LF_MAX_THREADS_ATTN 64 /* scratch sets, one per thread running a head */
+
 typedef struct {
     float *s, *s2, *kc, *vc, *qc, *oc, *dkc, *dvc;
 } attn_bufs;
@@ -697,75 +700,140 @@ static lf_mat row_range(const lf_mat *M, int r0, int n) {
     return v;
 }
 
-static void attn_forward_gemm(float *out, const float *q, const float *k, const float *v, const lf_config *c,
-                              int T) {
-    const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+/* One attention call's operands, and its scratch: one set of buffers per
+ * thread that may run a key/value head at once (slots taken and given back
+ * by the heads). */
+typedef struct {
+    float *out, *dq, *dk, *dv;
+    const float *dout, *q, *k, *v;
+    const lf_config *c;
+    int T, nslots;
+    attn_bufs *slots;
+    _Atomic int *busy;
+} attn_job;
+
+static attn_bufs *slot_take(const attn_job *j) {
+    for (;;)
+        for (int i = 0; i < j->nslots; i++)
+            if (!atomic_exchange_explicit(&j->busy[i], 1, memory_order_acquire)) return &j->slots[i];
+}
+
+static void slot_give(const attn_job *j, const attn_bufs *b) {
+    atomic_store_explicit(&j->busy[b - j->slots], 0, memory_order_release);
+}
+
+/* The query heads of key/value head kh, forward. */
+static void attn_forward_kv(const attn_job *j, int kh, attn_bufs *b) {
+    const lf_config *c = j->c;
+    const int T = j->T, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
     const int qb = lf_attn_query_block > 0 ? lf_attn_query_block : T;
     const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    attn_bufs b;
-    attn_bufs_alloc(&b, T, hd);
-    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd};
-    const lf_mat Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
-    for (int kh = 0; kh < nkv; kh++) {
-        gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
-        gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
-        for (int h = kh * group; h < (kh + 1) * group; h++) {
-            for (int r0 = 0; r0 < T; r0 += qb) {
-                const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
-                attn_probs(b.s, q, &K, r0, nb, qd, (size_t)h * hd, scale);
-                const lf_mat Vn = first_rows(&Vm, n);
-                lf_gemm_ex(b.oc + (size_t)r0 * hd, b.s, (size_t)n, 1, &Vn, 1, nb, 0); /* O_b = P_b V[0:n] */
-            }
-            for (int t = 0; t < T; t++)
-                memcpy(out + (size_t)t * qd + (size_t)h * hd, b.oc + (size_t)t * hd, (size_t)hd * sizeof(float));
+    const lf_mat K = {.dtype = LF_F32, .data = b->kc, .rows = T, .cols = hd};
+    const lf_mat Vm = {.dtype = LF_F32, .data = b->vc, .rows = T, .cols = hd};
+    gather(b->kc, j->k, T, hd, kvd, (size_t)kh * hd);
+    gather(b->vc, j->v, T, hd, kvd, (size_t)kh * hd);
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        for (int r0 = 0; r0 < T; r0 += qb) {
+            const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
+            attn_probs(b->s, j->q, &K, r0, nb, qd, (size_t)h * hd, scale);
+            const lf_mat Vn = first_rows(&Vm, n);
+            lf_gemm_ex(b->oc + (size_t)r0 * hd, b->s, (size_t)n, 1, &Vn, 1, nb, 0); /* O_b = P_b V[0:n] */
         }
+        for (int t = 0; t < T; t++)
+            memcpy(j->out + (size_t)t * qd + (size_t)h * hd, b->oc + (size_t)t * hd, (size_t)hd * sizeof(float));
     }
-    attn_bufs_free(&b);
 }
 
 /* Per query block: dP = dO_b V^T; dS = P * (dP - rowsum(P * dP)) * scale;
  * dQ_b = dS K; dK += dS^T Q_b; dV += P^T dO_b (over the keys the block sees). */
-static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                               const float *v, const lf_config *c, int T) {
-    const int hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
+static void attn_backward_kv(const attn_job *j, int kh, attn_bufs *b) {
+    const lf_config *c = j->c;
+    const int T = j->T, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
     const int qb = lf_attn_query_block > 0 ? lf_attn_query_block : T;
     const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    attn_bufs b;
-    attn_bufs_alloc(&b, T, hd);
-    const lf_mat K = {.dtype = LF_F32, .data = b.kc, .rows = T, .cols = hd};
-    const lf_mat Vm = {.dtype = LF_F32, .data = b.vc, .rows = T, .cols = hd};
-    const lf_mat Q = {.dtype = LF_F32, .data = b.qc, .rows = T, .cols = hd};
-    const lf_mat dO = {.dtype = LF_F32, .data = b.oc, .rows = T, .cols = hd};
-    for (int kh = 0; kh < nkv; kh++) {
-        gather(b.kc, k, T, hd, kvd, (size_t)kh * hd);
-        gather(b.vc, v, T, hd, kvd, (size_t)kh * hd);
-        memset(b.dkc, 0, (size_t)T * hd * sizeof(float));
-        memset(b.dvc, 0, (size_t)T * hd * sizeof(float));
-        for (int h = kh * group; h < (kh + 1) * group; h++) {
-            gather(b.qc, q, T, hd, qd, (size_t)h * hd);
-            gather(b.oc, dout, T, hd, qd, (size_t)h * hd);
-            for (int r0 = 0; r0 < T; r0 += qb) {
-                const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
-                float *P = b.s, *dS = b.s2;
-                attn_probs(P, q, &K, r0, nb, qd, (size_t)h * hd, scale);
-                const lf_mat Vn = first_rows(&Vm, n), Kn = first_rows(&K, n);
-                const lf_mat Qb = row_range(&Q, r0, nb), dOb = row_range(&dO, r0, nb);
-                lf_gemm_ex(dS, b.oc + (size_t)r0 * hd, (size_t)hd, 1, &Vn, 0, nb, 0); /* dP [nb, n] */
-                rows_job rb = {P, dS, r0, nb, n, scale};
-                lf_parallel_chunks(softmax_backward_rows, &rb, (nb + ROW_CHUNK - 1) / ROW_CHUNK, lf_kernels_threads());
-                lf_gemm_ex(b.dkc, dS, 1, (size_t)n, &Qb, 1, n, 1); /* dK[0:n] += dS^T Q_b */
-                lf_gemm_ex(b.dvc, P, 1, (size_t)n, &dOb, 1, n, 1); /* dV[0:n] += P^T dO_b */
-                /* dQ_b = dS K[0:n], into a scratch of its own (qc still holds Q) */
-                lf_gemm_ex(b.s, dS, (size_t)n, 1, &Kn, 1, nb, 0);
-                scatter_add(dq + (size_t)r0 * qd, b.s, nb, hd, qd, (size_t)h * hd);
-            }
+    const lf_mat K = {.dtype = LF_F32, .data = b->kc, .rows = T, .cols = hd};
+    const lf_mat Vm = {.dtype = LF_F32, .data = b->vc, .rows = T, .cols = hd};
+    const lf_mat Q = {.dtype = LF_F32, .data = b->qc, .rows = T, .cols = hd};
+    const lf_mat dO = {.dtype = LF_F32, .data = b->oc, .rows = T, .cols = hd};
+    gather(b->kc, j->k, T, hd, kvd, (size_t)kh * hd);
+    gather(b->vc, j->v, T, hd, kvd, (size_t)kh * hd);
+    memset(b->dkc, 0, (size_t)T * hd * sizeof(float));
+    memset(b->dvc, 0, (size_t)T * hd * sizeof(float));
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        gather(b->qc, j->q, T, hd, qd, (size_t)h * hd);
+        gather(b->oc, j->dout, T, hd, qd, (size_t)h * hd);
+        for (int r0 = 0; r0 < T; r0 += qb) {
+            const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
+            float *P = b->s, *dS = b->s2;
+            attn_probs(P, j->q, &K, r0, nb, qd, (size_t)h * hd, scale);
+            const lf_mat Vn = first_rows(&Vm, n), Kn = first_rows(&K, n);
+            const lf_mat Qb = row_range(&Q, r0, nb), dOb = row_range(&dO, r0, nb);
+            lf_gemm_ex(dS, b->oc + (size_t)r0 * hd, (size_t)hd, 1, &Vn, 0, nb, 0); /* dP [nb, n] */
+            rows_job rb = {P, dS, r0, nb, n, scale};
+            lf_parallel_chunks(softmax_backward_rows, &rb, (nb + ROW_CHUNK - 1) / ROW_CHUNK, lf_kernels_threads());
+            lf_gemm_ex(b->dkc, dS, 1, (size_t)n, &Qb, 1, n, 1); /* dK[0:n] += dS^T Q_b */
+            lf_gemm_ex(b->dvc, P, 1, (size_t)n, &dOb, 1, n, 1); /* dV[0:n] += P^T dO_b */
+            /* dQ_b = dS K[0:n], into a scratch of its own (qc still holds Q) */
+            lf_gemm_ex(b->s, dS, (size_t)n, 1, &Kn, 1, nb, 0);
+            scatter_add(j->dq + (size_t)r0 * qd, b->s, nb, hd, qd, (size_t)h * hd);
         }
-        scatter_add(dk, b.dkc, T, hd, kvd, (size_t)kh * hd);
-        scatter_add(dv, b.dvc, T, hd, kvd, (size_t)kh * hd);
     }
-    attn_bufs_free(&b);
+    scatter_add(j->dk, b->dkc, T, hd, kvd, (size_t)kh * hd);
+    scatter_add(j->dv, b->dvc, T, hd, kvd, (size_t)kh * hd);
+}
+
+static void attn_forward_kv_chunk(void *ctx, int kh) {
+    const attn_job *j = ctx;
+    attn_bufs *b = slot_take(j);
+    attn_forward_kv(j, kh, b);
+    slot_give(j, b);
+}
+
+static void attn_backward_kv_chunk(void *ctx, int kh) {
+    const attn_job *j = ctx;
+    attn_bufs *b = slot_take(j);
+    attn_backward_kv(j, kh, b);
+    slot_give(j, b);
+}
+
+/* With at least as many key/value heads as threads, each thread takes
+ * whole heads and runs their products and softmax rows alone (the calls
+ * inside run on the calling thread while the pool is busy): the products
+ * of a head are small (64-wide), and split between the threads each
+ * cost two wake-ups and waits (80-170 GFLOP/s).  Otherwise the heads go
+ * one after another, each product on all threads. */
+static void attn_gemm_run(attn_job *j, void (*chunk)(void *, int)) {
+    const int nkv = j->c->n_kv_heads, nt = lf_kernels_threads();
+    j->nslots = nt > 1 && nkv >= nt ? nt : 1;
+    attn_bufs slots[LF_MAX_THREADS_ATTN];
+    _Atomic int busy[LF_MAX_THREADS_ATTN];
+    if (j->nslots > LF_MAX_THREADS_ATTN) j->nslots = LF_MAX_THREADS_ATTN;
+    for (int i = 0; i < j->nslots; i++) {
+        attn_bufs_alloc(&slots[i], j->T, j->c->head_dim);
+        atomic_init(&busy[i], 0);
+    }
+    j->slots = slots;
+    j->busy = busy;
+    if (j->nslots > 1) lf_parallel_chunks(chunk, j, nkv, j->nslots);
+    else
+        for (int kh = 0; kh < nkv; kh++) chunk(j, kh);
+    for (int i = 0; i < j->nslots; i++) attn_bufs_free(&slots[i]);
+    j->slots = NULL;
+    j->busy = NULL;
+}
+
+static void attn_forward_gemm(float *out, const float *q, const float *k, const float *v, const lf_config *c,
+                              int T) {
+    attn_job j = {.out = out, .q = q, .k = k, .v = v, .c = c, .T = T};
+    attn_gemm_run(&j, attn_forward_kv_chunk);
+}
+
+static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                               const float *v, const lf_config *c, int T) {
+    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .c = c, .T = T};
+    attn_gemm_run(&j, attn_backward_kv_chunk);
 }
 
 static void attention_forward(float *out, const float *q, const float *k, const float *v, const lf_config *c,
