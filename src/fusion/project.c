@@ -19,9 +19,13 @@ void lf_lora_scale(float *z, const lf_lora_stack *st, const float *w, int k, int
 
 void lf_project(float *y, const float *u, const lf_mat *W, const lf_lora_stack *st,
                 const float *w, int k, int n, float *z) {
-    lf_matmul(y, u, W, n, 0);
-    if (!w || st->R == 0) return;
-    lf_matmul(z, u, &st->A, n, 0); /* z = A_cat u: [n, R] */
+    if (!w || st->R == 0) {
+        lf_matmul(y, u, W, n, 0);
+        return;
+    }
+    /* y = u W^T and z = A_cat u [n, R], u packed once */
+    const lf_product pr[2] = {{y, W, 0, 0}, {z, &st->A, 0, 0}};
+    lf_matmul_many(pr, 2, u, n);
     lf_lora_scale(z, st, w, k, n);
     lf_matmul(y, z, &st->B, n, 1); /* y += B_cat z */
 }

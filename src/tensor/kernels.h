@@ -81,6 +81,12 @@ typedef struct {
     const lf_mat *W;
     int wtrans, accumulate;
 } lf_product;
+/* Products of one x [T, in] with several matrices: y_i (+)= x W_i^T
+ * (wtrans 0: lf_matmul) or x W_i (wtrans 1: lf_matmul_tn), every W_i with
+ * input width in.  From as many tokens as the GEMM takes, x is packed once
+ * and the products run as one job (lf_gemm_many); the results are those
+ * of the calls one by one, bit for bit (train_kernels.c). */
+void lf_matmul_many(const lf_product *o, int n, const float *x, int T);
 void lf_matmul_ref(float *y, const float *x, const lf_mat *W, int T, int accumulate);
 
 /* ---- elementwise and normalisation ---- */

@@ -12,12 +12,6 @@
 void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumulate);
 void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int accumulate);
 
-/* Products of one x [T, in] with several matrices: y_i (+)= x W_i^T
- * (wtrans 0: lf_matmul) or x W_i (wtrans 1: lf_matmul_tn), every W_i with
- * input width in.  From as many tokens as the GEMM takes, x is packed once
- * and the products run as one job (lf_gemm_many); the results are those
- * of the calls one by one, bit for bit. */
-void lf_matmul_many(const lf_product *o, int n, const float *x, int T);
 
 /* dW[r, c] += sum_t dy[t, r] * x[t, c]: the weight gradient of y = x W^T.
  * dW: [rows, cols] float32, dy: [T, rows], x: [T, cols]. */
