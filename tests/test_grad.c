@@ -24,6 +24,37 @@ static float frand(void) {
 
 /* ---------- kernels against their references ---------- */
 
+/* The SwiGLU backward (vector exp, chunks on the kernel threads) against
+ * its scalar reference: a partial last chunk and a partial last group of
+ * 256, gates from -30 to 30 (the sigmoid's flat ends); the two exps differ
+ * by a few ulp, so the bound is relative, 1e-5 of the larger of the value
+ * and the product of its factors. */
+static void test_swiglu_backward(void **state) {
+    (void)state;
+    const size_t n = 3 * 16384 + 300;
+    float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float)), *da = malloc(n * sizeof(float));
+    float *dg = malloc(n * sizeof(float)), *du = malloc(n * sizeof(float));
+    float *rg = malloc(n * sizeof(float)), *ru = malloc(n * sizeof(float));
+    uint64_t st = 99;
+    for (size_t i = 0; i < n; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        g[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 60.0 - 30.0) * (i % 3 ? 0.1f : 1.0f);
+        u[i] = (float)(i % 17) / 8.0f - 1.0f;
+        da[i] = (float)(i % 29) / 14.0f - 1.0f;
+    }
+    lf_swiglu_backward(dg, du, da, g, u, n);
+    lf_swiglu_backward_ref(rg, ru, da, g, u, n);
+    for (size_t i = 0; i < n; i++) {
+        const float sg = (float)(fabs((double)da[i] * u[i]) * (1.0 + fabs((double)g[i]))), su = fabsf(da[i] * g[i]);
+        if (!(fabsf(dg[i] - rg[i]) <= 1e-5f * fmaxf(fabsf(rg[i]), sg) + 1e-30f) ||
+            !(fabsf(du[i] - ru[i]) <= 1e-5f * fmaxf(fabsf(ru[i]), su) + 1e-30f)) {
+            fprintf(stderr, "swiglu backward [%zu] g %g: dg %g vs %g, du %g vs %g\n", i, g[i], dg[i], rg[i], du[i], ru[i]);
+            fail();
+        }
+    }
+    free(g); free(u); free(da); free(dg); free(du); free(rg); free(ru);
+}
+
 static void test_train_kernels(void **state) {
     (void)state;
     const lf_dtype types[] = {LF_F32, LF_F16, LF_BF16};
@@ -584,6 +615,7 @@ static void test_bf16_products(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_kernels),
+        cmocka_unit_test(test_swiglu_backward),
         cmocka_unit_test(test_fixture_gradients),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_attention_gemm_path),

@@ -1050,11 +1050,7 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
     memset(c->dact, 0, nI * sizeof(float));
     proj_backward(c->dact, c->dw, dx_out, c->act, c->z[LF_PROJ_DOWN], &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k,
                   T, md, l, LF_PROJ_DOWN, PGRADS(LF_PROJ_DOWN), &c->ps, c->gR);
-    for (size_t i = 0; i < nI; i++) {
-        const float gi = c->g[i], sg = 1.0f / (1.0f + expf(-gi));
-        c->du[i] = c->dact[i] * gi * sg;                                  /* d up */
-        c->dg[i] = c->dact[i] * c->u[i] * sg * (1.0f + gi * (1.0f - sg)); /* d gate */
-    }
+    lf_swiglu_backward(c->dg, c->du, c->dact, c->g, c->u, nI); /* d gate, d up */
     memset(c->dh, 0, nH * sizeof(float));
     proj_backward(c->dh, c->dw, c->dg, c->h2, c->z[LF_PROJ_GATE], &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, T,
                   md, l, LF_PROJ_GATE, PGRADS(LF_PROJ_GATE), &c->ps, c->gR);

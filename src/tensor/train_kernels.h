@@ -23,4 +23,9 @@ void lf_matmul_wgrad_ref(float *dW, const float *dy, const float *x, int T, int 
 void lf_rmsnorm_backward(float *dx, float *dg, const float *dy, const float *x, const float *g,
                          int T, int n, float eps);
 
+/* The backward of act = silu(g) * u: du = dact * silu(g), dg = dact * u *
+ * silu'(g), with silu'(g) = s (1 + g (1 - s)), s = sigmoid(g); n values. */
+void lf_swiglu_backward(float *dg, float *du, const float *dact, const float *g, const float *u, size_t n);
+void lf_swiglu_backward_ref(float *dg, float *du, const float *dact, const float *g, const float *u, size_t n);
+
 #endif
