@@ -42,16 +42,22 @@ static void test_swiglu_backward(void **state) {
         u[i] = (float)(i % 17) / 8.0f - 1.0f;
         da[i] = (float)(i % 29) / 14.0f - 1.0f;
     }
-    lf_swiglu_backward(dg, du, da, g, u, n);
     lf_swiglu_backward_ref(rg, ru, da, g, u, n);
-    for (size_t i = 0; i < n; i++) {
-        const float sg = (float)(fabs((double)da[i] * u[i]) * (1.0 + fabs((double)g[i]))), su = fabsf(da[i] * g[i]);
-        if (!(fabsf(dg[i] - rg[i]) <= 1e-5f * fmaxf(fabsf(rg[i]), sg) + 1e-30f) ||
-            !(fabsf(du[i] - ru[i]) <= 1e-5f * fmaxf(fabsf(ru[i]), su) + 1e-30f)) {
-            fprintf(stderr, "swiglu backward [%zu] g %g: dg %g vs %g, du %g vs %g\n", i, g[i], dg[i], rg[i], du[i], ru[i]);
-            fail();
+    const int prev = lf_kernels_isa();
+    for (int isa = LF_ISA_PORTABLE; isa <= prev; isa++) { /* every instruction set this CPU has */
+        lf_kernels_set_isa(isa);
+        lf_swiglu_backward(dg, du, da, g, u, n);
+        for (size_t i = 0; i < n; i++) {
+            const float sg = (float)(fabs((double)da[i] * u[i]) * (1.0 + fabs((double)g[i]))), su = fabsf(da[i] * g[i]);
+            if (!(fabsf(dg[i] - rg[i]) <= 1e-5f * fmaxf(fabsf(rg[i]), sg) + 1e-30f) ||
+                !(fabsf(du[i] - ru[i]) <= 1e-5f * fmaxf(fabsf(ru[i]), su) + 1e-30f)) {
+                fprintf(stderr, "swiglu backward, %s, [%zu] g %g: dg %g vs %g, du %g vs %g\n",
+                        lf_kernels_isa_name(isa), i, g[i], dg[i], rg[i], du[i], ru[i]);
+                fail();
+            }
         }
     }
+    lf_kernels_set_isa(prev);
     free(g); free(u); free(da); free(dg); free(du); free(rg); free(ru);
 }
 
