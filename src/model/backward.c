@@ -703,14 +703,20 @@ static lf_mat row_range(const lf_mat *M, int r0, int n) {
 /* One attention call's operands, and its scratch: one set of buffers per
  * thread that may run a key/value head at once (slots taken and given back
  * by the heads). */
-typedef struct {
+typedef struct attn_job attn_job;
+struct attn_job {
     float *out, *dq, *dk, *dv;
     const float *dout, *q, *k, *v;
     const lf_config *c;
-    int T, nslots;
+    void (*run)(const attn_job *j, int kh, attn_bufs *b); /* attn_forward_kv or attn_backward_kv */
+    /* the shapes (attn_gemm_run): head size, query heads per key/value
+     * head, query block; row lengths of q and of k/v */
+    int T, hd, group, qb, nslots;
+    size_t qd, kvd;
+    float scale;
     attn_bufs *slots;
     _Atomic int *busy;
-} attn_job;
+};
 
 static attn_bufs *slot_take(const attn_job *j) {
     for (;;)
@@ -724,11 +730,9 @@ static void slot_give(const attn_job *j, const attn_bufs *b) {
 
 /* The query heads of key/value head kh, forward. */
 static void attn_forward_kv(const attn_job *j, int kh, attn_bufs *b) {
-    const lf_config *c = j->c;
-    const int T = j->T, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
-    const int qb = lf_attn_query_block > 0 ? lf_attn_query_block : T;
-    const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int T = j->T, hd = j->hd, group = j->group, qb = j->qb;
+    const size_t qd = j->qd, kvd = j->kvd;
+    const float scale = j->scale;
     const lf_mat K = {.dtype = LF_F32, .data = b->kc, .rows = T, .cols = hd};
     const lf_mat Vm = {.dtype = LF_F32, .data = b->vc, .rows = T, .cols = hd};
     gather(b->kc, j->k, T, hd, kvd, (size_t)kh * hd);
@@ -748,11 +752,9 @@ static void attn_forward_kv(const attn_job *j, int kh, attn_bufs *b) {
 /* Per query block: dP = dO_b V^T; dS = P * (dP - rowsum(P * dP)) * scale;
  * dQ_b = dS K; dK += dS^T Q_b; dV += P^T dO_b (over the keys the block sees). */
 static void attn_backward_kv(const attn_job *j, int kh, attn_bufs *b) {
-    const lf_config *c = j->c;
-    const int T = j->T, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, group = nh / nkv;
-    const int qb = lf_attn_query_block > 0 ? lf_attn_query_block : T;
-    const size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int T = j->T, hd = j->hd, group = j->group, qb = j->qb;
+    const size_t qd = j->qd, kvd = j->kvd;
+    const float scale = j->scale;
     const lf_mat K = {.dtype = LF_F32, .data = b->kc, .rows = T, .cols = hd};
     const lf_mat Vm = {.dtype = LF_F32, .data = b->vc, .rows = T, .cols = hd};
     const lf_mat Q = {.dtype = LF_F32, .data = b->qc, .rows = T, .cols = hd};
@@ -784,17 +786,10 @@ static void attn_backward_kv(const attn_job *j, int kh, attn_bufs *b) {
     scatter_add(j->dv, b->dvc, T, hd, kvd, (size_t)kh * hd);
 }
 
-static void attn_forward_kv_chunk(void *ctx, int kh) {
+static void attn_kv_chunk(void *ctx, int kh) {
     const attn_job *j = ctx;
     attn_bufs *b = slot_take(j);
-    attn_forward_kv(j, kh, b);
-    slot_give(j, b);
-}
-
-static void attn_backward_kv_chunk(void *ctx, int kh) {
-    const attn_job *j = ctx;
-    attn_bufs *b = slot_take(j);
-    attn_backward_kv(j, kh, b);
+    j->run(j, kh, b);
     slot_give(j, b);
 }
 
@@ -804,8 +799,15 @@ static void attn_backward_kv_chunk(void *ctx, int kh) {
  * of a head are small (64-wide), and split between the threads each
  * cost two wake-ups and waits (80-170 GFLOP/s).  Otherwise the heads go
  * one after another, each product on all threads. */
-static void attn_gemm_run(attn_job *j, void (*chunk)(void *, int)) {
-    const int nkv = j->c->n_kv_heads, nt = lf_kernels_threads();
+static void attn_gemm_run(attn_job *j) {
+    const lf_config *c = j->c;
+    const int nkv = c->n_kv_heads, nt = lf_kernels_threads();
+    j->hd = c->head_dim;
+    j->group = c->n_heads / nkv;
+    j->qb = lf_attn_query_block > 0 ? lf_attn_query_block : j->T;
+    j->qd = (size_t)c->n_heads * j->hd;
+    j->kvd = (size_t)nkv * j->hd;
+    j->scale = 1.0f / sqrtf((float)j->hd);
     j->nslots = nt > 1 && nkv >= nt ? nt : 1;
     attn_bufs slots[LF_MAX_THREADS_ATTN];
     _Atomic int busy[LF_MAX_THREADS_ATTN];
@@ -816,9 +818,9 @@ static void attn_gemm_run(attn_job *j, void (*chunk)(void *, int)) {
     }
     j->slots = slots;
     j->busy = busy;
-    if (j->nslots > 1) lf_parallel_chunks(chunk, j, nkv, j->nslots);
+    if (j->nslots > 1) lf_parallel_chunks(attn_kv_chunk, j, nkv, j->nslots);
     else
-        for (int kh = 0; kh < nkv; kh++) chunk(j, kh);
+        for (int kh = 0; kh < nkv; kh++) attn_kv_chunk(j, kh);
     for (int i = 0; i < j->nslots; i++) attn_bufs_free(&slots[i]);
     j->slots = NULL;
     j->busy = NULL;
@@ -826,14 +828,15 @@ static void attn_gemm_run(attn_job *j, void (*chunk)(void *, int)) {
 
 static void attn_forward_gemm(float *out, const float *q, const float *k, const float *v, const lf_config *c,
                               int T) {
-    attn_job j = {.out = out, .q = q, .k = k, .v = v, .c = c, .T = T};
-    attn_gemm_run(&j, attn_forward_kv_chunk);
+    attn_job j = {.out = out, .q = q, .k = k, .v = v, .c = c, .run = attn_forward_kv, .T = T};
+    attn_gemm_run(&j);
 }
 
 static void attn_backward_gemm(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                                const float *v, const lf_config *c, int T) {
-    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .c = c, .T = T};
-    attn_gemm_run(&j, attn_backward_kv_chunk);
+    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .c = c,
+                  .run = attn_backward_kv, .T = T};
+    attn_gemm_run(&j);
 }
 
 static void attention_forward(float *out, const float *q, const float *k, const float *v, const lf_config *c,

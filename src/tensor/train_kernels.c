@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef LF_X86
+#include <immintrin.h>
+#endif
+
 /* ============================ dx = dy W ============================ */
 
 void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int accumulate) {
@@ -212,7 +216,6 @@ typedef struct {
 /* The loop after the exps, 16 values at a time (the same operations in
  * the same order as the scalar loop). */
 #ifdef LF_X86
-#include <immintrin.h>
 __attribute__((target("avx512f"))) static int swiglu_grad_avx512(float *dg, float *du, const float *da,
                                                                   const float *g, const float *u, const float *e,
                                                                   int m) {
