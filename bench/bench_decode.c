@@ -1,7 +1,8 @@
 /* bench_decode: prompt processing and generation speed of base, static
  * 2-LoRA and LoRA-Flow 2-LoRA on a model folder written by `loraflow synth`
  * (DIR/lora_0, DIR/lora_1, DIR/gate.safetensors), in the stored precision
- * and optionally with --quantize q8; the machine's memory bandwidth, and
+ * and optionally with --quantize q8 (--q8-adapters: the adapters in 8
+ * bits too, in every sitting); the machine's memory bandwidth, and
  * each generation figure as a fraction of its floor (the bytes of weights
  * one token reads / the read bandwidth, measured by a read loop that takes
  * turns with the generated tokens).  Optionally runs
@@ -9,7 +10,7 @@
  * this repository: give the binary and the folder of converted files) in
  * the same sitting and prints the ratios.
  *
- *   build/bench/bench_decode -m DIR [-p 512] [-n 128] [-r 5] [-t THREADS] [--q8] [--no-f16]
+ *   build/bench/bench_decode -m DIR [-p 512] [-n 128] [-r 5] [-t THREADS] [--q8] [--no-f16] [--q8-adapters]
  *                            [--llama-cli PATH --gguf-dir GDIR]
  *
  * GDIR holds base-f16.gguf, base-q8_0.gguf, lora_0-f16.gguf, lora_1-f16.gguf (the names
@@ -264,9 +265,10 @@ static void llama_print(const llama_args *ll, int q8, double pp[2][MAX_RUNS], do
 
 /* Load DIR with its two adapters and gate, run the three modes (and
  * llama.cpp's two when ll is set). */
-static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result out[3], const llama_args *ll,
+static void bench_loraflow(const char *dir, int q8, int q8a, int p, int n, int r, result out[3], const llama_args *ll,
                            result ll_out[2]) {
-    lf_load_options lo = {LF_PLACE_AUTO, q8 ? LF_QUANT_Q8 : LF_QUANT_NONE};
+    lf_load_options lo = {.placement = LF_PLACE_AUTO, .quantize = q8 ? LF_QUANT_Q8 : LF_QUANT_NONE,
+                          .quantize_adapters = q8a ? LF_QUANT_Q8 : LF_QUANT_NONE};
     double t0 = bench_now();
     lf_model *m = lf_model_load_opts(dir, &lo);
     if (!m) die(dir);
@@ -275,7 +277,8 @@ static void bench_loraflow(const char *dir, int q8, int p, int n, int r, result 
     const lf_config *c = lf_model_config(m);
     const double base_b = (double)lf_model_decode_bytes(m, 0), lora_b = (double)lf_model_decode_bytes(m, 1);
     printf("\nloraflow, %s weights (%s), loaded in %.1f s; one token reads %.3f GB (base) / %.3f GB (with the adapters)\n",
-           q8 ? "q8 (--quantize q8; adapters F16)" : "stored (F16)",
+           q8 ? (q8a ? "q8 (--quantize q8; adapters q8, --quantize-adapters q8)" : "q8 (--quantize q8; adapters F16)")
+              : (q8a ? "stored (F16; adapters q8, --quantize-adapters q8)" : "stored (F16)"),
            lf_model_placement(m) == LF_PLACE_COPY ? "copied to anonymous memory, huge pages" : "memory-mapped", load_s,
            base_b / 1e9, lora_b / 1e9);
     printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
@@ -338,7 +341,7 @@ static void print_ratios(const char *what, const result lf[3], const result ll[2
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *cli = NULL, *gdir = NULL;
-    int p = 512, n = 128, r = 5, threads = 0, q8 = 0, f16 = 1;
+    int p = 512, n = 128, r = 5, threads = 0, q8 = 0, f16 = 1, q8a = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "-p") && i + 1 < argc) p = atoi(argv[++i]);
@@ -347,11 +350,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--q8")) q8 = 1;
         else if (!strcmp(argv[i], "--no-f16")) f16 = 0;
+        else if (!strcmp(argv[i], "--q8-adapters")) q8a = 1;
         else if (!strcmp(argv[i], "--llama-cli") && i + 1 < argc) cli = argv[++i];
         else if (!strcmp(argv[i], "--gguf-dir") && i + 1 < argc) gdir = argv[++i];
         else {
             fprintf(stderr, "usage: bench_decode -m DIR [-p PROMPT_TOKENS] [-n NEW_TOKENS] [-r RUNS] [-t THREADS] [--q8] "
-                            "[--no-f16] [--llama-cli PATH --gguf-dir GDIR]\n"
+                            "[--no-f16] [--q8-adapters] [--llama-cli PATH --gguf-dir GDIR]\n"
                             "DIR is a folder written by `loraflow synth` (lora_0, lora_1, gate.safetensors)\n");
             return 2;
         }
@@ -375,8 +379,8 @@ int main(int argc, char **argv) {
     char prompt[64];
     llama_args la = {cli, gdir, prompt, lf_get_threads()};
     if (cli) llama_prompt(prompt, sizeof prompt, p);
-    if (f16) bench_loraflow(dir, 0, p, n, r, lf16, cli ? &la : NULL, ll16);
-    if (q8) bench_loraflow(dir, 1, p, n, r, lf8, cli ? &la : NULL, ll8);
+    if (f16) bench_loraflow(dir, 0, q8a, p, n, r, lf16, cli ? &la : NULL, ll16);
+    if (q8) bench_loraflow(dir, 1, q8a, p, n, r, lf8, cli ? &la : NULL, ll8);
     if (cli) {
         remove(prompt);
         if (f16) print_ratios("F16", lf16, ll16);

@@ -137,10 +137,17 @@ void lf_model_free(lf_model *m);
 typedef struct {
     int placement; /* LF_PLACE_* */
     int quantize;  /* LF_QUANT_*: the projections and lm_head (embeddings, norms and adapters stay as stored) */
+    /* LF_QUANT_*: the adapters attached later (lf_model_add_adapter), as
+     * the fused products read them: each projection's stacked lora_A and
+     * lora_B (independent of quantize) */
+    int quantize_adapters;
 } lf_load_options;
 
-/* lf_model_load with options (NULL: the defaults, which the environment
- * variables LORAFLOW_PLACEMENT=mmap|copy and LORAFLOW_QUANTIZE=q8 override). */
+/* The defaults: LF_PLACE_AUTO, nothing quantised, unless the environment
+ * variables LORAFLOW_PLACEMENT=mmap|copy, LORAFLOW_QUANTIZE=q8 and
+ * LORAFLOW_QUANTIZE_ADAPTERS=q8 say otherwise. */
+void lf_load_options_default(lf_load_options *o);
+/* lf_model_load with options (NULL: lf_load_options_default's). */
 lf_model *lf_model_load_opts(const char *dir, const lf_load_options *o);
 /* LF_PLACE_MMAP or LF_PLACE_COPY: where the weights ended up. */
 int lf_model_placement(const lf_model *m);

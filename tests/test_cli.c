@@ -118,10 +118,10 @@ static void test_forward_load_options(void **state) {
     assert_non_null(r);
     const double sc = lf_test_scale(r->data, 32000);
     static const char *opts[] = {"--quantize q8", "--placement mmap", "--placement copy --quantize none",
-                                 "--products bf16"};
+                                 "--products bf16", "--quantize-adapters q8", "--quantize-adapters none"};
     const int bf16 = lf_set_products(LF_PRODUCTS_BF16) == LF_PRODUCTS_BF16; /* this CPU has them */
     lf_set_products(LF_PRODUCTS_F32);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/fwd_load%d.safetensors", lf_test_tmpdir(), i);
         lf_tensorset got;
@@ -130,8 +130,8 @@ static void test_forward_load_options(void **state) {
         assert_non_null(lg);
         const float *last = (const float *)lg->data + (lg->shape[0] - 1) * 32000;
         double e = lf_test_maxdiff(last, r->data, 32000);
-        if (i == 0) {
-            if (!(e > 1e-4 * sc && e < 0.06 * sc)) fail_msg("--quantize q8: logit error %g (scale %g)", e, sc);
+        if (i == 0 || i == 4) {
+            if (!(e > 1e-4 * sc && e < 0.06 * sc)) fail_msg("%s: logit error %g (scale %g)", opts[i], e, sc);
         } else if (i == 3) { /* prompt products in bfloat16: a small error, and not none where they run */
             fprintf(stderr, "--products bf16: logit error %g (scale %g)\n", e, sc);
             if (!(e < 0.03 * sc && (!bf16 || e > 1e-6 * sc))) fail_msg("--products bf16: logit error %g (scale %g)", e, sc);
@@ -326,6 +326,8 @@ static void test_errors(void **state) {
         {"generate -m BASE --ids 1,x", "--ids"},
         {"generate -m BASE --ids 1,2 --ctx 1", "context"},
         {"generate -m BASE --ids 1,2 --quantize q4", "--quantize expects q8 or none"},
+        {"generate -m BASE --ids 1,2 --quantize-adapters f16", "--quantize-adapters expects q8 or none"},
+        {"tokenize -m BASE --quantize-adapters q8 hello", "does not apply"},
         {"forward -m BASE --ids 1,2 --placement disk -o /dev/null", "--placement expects"},
         {"tokenize -m BASE --quantize q8 hello", "does not apply"},
         {"forward -m BASE --ids 1,2 --products f16 -o /dev/null", "--products expects f32 or bf16"},

@@ -420,9 +420,14 @@ static void test_gemm_amx(void **state) {
 static void test_q8(void **state) {
     (void)state;
     /* rows of up to 1024 codes go four at a time, longer ones one at a
-     * time (2100: a last group of 52 values) */
+     * time (2100: a last group of 52 values); rows of at most 224 values
+     * are one group of fewer than 8 blocks (128: B_cat of two rank-64
+     * adapters; 96 and 224: a last step of half a vector) */
     const int shapes[][3] = {{1, 1, 1}, {9, 31, 1}, {13, 256, 3}, {37, 300, 1}, {64, 520, 17}, {8, 1024, 2},
-                             {7, 2100, 1}, {10, 1300, 3}};
+                             {7, 2100, 1}, {10, 1300, 3}, {21, 128, 2}, {6, 96, 1}, {5, 224, 3}, {11, 64, 1},
+                             {3, 250, 1}, {9, 160, 12}};
+    /* short rows take fewer bytes in 8 bits than in F16 (not padded to a group of 8 blocks) */
+    for (int c = 32; c <= 224; c += 32) assert_true(lf_q8_stride(c) < (size_t)c * 2);
     const int nt_prev = lf_kernels_set_stream_nt(0);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
@@ -483,7 +488,7 @@ static void test_q8(void **state) {
  * every size, exact ties at .5 included, and blocks of zeros. */
 static void test_q8_act(void **state) {
     (void)state;
-    const int ns[] = {1, 31, 256, 300, 2100, 5632};
+    const int ns[] = {1, 31, 96, 128, 224, 256, 300, 2100, 5632};
     for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
         const int n = ns[k];
         float *x = malloc((size_t)n * sizeof(float));
@@ -605,7 +610,9 @@ static void stage_scale(void *ctx) {
 /* A batch with a first stage (the adapters' A_cat x, then scaled) gives
  * bit for bit what the two batches one after the other give, and the
  * plain reference within rounding; two threads, so that rows are run
- * both before and after the stage is done. */
+ * both before and after the stage is done.  Then again with one B and
+ * one A in 8 bits (--quantize-adapters q8: B z waits for z's 8-bit form,
+ * made once the stage is done). */
 static void test_matvec_staged(void **state) {
     (void)state;
     const int rows[3] = {70, 256, 603}, cols[3] = {1100, 64, 333}, R = 24;
@@ -626,35 +633,51 @@ static void test_matvec_staged(void **state) {
     const int threads = lf_kernels_threads();
     lf_kernels_set_threads(2);
     stage_ctx sc = {z, 3, R};
-    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
-        int prev = lf_kernels_set_isa(isas[ii]);
-        for (int acc = 0; acc < 2; acc++) {
-            lf_matvec_job pre[3], jobs[3];
-            for (int j = 0; j < 3; j++) {
-                for (int i = 0; i < rows[j]; i++) yr[j][i] = y1[j][i] = y2[j][i] = frand();
-                float zr[24];
-                lf_matmul_ref(zr, x[j], &A[j], 1, 0);
-                for (int i = 0; i < R; i++) zr[i] *= 0.5f;
-                lf_matmul_ref(yr[j], x[j], &W[j], 1, acc);
-                if (j != 1) lf_matmul_ref(yr[j], zr, &B[j], 1, 1);
-                pre[j] = (lf_matvec_job){&A[j], x[j], z[j], 0, NULL, NULL};
-            }
-            for (int j = 0; j < 3; j++) jobs[j] = (lf_matvec_job){&W[j], x[j], y1[j], acc, j != 1 ? &B[j] : NULL, z[j]};
-            lf_matvec(pre, 3);
-            stage_scale(&sc);
-            lf_matvec(jobs, 3);
-            for (int j = 0; j < 3; j++) jobs[j].y = y2[j];
-            for (int j = 0; j < 3; j++) memset(z[j], 0xff, (size_t)R * sizeof(float)); /* NaN until the stage writes it */
-            lf_matvec_staged(pre, 3, stage_scale, &sc, jobs, 3);
-            for (int j = 0; j < 3; j++) {
-                lf_test_check_close("staged matvec", y2[j], yr[j], (size_t)rows[j], 1e-5 * (cols[j] + R) + 1e-6);
-                if (memcmp(y1[j], y2[j], (size_t)rows[j] * sizeof(float)) != 0)
-                    fail_msg("staged matvec (%s, acc %d): job %d differs from the two batches run one after the other",
-                             lf_kernels_isa_name(lf_kernels_isa()), acc, j);
-            }
+    void *q8buf[2] = {NULL, NULL};
+    for (int q8 = 0; q8 < 2; q8++) {
+        if (q8) {
+            lf_mat Bq, Aq;
+            q8buf[0] = malloc(lf_q8_bytes(B[0].rows, B[0].cols));
+            q8buf[1] = malloc(lf_q8_bytes(A[2].rows, A[2].cols));
+            lf_q8_quantize(q8buf[0], &B[0], &Bq);
+            lf_q8_quantize(q8buf[1], &A[2], &Aq);
+            B[0] = Bq;
+            A[2] = Aq;
         }
-        lf_kernels_set_isa(prev);
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+            int prev = lf_kernels_set_isa(isas[ii]);
+            for (int acc = 0; acc < 2; acc++) {
+                lf_matvec_job pre[3], jobs[3];
+                for (int j = 0; j < 3; j++) {
+                    for (int i = 0; i < rows[j]; i++) yr[j][i] = y1[j][i] = y2[j][i] = frand();
+                    float zr[24];
+                    lf_matmul_ref(zr, x[j], &A[j], 1, 0);
+                    for (int i = 0; i < R; i++) zr[i] *= 0.5f;
+                    lf_matmul_ref(yr[j], x[j], &W[j], 1, acc);
+                    if (j != 1) lf_matmul_ref(yr[j], zr, &B[j], 1, 1);
+                    pre[j] = (lf_matvec_job){&A[j], x[j], z[j], 0, NULL, NULL};
+                }
+                for (int j = 0; j < 3; j++) jobs[j] = (lf_matvec_job){&W[j], x[j], y1[j], acc, j != 1 ? &B[j] : NULL, z[j]};
+                lf_matvec(pre, 3);
+                stage_scale(&sc);
+                lf_matvec(jobs, 3);
+                for (int j = 0; j < 3; j++) jobs[j].y = y2[j];
+                for (int j = 0; j < 3; j++) memset(z[j], 0xff, (size_t)R * sizeof(float)); /* NaN until the stage writes it */
+                lf_matvec_staged(pre, 3, stage_scale, &sc, jobs, 3);
+                for (int j = 0; j < 3; j++) {
+                    /* 8 bits: x and z quantised too, |error| <= sum |w| max|x| / 254 per block */
+                    lf_test_check_close("staged matvec", y2[j], yr[j], (size_t)rows[j],
+                                        q8 ? 0.02 * (cols[j] + R) : 1e-5 * (cols[j] + R) + 1e-6);
+                    if (memcmp(y1[j], y2[j], (size_t)rows[j] * sizeof(float)) != 0)
+                        fail_msg("staged matvec (%s, acc %d, q8 %d): job %d differs from the two batches run one after the other",
+                                 lf_kernels_isa_name(lf_kernels_isa()), acc, q8, j);
+                }
+            }
+            lf_kernels_set_isa(prev);
+        }
     }
+    free(q8buf[0]);
+    free(q8buf[1]);
     lf_kernels_set_threads(threads);
     for (int j = 0; j < 3; j++) { free(x[j]); free(z[j]); free(yr[j]); free(y1[j]); free(y2[j]); }
     for (int j = 0; j < 9; j++) free(bufs[j]);
@@ -846,25 +869,62 @@ static void test_vec_kernels(void **state) {
     }
 }
 
-/* Logit error of --quantize q8 on the fixture model (every prompt and
- * fusion mode; the prompt pass and token-by-token decoding, which also
- * quantises the activations), printed for docs/PERFORMANCE.md and held to
- * a bound.  The fixture's reference logits come from PyTorch in float32. */
-static void test_q8_fixture(void **state) {
-    (void)state;
-    LF_REQUIRE_SHARED();
+/* Logit error of --quantize q8 and --quantize-adapters q8 on the fixture
+ * model (every prompt and fusion mode; the prompt pass and token-by-token
+ * decoding, which also quantises the activations), printed for
+ * docs/PERFORMANCE.md and held to a bound.  The fixture's reference
+ * logits come from PyTorch in float32. */
+typedef struct {
+    double worst[2], worst_rel[2]; /* [0]: prompt pass, [1]: token by token */
+    int top1[2], cases;
+} q8_quality;
+
+static q8_quality q8_fixture_run(int quant, int quant_adapters) {
     const char *fx = "fixtures/tiny-loraflow/";
     char path[4096];
-    lf_load_options lo = {LF_PLACE_AUTO, LF_QUANT_Q8};
+    lf_load_options lo = {.placement = LF_PLACE_AUTO, .quantize = quant, .quantize_adapters = quant_adapters};
     snprintf(path, sizeof path, "%s", lf_test_path("fixtures/tiny-loraflow/base"));
     lf_model *m = lf_model_load_opts(path, &lo);
     assert_non_null(m);
-    assert_int_equal(lf_model_placement(m), LF_PLACE_COPY);
-    assert_true(m->layers[0].W[0].dtype == LF_Q8);
+    if (quant == LF_QUANT_Q8) assert_int_equal(lf_model_placement(m), LF_PLACE_COPY);
+    assert_true((m->layers[0].W[0].dtype == LF_Q8) == (quant == LF_QUANT_Q8));
     snprintf(path, sizeof path, "%slora_lang", fx);
     assert_int_equal(lf_model_add_adapter(m, "lang", lf_test_path(path)), 0);
     snprintf(path, sizeof path, "%slora_task", fx);
     assert_int_equal(lf_model_add_adapter(m, "task", lf_test_path(path)), 1);
+    assert_true((m->layers[0].lora[0].A.dtype == LF_Q8) == (quant_adapters == LF_QUANT_Q8));
+    assert_true((m->layers[0].lora[0].B.dtype == LF_Q8) == (quant_adapters == LF_QUANT_Q8));
+    if (quant_adapters == LF_QUANT_Q8 && quant == LF_QUANT_NONE) {
+        /* an adapter saved from 8-bit stacks: every value within half a
+         * step of its block (whose largest value is at most the largest of
+         * the projection's stacked factor) */
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/q8_task", lf_test_tmpdir());
+        assert_int_equal(lf_adapter_save(m, 1, dir), 0);
+        lf_tensorset saved, orig;
+        lf_tensorset_init(&saved);
+        lf_tensorset_init(&orig);
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        assert_int_equal(lf_safetensors_read(path, &saved), 0);
+        snprintf(path, sizeof path, "%slora_task/adapter_model.bin", fx);
+        assert_int_equal(lf_pt_read(lf_test_path(path), &orig), 0);
+        assert_int_equal(saved.n, orig.n);
+        for (int i = 0; i < saved.n; i++) {
+            const lf_tensor *t = &saved.tensors[i], *o = lf_tensorset_find(&orig, t->name);
+            assert_non_null(o);
+            const size_t n = (size_t)lf_tensor_numel(t);
+            assert_int_equal(n, (size_t)lf_tensor_numel(o));
+            float *ov = malloc(n * sizeof(float));
+            lf_to_f32(ov, o->data, o->dtype, 0, n);
+            double amax = 0, e = 0;
+            for (size_t k = 0; k < n; k++) amax = fmax(amax, fabs(ov[k]));
+            for (size_t k = 0; k < n; k++) e = fmax(e, fabs(((const float *)t->data)[k] - ov[k]));
+            if (!(e <= amax / 254 * 1.01 + 1e-7 && e > 0)) fail_msg("%s: saved from 8 bits, error %g (max %g)", t->name, e, amax);
+            free(ov);
+        }
+        lf_tensorset_free(&saved);
+        lf_tensorset_free(&orig);
+    }
     snprintf(path, sizeof path, "%sgate.pt", fx);
     lf_gate *g = lf_gate_load(lf_test_path(path), m);
     assert_non_null(g);
@@ -878,8 +938,7 @@ static void test_q8_fixture(void **state) {
     const int V = lf_model_config(m)->vocab_size;
     static const char *prompts[] = {"en", "zh", "chat"};
     static const char *modes[] = {"base", "static_0.5_0.5", "dynamic_t1.0"};
-    double worst[2] = {0, 0}, worst_rel[2] = {0, 0};
-    int top1[2] = {0, 0}, cases = 0;
+    q8_quality q = {{0, 0}, {0, 0}, {0, 0}, 0};
     for (int pi = 0; pi < 3; pi++) {
         char name[128];
         snprintf(name, sizeof name, "prompt.%s.input_ids", prompts[pi]);
@@ -908,28 +967,51 @@ static void test_q8_fixture(void **state) {
                     if (last[v] > last[b1]) b1 = v;
                     if (ref[v] > ref[b2]) b2 = v;
                 }
-                top1[path_i] += b1 == b2;
-                if (e > worst[path_i]) worst[path_i] = e;
-                if (e / sc > worst_rel[path_i]) worst_rel[path_i] = e / sc;
+                /* base mode reads no adapter: with only the adapters
+                 * quantised it must match the reference */
+                if (mi == 0 && quant == LF_QUANT_NONE) assert_true(e <= 1e-4 * sc);
+                q.top1[path_i] += b1 == b2;
+                if (e > q.worst[path_i]) q.worst[path_i] = e;
+                if (e / sc > q.worst_rel[path_i]) q.worst_rel[path_i] = e / sc;
                 lf_session_free(s);
             }
-            cases++;
+            q.cases++;
         }
         free(ids);
         free(last);
     }
-    print_message("q8 logit error on the fixture (%d prompt x mode cases): prompt pass max %.4f (%.2f%% of the "
-                  "logit scale), top-1 agrees %d/%d; token by token max %.4f (%.2f%%), top-1 agrees %d/%d\n",
-                  cases, worst[0], 100 * worst_rel[0], top1[0], cases, worst[1], 100 * worst_rel[1], top1[1], cases);
-    /* The fixture's random weights (std 0.75, hidden size 64) amplify any
-     * perturbation layer after layer: quantising lm_head alone moves the
-     * logits by 0.5% of their scale, the whole model by about 4-6%. */
-    assert_true(worst_rel[0] < 0.06 && worst_rel[1] < 0.08);
-    assert_true(top1[0] >= cases - 2 && top1[1] >= cases - 2);
     lf_tensorset_free(&in);
     lf_tensorset_free(&lg);
     lf_gate_free(g);
     lf_model_free(m);
+    return q;
+}
+
+static void test_q8_fixture(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    static const char *what[3] = {"q8 weights", "q8 adapters", "q8 weights and adapters"};
+    static const int qw[3] = {LF_QUANT_Q8, LF_QUANT_NONE, LF_QUANT_Q8}, qa[3] = {LF_QUANT_NONE, LF_QUANT_Q8, LF_QUANT_Q8};
+    q8_quality q[3];
+    for (int i = 0; i < 3; i++) {
+        q[i] = q8_fixture_run(qw[i], qa[i]);
+        print_message("%s: logit error on the fixture (%d prompt x mode cases): prompt pass max %.4f (%.2f%% of "
+                      "the logit scale), top-1 agrees %d/%d; token by token max %.4f (%.2f%%), top-1 agrees %d/%d\n",
+                      what[i], q[i].cases, q[i].worst[0], 100 * q[i].worst_rel[0], q[i].top1[0], q[i].cases,
+                      q[i].worst[1], 100 * q[i].worst_rel[1], q[i].top1[1], q[i].cases);
+    }
+    /* The fixture's random weights (std 0.75, hidden size 64) amplify any
+     * perturbation layer after layer: quantising lm_head alone moves the
+     * logits by 0.5% of their scale, the whole model by about 4-6%. */
+    assert_true(q[0].worst_rel[0] < 0.06 && q[0].worst_rel[1] < 0.08);
+    assert_true(q[0].top1[0] >= q[0].cases - 2 && q[0].top1[1] >= q[0].cases - 2);
+    /* the adapters are a small part of each product: quantising them moves
+     * the logits, by less than the base weights do */
+    assert_true(q[1].worst_rel[0] > 1e-5 && q[1].worst_rel[1] > 1e-5);
+    assert_true(q[1].worst_rel[0] < q[0].worst_rel[0] && q[1].worst_rel[1] < q[0].worst_rel[1]);
+    assert_true(q[1].top1[0] >= q[1].cases - 1 && q[1].top1[1] >= q[1].cases - 1);
+    assert_true(q[2].worst_rel[0] < 0.07 && q[2].worst_rel[1] < 0.09);
+    assert_true(q[2].top1[0] >= q[2].cases - 2 && q[2].top1[1] >= q[2].cases - 2);
 }
 
 static void test_small_kernels(void **state) {

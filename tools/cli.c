@@ -42,7 +42,7 @@ static int parse_float(const char *s, const char *what, float *out) {
 }
 
 enum { O_IDS = 256, O_SYSTEM, O_GREEDY, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_JSON, O_NOBOS, O_SPECIAL,
-       O_CTX, O_TRACE, O_TRACESVG, O_QUANT, O_PLACE, O_PRODUCTS };
+       O_CTX, O_TRACE, O_TRACESVG, O_QUANT, O_PLACE, O_PRODUCTS, O_QUANT_ADAPTERS };
 
 int cli_parse_products(const char *s) {
     if (!strcmp(s, "f32")) return LF_PRODUCTS_F32;
@@ -72,6 +72,7 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
         {"ctx", required_argument, 0, O_CTX}, {"trace", required_argument, 0, O_TRACE},
         {"trace-svg", required_argument, 0, O_TRACESVG}, {"quantize", required_argument, 0, O_QUANT},
         {"placement", required_argument, 0, O_PLACE}, {"products", required_argument, 0, O_PRODUCTS},
+        {"quantize-adapters", required_argument, 0, O_QUANT_ADAPTERS},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -80,7 +81,8 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
     o->top_p = 0.95f;
     o->top_k = 40;
     o->seed = 42;
-    o->quantize = o->placement = -1; /* unset: the library's default (LORAFLOW_QUANTIZE/PLACEMENT) */
+    /* unset: the library's default (LORAFLOW_QUANTIZE/PLACEMENT/QUANTIZE_ADAPTERS) */
+    o->quantize = o->placement = o->quantize_adapters = -1;
     o->products = -1;                /* unset: LORAFLOW_PRODUCTS or float32 */
     optind = 1;
     opterr = 0;
@@ -142,6 +144,12 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
             if (!strcmp(optarg, "q8")) o->quantize = LF_QUANT_Q8;
             else if (!strcmp(optarg, "none")) o->quantize = LF_QUANT_NONE;
             else { fprintf(stderr, "loraflow: --quantize expects q8 or none, got '%s'\n", optarg); return -1; }
+            break;
+        case O_QUANT_ADAPTERS:
+            need = OPT_LOAD;
+            if (!strcmp(optarg, "q8")) o->quantize_adapters = LF_QUANT_Q8;
+            else if (!strcmp(optarg, "none")) o->quantize_adapters = LF_QUANT_NONE;
+            else { fprintf(stderr, "loraflow: --quantize-adapters expects q8 or none, got '%s'\n", optarg); return -1; }
             break;
         case O_PLACE:
             need = OPT_LOAD;
@@ -215,10 +223,12 @@ static int parse_weights(const char *s, float *w, int k) {
 
 int cli_setup(const cli_opts *o, int need_tok, int ctx, cli_env *env) {
     memset(env, 0, sizeof *env);
-    const lf_load_options lo = {o->placement < 0 ? LF_PLACE_AUTO : o->placement,
-                                o->quantize < 0 ? LF_QUANT_NONE : o->quantize};
-    env->model = o->placement < 0 && o->quantize < 0 ? lf_model_load(o->model_dir)
-                                                     : lf_model_load_opts(o->model_dir, &lo);
+    lf_load_options lo;
+    lf_load_options_default(&lo); /* the environment's, then the flags given */
+    if (o->placement >= 0) lo.placement = o->placement;
+    if (o->quantize >= 0) lo.quantize = o->quantize;
+    if (o->quantize_adapters >= 0) lo.quantize_adapters = o->quantize_adapters;
+    env->model = lf_model_load_opts(o->model_dir, &lo);
     if (!env->model) { fprintf(stderr, "loraflow: %s\n", lf_last_error()); return -1; }
     if (need_tok) {
         env->tok = lf_tokenizer_load_dir(o->model_dir);

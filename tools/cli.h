@@ -32,6 +32,7 @@ typedef struct {
     const char *positional;       /* TEXT */
     int sampling_given;
     int quantize;                 /* --quantize: LF_QUANT_* */
+    int quantize_adapters;        /* --quantize-adapters: LF_QUANT_* */
     int placement;                /* --placement: LF_PLACE_* */
     int products;                 /* --products: LF_PRODUCTS_* (-1 = unset) */
 } cli_opts;
@@ -40,7 +41,7 @@ typedef struct {
 enum {
     OPT_MODEL = 1 << 0, OPT_THREADS = 1 << 1, OPT_FUSION = 1 << 2, OPT_INPUT = 1 << 3,
     OPT_OUT = 1 << 4, OPT_GEN = 1 << 5, OPT_TOK = 1 << 6, OPT_TRACE = 1 << 7, OPT_POSITIONAL = 1 << 8,
-    OPT_LOAD = 1 << 9, /* --quantize, --placement, --products */
+    OPT_LOAD = 1 << 9, /* --quantize, --quantize-adapters, --placement, --products */
 };
 
 /* The lines of --help that describe OPT_LOAD. */
@@ -48,6 +49,8 @@ enum {
     "  --quantize q8     8-bit weights (one F16 scale per 32 values) for the projections and\n" \
     "                    lm_head, made at load time: about half the memory traffic per token\n" \
     "                    (docs/PERFORMANCE.md gives the logit error); default: as stored\n" \
+    "  --quantize-adapters q8  the same for the LoRA adapters' stacked A and B factors\n" \
+    "                    (independent of --quantize); default: as stored\n" \
     "  --placement P     auto (default: copy into memory with huge pages when it fits), mmap, copy\n" \
     "  --products P      f32 (default) or bf16: prompt products with both factors rounded to\n" \
     "                    bfloat16, sums in float32 (faster on CPUs with AVX512-BF16)\n"

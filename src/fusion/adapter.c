@@ -341,6 +341,19 @@ static void *stack_alloc(size_t bytes, const char *what) {
     return p;
 }
 
+/* A stack in 8 bits (--quantize-adapters q8): the layout of the Q8 base
+ * weights, whose rows of at most 256 values (B_cat's k x rank) are one
+ * group of their own blocks: 136 bytes a row of 128 against 256 in F16. */
+static int quantize_stack(lf_mat *M) {
+    void *q = stack_alloc(lf_q8_bytes(M->rows, M->cols), "8-bit stacked adapters");
+    if (!q) return -1;
+    lf_mat Q;
+    lf_q8_quantize(q, M, &Q);
+    free((void *)M->data);
+    *M = Q;
+    return 0;
+}
+
 int lf_fusion_restack(lf_model *m) {
     const lf_config *c = &m->cfg;
     for (int l = 0; l < c->n_layers; l++) {
@@ -394,6 +407,7 @@ int lf_fusion_restack(lf_model *m) {
             }
             st->A = (lf_mat){.dtype = dt, .data = Ac, .rows = R, .cols = W->cols};
             st->B = (lf_mat){.dtype = dt, .data = Bc, .rows = W->rows, .cols = R};
+            if (m->adapter_quant == LF_QUANT_Q8 && (quantize_stack(&st->A) || quantize_stack(&st->B))) return -1;
         }
     }
     /* The stacks are copies: let the adapter files' pages leave this

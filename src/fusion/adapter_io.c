@@ -150,9 +150,9 @@ int lf_adapter_save(const lf_model *m, int i, const char *dir) {
             float *A = lf_malloc((size_t)r * W->cols * sizeof(float), "adapter");
             float *B = lf_malloc((size_t)W->rows * r * sizeof(float), "adapter");
             if (!A || !B) { free(A); free(B); goto out; }
-            lf_to_f32(A, st->A.data, st->A.dtype, (size_t)st->off[i] * W->cols, (size_t)r * W->cols);
-            for (int o = 0; o < W->rows; o++)
-                lf_to_f32(B + (size_t)o * r, st->B.data, st->B.dtype, (size_t)o * st->R + st->off[i], (size_t)r);
+            /* any stack dtype, 8-bit ones (--quantize-adapters q8) included */
+            lf_mat_rows_f32(A, W->cols, &st->A, st->off[i], r, 0, W->cols);
+            lf_mat_rows_f32(B, r, &st->B, 0, W->rows, st->off[i], r);
             snprintf(names[n], 192, "base_model.model.model.layers.%d.%s.lora_A.weight", l, lf_proj_path[p]);
             t[n] = (lf_tensor){.name = names[n], .dtype = LF_F32, .ndim = 2, .shape = {r, W->cols}, .data = A,
                                .nbytes = (size_t)r * W->cols * 4};

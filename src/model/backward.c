@@ -100,13 +100,14 @@ static float *own_f32(lf_trainable *tr, lf_mat *W) {
     return c;
 }
 
-/* Convert a stack matrix to float32 in place (the model keeps owning it). */
+/* Convert a stack matrix to float32 in place (the model keeps owning it;
+ * 8-bit stacks, --quantize-adapters q8, train from their stored values). */
 static float *stack_f32(lf_mat *M) {
     if (M->dtype == LF_F32) return (float *)M->data;
     size_t n = (size_t)M->rows * M->cols;
     float *c = lf_malloc(n * sizeof(float), "stacked adapters");
     if (!c) return NULL;
-    lf_to_f32(c, M->data, M->dtype, 0, n);
+    for (int r = 0; r < M->rows; r++) lf_mat_row_f32(c + (size_t)r * M->cols, M, r);
     free((void *)M->data);
     M->data = c;
     M->dtype = LF_F32;

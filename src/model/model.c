@@ -269,13 +269,15 @@ static int place_weights(lf_model *m, const lf_load_options *o) {
     return copy_weights(m, q8);
 }
 
-static void default_options(lf_load_options *o) {
+void lf_load_options_default(lf_load_options *o) {
     memset(o, 0, sizeof *o);
     const char *e = getenv("LORAFLOW_PLACEMENT");
     if (e && !strcmp(e, "mmap")) o->placement = LF_PLACE_MMAP;
     if (e && !strcmp(e, "copy")) o->placement = LF_PLACE_COPY;
     e = getenv("LORAFLOW_QUANTIZE");
     if (e && !strcmp(e, "q8")) o->quantize = LF_QUANT_Q8;
+    e = getenv("LORAFLOW_QUANTIZE_ADAPTERS");
+    if (e && !strcmp(e, "q8")) o->quantize_adapters = LF_QUANT_Q8;
 }
 
 lf_model *lf_model_load(const char *dir) { return lf_model_load_opts(dir, NULL); }
@@ -283,16 +285,18 @@ lf_model *lf_model_load(const char *dir) { return lf_model_load_opts(dir, NULL);
 lf_model *lf_model_load_opts(const char *dir, const lf_load_options *opts) {
     lf_load_options o;
     if (opts) o = *opts;
-    else default_options(&o);
+    else lf_load_options_default(&o);
     if (o.placement < LF_PLACE_AUTO || o.placement > LF_PLACE_COPY || o.quantize < LF_QUANT_NONE ||
-        o.quantize > LF_QUANT_Q8) {
-        lf_set_error("load options: placement %d / quantize %d out of range", o.placement, o.quantize);
+        o.quantize > LF_QUANT_Q8 || o.quantize_adapters < LF_QUANT_NONE || o.quantize_adapters > LF_QUANT_Q8) {
+        lf_set_error("load options: placement %d / quantize %d / quantize_adapters %d out of range", o.placement,
+                     o.quantize, o.quantize_adapters);
         return NULL;
     }
     lf_model *m = lf_calloc(1, sizeof *m, "model");
     if (!m) return NULL;
     lf_tensorset_init(&m->ts);
     m->dir = lf_strdup(dir);
+    m->adapter_quant = o.quantize_adapters;
     char *cfg = lf_path_join(dir, "config.json");
     if (!m->dir || !cfg) goto fail;
     if (lf_config_read(cfg, &m->cfg) != 0) { free(cfg); goto fail; }

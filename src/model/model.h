@@ -60,6 +60,7 @@ struct lf_model {
     lf_layer *layers;      /* [L] */
     lf_adapter adapters[LF_MAX_ADAPTERS];
     int n_adapters;
+    int adapter_quant;     /* LF_QUANT_*: how lf_fusion_restack stores the stacks */
     void **owned;          /* buffers the model frees (weights made by training) */
     int n_owned;
 };

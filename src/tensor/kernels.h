@@ -18,13 +18,15 @@
  * appears in a tensorset, only in an lf_mat. */
 #define LF_Q8 ((lf_dtype)16)
 #define LF_Q8_BLOCK 32
-#define LF_Q8_GROUP 256  /* 8 blocks stored interleaved (see lf_q8_quantize) */
+#define LF_Q8_GROUP 256  /* 8 blocks stored interleaved (see lf_q8_quantize); a row of at most 256
+                            values is one group of its own blocks */
 
 /* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout).
  * Q8: each row is its lf_q8_row_bytes(cols) bytes of codes, then its F16
  * block scales (lf_q8_row_bytes(cols) / 32 of them), padded with zeros to
- * a multiple of 64 bytes: the rows one after the other, so that a
- * decoding pass over a matrix is one stream of memory. */
+ * a multiple of 64 bytes (of 8 bytes for rows of fewer than 256 codes):
+ * the rows one after the other, so that a decoding pass over a matrix is
+ * one stream of memory. */
 typedef struct lf_amx_panels lf_amx_panels;
 
 typedef struct {
@@ -55,6 +57,9 @@ void lf_to_f32(float *dst, const void *src, lf_dtype t, size_t i0, size_t n);
 size_t lf_mat_bytes(const lf_mat *W);
 /* Row r of W as float32 (any dtype) into dst [W->cols]. */
 void lf_mat_row_f32(float *dst, const lf_mat *W, int r);
+/* Columns c0 .. c0+nc-1 of rows r0 .. r0+nr-1 of W (any dtype) as float32
+ * into dst [nr][ld]; rows past W->rows are zero. */
+void lf_mat_rows_f32(float *dst, int ld, const lf_mat *W, int r0, int nr, int c0, int nc);
 
 /* ---- 8-bit weights ----
  * Each block of 32 values gets a scale d = max|w| / 127 (stored as F16) and
@@ -62,8 +67,10 @@ void lf_mat_row_f32(float *dst, const lf_mat *W, int r);
  * operand order of the VNNI instruction).  A row is padded with zero blocks
  * to a multiple of LF_Q8_GROUP; inside each group of 8 blocks the codes are
  * interleaved 4 at a time (byte (c * 8 + j) * 4 + b is value j * 32 + c * 4 + b)
- * so that one vector lane accumulates one block. */
-size_t lf_q8_row_bytes(int cols);  /* codes per row: cols rounded up to LF_Q8_GROUP */
+ * so that one vector lane accumulates one block.  A row of at most 256
+ * values (the stacked adapters' B_cat) is padded to whole blocks only and
+ * is one group of its nbg blocks (byte (c * nbg + j) * 4 + b). */
+size_t lf_q8_row_bytes(int cols);  /* codes per row: cols rounded up to LF_Q8_GROUP (to 32 up to 256) */
 size_t lf_q8_stride(int cols);     /* bytes from one row to the next */
 size_t lf_q8_bytes(int rows, int cols);
 /* Quantise src (F32/F16/BF16 [rows, cols]) into dst (lf_q8_bytes) and set

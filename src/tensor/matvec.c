@@ -61,7 +61,9 @@ typedef struct {
     size_t cost; /* bytes per row */
 } job_rt;
 
-static int prepare(const lf_matvec_job *jobs, job_rt *rts, int i, int isa) {
+/* quant_b: quantise a Q8 B's z now (else after the first stage, which
+ * computes it: quantise_bz). */
+static int prepare(const lf_matvec_job *jobs, job_rt *rts, int i, int isa, int quant_b) {
     const lf_matvec_job *j = &jobs[i];
     job_rt *rt = &rts[i];
     memset(rt, 0, sizeof *rt);
@@ -82,7 +84,7 @@ static int prepare(const lf_matvec_job *jobs, job_rt *rts, int i, int isa) {
         rt->xb = j->z;
         if (j->B->dtype == LF_Q8) {
             if (lf_q8_act_init(&rt->qb, j->B->cols)) return -1;
-            lf_q8_act_quantize(&rt->qb, j->z);
+            if (quant_b) lf_q8_act_quantize(&rt->qb, j->z);
             rt->xb = &rt->qb;
         }
     }
@@ -116,7 +118,7 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1, c
 
 typedef struct {
     const lf_matvec_job *jobs; /* the first stage's jobs, then the others */
-    const job_rt *rt;
+    job_rt *rt;
     int n, npre;
     int first[MAX_JOBS + 1]; /* first item of each job; first[n] = all items */
     int rows_per[MAX_JOBS];
@@ -140,6 +142,13 @@ static void run_rows_waiting(const lf_matvec_job *j, const job_rt *rt, int r0, i
     free(wx);
 }
 
+/* After the first stage (and after_pre, which scales z): the 8-bit z of
+ * the jobs whose B is Q8 (the stacked adapters with --quantize-adapters). */
+static void quantise_bz(batch *b) {
+    for (int i = b->npre; i < b->n; i++)
+        if (b->jobs[i].B && b->jobs[i].B->dtype == LF_Q8) lf_q8_act_quantize(&b->rt[i].qb, b->jobs[i].z);
+}
+
 static void run_chunk(void *ctx, int c) {
     batch *b = ctx;
     int j = 0;
@@ -150,6 +159,7 @@ static void run_chunk(void *ctx, int c) {
         run_rows(&b->jobs[j], &b->rt[j], r0, r1, NULL);
         if (atomic_fetch_sub_explicit(&b->pre_left, 1, memory_order_acq_rel) == 1) {
             if (b->after_pre) b->after_pre(b->after_ctx);
+            quantise_bz(b);
             atomic_store_explicit(&b->ready, 1, memory_order_release);
         }
     } else if (b->npre && !atomic_load_explicit(&b->ready, memory_order_acquire)) {
@@ -166,11 +176,8 @@ void lf_parallel_for(void (*fn)(void *ctx, int chunk), void *ctx, int nchunks) {
 void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void *ctx), void *after_ctx,
                       const lf_matvec_job *jobs, int n) {
     if (n <= 0 && npre <= 0) return;
-    int b_q8 = 0;
-    for (int i = 0; i < n; i++) b_q8 |= jobs[i].B && jobs[i].B->dtype == LF_Q8;
-    if (n > 8 || npre > MAX_JOBS - 8 || b_q8) {
-        /* more jobs than one batch holds, or a Q8 B whose z is quantised
-         * when the batch starts: the first stage as a batch of its own */
+    if (n > 8 || npre > MAX_JOBS - 8) {
+        /* more jobs than one batch holds: the first stage as a batch of its own */
         if (npre > 0) lf_matvec_staged(NULL, 0, NULL, NULL, pre, npre);
         if (after_pre) after_pre(after_ctx);
         if (n > 8) {
@@ -192,7 +199,7 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
     batch *b = &bt;
     size_t total = 0, total_pre = 0;
     for (int i = 0; i < nall; i++) {
-        if (prepare(all, rt, i, isa)) abort(); /* a few KiB: out of memory is fatal here */
+        if (prepare(all, rt, i, isa, npre == 0)) abort(); /* a few KiB: out of memory is fatal here */
         total += rt[i].cost * (size_t)all[i].W->rows;
         if (i < npre) total_pre += rt[i].cost * (size_t)all[i].W->rows;
     }
@@ -209,6 +216,7 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
     atomic_init(&b->ready, npre == 0);
     if (npre > 0 && b->first[npre] == 0) { /* a first stage without rows */
         if (after_pre) after_pre(after_ctx);
+        quantise_bz(b);
         atomic_store(&b->ready, 1);
     }
     lf_parallel_ranges(run_chunk, b, b->first[npre], b->first[nall], nt);

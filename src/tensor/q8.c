@@ -3,7 +3,9 @@
  *
  * Layout (kernels.h): codes q + 128 as bytes, rows padded to groups of 8
  * blocks (256 values), and inside a group the blocks interleaved 4 bytes at
- * a time.  With that order one 32-bit lane of a vector register meets four
+ * a time; a row of at most 256 values is one group of its own blocks (the
+ * stacked adapters' B_cat, rows of k x rank values: 128 for two rank-64
+ * adapters would otherwise be padded to 256).  With that order one 32-bit lane of a vector register meets four
  * values of one block, so an integer multiply-add (VNNI vpdpbusd, or
  * pmaddubsw + pmaddwd on AVX2) leaves the 8 block sums of a group in 8 lanes,
  * ready to be scaled, with no horizontal shuffles.  The activation x is
@@ -24,7 +26,13 @@
 #endif
 
 size_t lf_q8_row_bytes(int cols) {
+    if (cols <= LF_Q8_GROUP) return ((size_t)cols + LF_Q8_BLOCK - 1) / LF_Q8_BLOCK * LF_Q8_BLOCK;
     return ((size_t)cols + LF_Q8_GROUP - 1) / LF_Q8_GROUP * LF_Q8_GROUP;
+}
+
+/* Blocks per interleaved group: 8, or all of a short row's. */
+static inline int q8_nbg(int cols) {
+    return (int)(lf_q8_row_bytes(cols) < LF_Q8_GROUP ? lf_q8_row_bytes(cols) / LF_Q8_BLOCK : 8);
 }
 
 /* A row: codes, then scales, then zeros up to 64 bytes (kernels.h).  In
@@ -33,19 +41,21 @@ size_t lf_q8_row_bytes(int cols) {
  * another in one stream drew 57-67 GB/s against 42-47 (2 threads, AMD
  * EPYC guest, 512 MiB of rows of 2048, alternating in one process). */
 size_t lf_q8_stride(int cols) {
-    size_t rb = lf_q8_row_bytes(cols);
-    return (rb + rb / LF_Q8_BLOCK * sizeof(uint16_t) + 63) & ~(size_t)63;
+    size_t rb = lf_q8_row_bytes(cols), b = rb + rb / LF_Q8_BLOCK * sizeof(uint16_t);
+    /* short rows (read four at a time, B_cat's) are packed to 8 bytes:
+     * 136 bytes for 128 values against 256 in F16, where 64 would make 192 */
+    return rb < LF_Q8_GROUP ? (b + 7) & ~(size_t)7 : (b + 63) & ~(size_t)63;
 }
 
 size_t lf_q8_bytes(int rows, int cols) {
     return (size_t)rows * lf_q8_stride(cols);
 }
 
-/* Byte offset inside a row of value c. */
-static inline size_t q8_pos(size_t c) {
-    size_t g = c / LF_Q8_GROUP, v = c % LF_Q8_GROUP;
-    size_t j = v / 32, ch = (v % 32) / 4, b = v % 4;
-    return g * LF_Q8_GROUP + (ch * 8 + j) * 4 + b;
+/* Byte offset inside a row (groups of nbg blocks) of value c: value
+ * j * 32 + ch * 4 + b of a group is its byte (ch * nbg + j) * 4 + b. */
+static inline size_t q8_pos(size_t c, int nbg) {
+    const size_t G = (size_t)nbg * LF_Q8_BLOCK, g = c / G, v = c % G;
+    return g * G + ((v % 32) / 4 * (size_t)nbg + v / 32) * 4 + v % 4;
 }
 
 static inline const uint8_t *q8_codes(const lf_mat *W, int r) {
@@ -57,7 +67,7 @@ static inline const uint16_t *q8_scales(const lf_mat *W, int r) {
 }
 
 /* Quantise one block of up to 32 values: F16 scale, codes + 128. */
-static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t block_base) {
+static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t block_base, int nbg) {
     float amax = 0;
     for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(v[i]));
     float d = amax / 127.0f;
@@ -71,7 +81,7 @@ static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t bl
             float t = rintf(v[i] * inv);
             q = t > 127 ? 127 : t < -127 ? -127 : (int)t;
         }
-        codes_out[q8_pos(block_base + (size_t)i)] = (uint8_t)(q + 128);
+        codes_out[q8_pos(block_base + (size_t)i, nbg)] = (uint8_t)(q + 128);
     }
     return dh;
 }
@@ -79,6 +89,7 @@ static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t bl
 void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
     const int rows = src->rows, cols = src->cols;
     const size_t rb = lf_q8_row_bytes(cols), nb = rb / LF_Q8_BLOCK, stride = lf_q8_stride(cols);
+    const int nbg = q8_nbg(cols);
 #pragma omp parallel
     {
         float *row = malloc((size_t)cols * sizeof(float));
@@ -91,7 +102,7 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
             for (size_t b = 0; b < nb; b++) {
                 size_t c0 = b * LF_Q8_BLOCK;
                 int n = c0 >= (size_t)cols ? 0 : (int)((size_t)cols - c0 < LF_Q8_BLOCK ? (size_t)cols - c0 : LF_Q8_BLOCK);
-                sr[b] = quant_block(row + c0, n, cr, c0);
+                sr[b] = quant_block(row + c0, n, cr, c0, nbg);
             }
             memset(sr + nb, 0, stride - rb - nb * sizeof(uint16_t));
         }
@@ -100,13 +111,13 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
     *out = (lf_mat){.dtype = LF_Q8, .data = dst, .rows = rows, .cols = cols};
 }
 
-/* One whole group (256 values) of codes and its 8 scales into dst. */
-static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s) {
-    for (int j = 0; j < 8; j++) {
+/* One whole group (nbg blocks) of codes and its scales into dst. */
+static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s, int nbg) {
+    for (int j = 0; j < nbg; j++) {
         const float d = lf_f16_to_f32(s[j]);
         float *o = dst + j * 32;
         for (int ch = 0; ch < 8; ch++) {
-            const uint8_t *b = q + (ch * 8 + j) * 4;
+            const uint8_t *b = q + (ch * nbg + j) * 4;
             o[ch * 4 + 0] = d * (float)((int)b[0] - 128);
             o[ch * 4 + 1] = d * (float)((int)b[1] - 128);
             o[ch * 4 + 2] = d * (float)((int)b[2] - 128);
@@ -118,19 +129,26 @@ static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s) {
 void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc) {
     const uint8_t *q = q8_codes(W, r);
     const uint16_t *s = q8_scales(W, r);
+    const int nbg = q8_nbg(W->cols);
+    if (nbg < 8) { /* a short row (B_cat's): its one group, then the columns asked for */
+        float row[LF_Q8_GROUP];
+        dequant_group(row, q, s, nbg);
+        memcpy(dst, row + c0, (size_t)nc * sizeof(float));
+        return;
+    }
     int i = 0;
     /* whole groups straight into dst, the ragged ends one value at a time */
     while (i < nc && ((size_t)c0 + i) % LF_Q8_GROUP) {
         size_t c = (size_t)c0 + i;
-        dst[i++] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c)] - 128);
+        dst[i++] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c, nbg)] - 128);
     }
     for (; i + LF_Q8_GROUP <= nc; i += LF_Q8_GROUP) {
         size_t g = ((size_t)c0 + i) / LF_Q8_GROUP;
-        dequant_group(dst + i, q + g * LF_Q8_GROUP, s + g * 8);
+        dequant_group(dst + i, q + g * LF_Q8_GROUP, s + g * 8, 8);
     }
     for (; i < nc; i++) {
         size_t c = (size_t)c0 + i;
-        dst[i] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c)] - 128);
+        dst[i] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c, nbg)] - 128);
     }
 }
 
@@ -141,7 +159,7 @@ int lf_q8_act_init(lf_q8_act *a, int n) {
     a->n = n;
     a->npad = (int)lf_q8_row_bytes(n);
     int nb = a->npad / LF_Q8_BLOCK;
-    a->q = aligned_alloc(64, (size_t)a->npad);
+    a->q = aligned_alloc(64, ((size_t)a->npad + 63) & ~(size_t)63);
     a->d = malloc((size_t)nb * sizeof(float));
     a->corr = malloc((size_t)nb * sizeof(int32_t));
     if (!a->q || !a->d || !a->corr) {
@@ -204,7 +222,7 @@ T_512Q static int act_quantize_avx512(lf_q8_act *a, const float *x) {
 #endif
 
 void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
-    const int nb = a->npad / LF_Q8_BLOCK;
+    const int nb = a->npad / LF_Q8_BLOCK, nbg = q8_nbg(a->n);
     int b0 = 0;
 #ifdef LF_X86
     if (lf_isa() == LF_ISA_AVX512) b0 = act_quantize_avx512(a, x);
@@ -222,7 +240,7 @@ void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
                 float t = rintf(x[c0 + i] * inv);
                 q = t > 127 ? 127 : t < -127 ? -127 : (int)t;
             }
-            a->q[q8_pos((size_t)c0 + i)] = (int8_t)q;
+            a->q[q8_pos((size_t)c0 + i, nbg)] = (int8_t)q;
             sum += q;
         }
         a->d[b] = d;
@@ -234,27 +252,28 @@ void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
 
 void lf_rowdot_portable_q8(const lf_mat *W, int r0, int nr, const void *xv, float *out) {
     const lf_q8_act *x = xv;
-    const int ng = x->npad / LF_Q8_GROUP;
+    const int nbg = q8_nbg(W->cols), G = nbg * LF_Q8_BLOCK, ng = x->npad / G;
     for (int i = 0; i < nr; i++) {
         const uint8_t *q = q8_codes(W, r0 + i);
         const uint16_t *s = q8_scales(W, r0 + i);
         float acc = 0;
         for (int g = 0; g < ng; g++) {
             int32_t blk[8] = {0};
-            const uint8_t *qg = q + (size_t)g * LF_Q8_GROUP;
-            const int8_t *xg = x->q + (size_t)g * LF_Q8_GROUP;
+            const uint8_t *qg = q + (size_t)g * G;
+            const int8_t *xg = x->q + (size_t)g * G;
             for (int ch = 0; ch < 8; ch++)
-                for (int j = 0; j < 8; j++)
+                for (int j = 0; j < nbg; j++)
                     for (int b = 0; b < 4; b++) {
-                        int k = (ch * 8 + j) * 4 + b;
+                        int k = (ch * nbg + j) * 4 + b;
                         blk[j] += ((int)qg[k] - 128) * xg[k];
                     }
-            for (int j = 0; j < 8; j++)
-                acc += lf_f16_to_f32(s[g * 8 + j]) * x->d[g * 8 + j] * (float)blk[j];
+            for (int j = 0; j < nbg; j++)
+                acc += lf_f16_to_f32(s[g * nbg + j]) * x->d[g * nbg + j] * (float)blk[j];
         }
         out[i] = acc;
     }
 }
+
 
 #ifdef LF_X86
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -281,9 +300,54 @@ T_AVX2 static inline __m256i group_sums_avx2(const uint8_t *w, const int8_t *x) 
     return acc;
 }
 
+/* Lane sums of 32 bytes of codes w and activations x (as group_sums_avx2). */
+T_AVX2 static inline __m256i lanes_avx2(const uint8_t *w, const int8_t *x) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w), flip);
+    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv)), ones);
+}
+
+/* Lane l of a short row's codes (its bytes 4l .. 4l+3) belongs to block
+ * l % nbg: the block numbers of lanes first .. first+7, without a division
+ * ((l + 0.5) / nbg is at least 1 / 14 from an integer). */
+T_AVX2 static inline __m256i lanes_block_avx2(int first, int nbg) {
+    const __m256i l = _mm256_add_epi32(_mm256_set1_epi32(first), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i q = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(l), _mm256_set1_ps(0.5f)),
+                                                        _mm256_set1_ps(1.0f / (float)nbg)));
+    return _mm256_sub_epi32(l, _mm256_mullo_epi32(q, _mm256_set1_epi32(nbg)));
+}
+
+/* Rows of one group of nbg < 8 blocks (kernels.h): each 32-byte chunk's
+ * lanes are scaled by their blocks' scales, gathered with a permutation. */
+T_AVX2 static void short_rows_avx2(const lf_mat *W, int r0, int nr, const lf_q8_act *x, float *out) {
+    const int nbg = x->npad / LF_Q8_BLOCK;
+    _Alignas(32) int32_t ix[56];
+    _Alignas(32) float dx[8] = {0};
+    for (int k = 0; k < nbg; k++) _mm256_store_si256((__m256i *)(ix + 8 * k), lanes_block_avx2(8 * k, nbg));
+    memcpy(dx, x->d, (size_t)nbg * sizeof(float));
+    const __m256 vdx = _mm256_load_ps(dx);
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *q = q8_codes(W, r0 + i);
+        uint16_t sh[8] = {0};
+        memcpy(sh, q8_scales(W, r0 + i), (size_t)nbg * sizeof(uint16_t));
+        const __m256 sd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sh)), vdx);
+        __m256 acc = _mm256_setzero_ps();
+        for (int k = 0; k < nbg; k++) {
+            __m256 p = _mm256_cvtepi32_ps(lanes_avx2(q + 32 * k, x->q + 32 * k));
+            acc = _mm256_fmadd_ps(p, _mm256_permutevar8x32_ps(sd, _mm256_load_si256((const __m256i *)(ix + 8 * k))), acc);
+        }
+        out[i] = hsum8(acc);
+    }
+}
+
 T_AVX2 void lf_rowdot_avx2_q8(const lf_mat *W, int r0, int nr, const void *xv, float *out) {
     const lf_q8_act *x = xv;
     const int ng = x->npad / LF_Q8_GROUP;
+    if (x->npad < LF_Q8_GROUP) {
+        short_rows_avx2(W, r0, nr, x, out);
+        return;
+    }
     for (int i = 0; i < nr; i++) {
         const uint8_t *q = q8_codes(W, r0 + i);
         const uint16_t *s = q8_scales(W, r0 + i);
@@ -356,12 +420,92 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
 VNNI_LONGROW(longrow_q8, LF_LONG_AHEAD, _MM_HINT_T0)
 VNNI_LONGROW(longrow_nt_q8, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
 
+/* Rows of one group of nbg < 8 blocks (kernels.h; B_cat's): 64 bytes a
+ * step, each lane's sum less its 128 * sum of x and scaled by its block's
+ * scales, gathered with a permutation; the last step masked (the row ends
+ * there, or the matrix).  The next four rows are requested at the start. */
+T_VNNI static void short_rows_vnni(const lf_mat *W, int r0, int nr, const lf_q8_act *x, float *out) {
+    const int nbg = x->npad / LF_Q8_BLOCK, nc = (32 * nbg + 63) / 64;
+    const size_t stride = lf_q8_stride(W->cols);
+    const uint8_t *q0 = q8_codes(W, r0);
+    for (size_t o = 0; o < 4 * stride; o += 64) _mm_prefetch((const char *)q0 + 4 * stride + o, _MM_HINT_T0);
+    const __mmask16 ms = (__mmask16)((1u << nbg) - 1);
+    const __m512 dx = _mm512_maskz_loadu_ps(ms, x->d);
+    __m512i xq[4], corr[4], ix[4];
+    __m512 dxl[4];
+    __mmask64 mk[4];
+    for (int k = 0; k < nc; k++) {
+        mk[k] = 32 * nbg - 64 * k >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1;
+        xq[k] = _mm512_maskz_loadu_epi8(mk[k], x->q + 64 * k);
+        corr[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xq[k]);
+        /* lane l's block, l % nbg (lanes_block_avx2, 16 lanes) */
+        ix[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lanes_block_avx2(16 * k, nbg)), lanes_block_avx2(16 * k + 8, nbg), 1);
+        dxl[k] = _mm512_permutexvar_ps(ix[k], dx);
+    }
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *q = q0 + (size_t)i * stride;
+        const __m512 sw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(ms, q + 32 * nbg));
+        __m512 acc = _mm512_setzero_ps();
+        for (int k = 0; k < nc; k++) {
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_maskz_loadu_epi8(mk[k], q + 64 * k), xq[k]);
+            __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(ix[k], sw), dxl[k]);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, corr[k])), sc, acc);
+        }
+        out[i] = _mm512_reduce_add_ps(acc);
+    }
+}
+
+/* Short rows of 1, 2 or 4 blocks (rank x k of 32, 64 or 128: two rank-64
+ * adapters' B_cat): a lane's block is l % nbg, the same for lanes l,
+ * l + 4, l + 8, ..., so the integer sums of a row fold into 4 lanes before
+ * they are scaled, and four rows' 4 lanes add up together (1b q8, 22
+ * layers of B_cat, 2 threads: 1.5 ms a token with short_rows_vnni's lane
+ * scaling and a reduction per row). */
+T_VNNI static void short_rows_vnni4(const lf_mat *W, int r0, int nr, const lf_q8_act *x, float *out) {
+    const int nbg = x->npad / LF_Q8_BLOCK, nc = (32 * nbg + 63) / 64;
+    const size_t stride = lf_q8_stride(W->cols);
+    const uint8_t *q0 = q8_codes(W, r0);
+    for (size_t o = 0; o < 4 * stride; o += 64) _mm_prefetch((const char *)q0 + 4 * stride + o, _MM_HINT_T0);
+    const __mmask64 mk = 32 * nbg >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (32 * nbg)) - 1;
+    __m512i xq[2], corr = _mm512_setzero_si512();
+    for (int k = 0; k < nc; k++) {
+        xq[k] = _mm512_maskz_loadu_epi8(mk, x->q + 64 * k);
+        corr = _mm512_dpbusd_epi32(corr, _mm512_set1_epi8((char)0x80), xq[k]);
+    }
+    const __m128i ix = _mm_setr_epi32(0, 1 % nbg, 2 % nbg, 3 % nbg);
+    _Alignas(16) float dx4[4] = {0};
+    memcpy(dx4, x->d, (size_t)nbg * sizeof(float));
+    const __m128 dxl = _mm_permutevar_ps(_mm_load_ps(dx4), ix);
+    __m128 r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm_setzero_ps();
+        if (i >= nr) continue;
+        const uint8_t *q = q0 + (size_t)i * stride;
+        __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_maskz_loadu_epi8(mk, q), xq[0]);
+        if (nc > 1) a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512((const void *)(q + 64)), xq[1]);
+        a = _mm512_sub_epi32(a, corr);
+        __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+        __m128i f = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        /* the scales: 8 bytes past the codes are in the row (stride, 8-byte padded) */
+        const __m128 sw = _mm_permutevar_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(q + 32 * nbg))), ix);
+        r[i] = _mm_mul_ps(_mm_cvtepi32_ps(f), _mm_mul_ps(sw, dxl));
+    }
+    _Alignas(16) float o4[4];
+    _mm_store_ps(o4, _mm_hadd_ps(_mm_hadd_ps(r[0], r[1]), _mm_hadd_ps(r[2], r[3])));
+    for (int i = 0; i < nr; i++) out[i] = o4[i];
+}
+
 #define VNNI_ROWDOT(NAME, LONGROW)                                                       \
     T_VNNI void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {     \
         const lf_q8_act *x = xv;                                                         \
         const int ng = x->npad / LF_Q8_GROUP;                                            \
         const size_t rb = lf_q8_row_bytes(W->cols), stride = lf_q8_stride(W->cols);     \
         const uint8_t *q0 = q8_codes(W, r0);                                             \
+        if (rb < LF_Q8_GROUP) {                                                          \
+            if (4 % (rb / LF_Q8_BLOCK) == 0) short_rows_vnni4(W, r0, nr, x, out);        \
+            else short_rows_vnni(W, r0, nr, x, out);                                     \
+            return;                                                                      \
+        }                                                                                \
         if (rb > LF_SHORT_ROW) {                                                         \
             for (int i = 0; i < nr; i++) out[i] = LONGROW(q0 + (size_t)i * stride, x, ng, rb, stride); \
             return;                                                                      \

@@ -104,7 +104,7 @@ void lf_rowdot_avx512nt_q8(const lf_mat *W, int r0, int nr, const void *x, float
 /* A float vector quantised to int8 blocks of 32 in the weights' interleaved
  * order (see kernels.h), for the integer dot products. */
 typedef struct {
-    int n, npad;      /* values, padded to a multiple of LF_Q8_GROUP */
+    int n, npad;      /* values, padded as a Q8 row of n values is (lf_q8_row_bytes) */
     int8_t *q;        /* [npad] interleaved like a Q8 weight row */
     float *d;         /* [npad / 32] block scales */
     int32_t *corr;    /* [npad / 32] 128 * sum of the block's q (the unsigned-weight offset) */
@@ -175,9 +175,5 @@ int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
                 int accumulate);
 /* The same with each weight row read once for all T tokens (small T). */
 void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumulate);
-
-/* Convert columns c0 .. c0+nc-1 of rows r0 .. r0+nr-1 of W into float32
- * dst [nr][ld]; rows past W->rows are zero.  fast: use the SIMD converters. */
-void lf_mat_rows_f32(float *dst, int ld, const lf_mat *W, int r0, int nr, int c0, int nc);
 
 #endif
