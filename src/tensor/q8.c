@@ -126,6 +126,43 @@ static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s, int n
     }
 }
 
+#ifdef LF_X86
+#define T_AVX2D __attribute__((target("avx2,fma,f16c")))
+/* dequant_group for a whole group of 8 blocks: the 8 x 8 grid of 4-byte
+ * chunks (chunk ch of block j at byte (ch * 8 + j) * 4) transposed in
+ * registers, so that each block's 32 codes come out in order.  Prompts and
+ * training on q8 weights dequantise every panel this way (1b q8, a 512-token
+ * prompt: the scalar loop was 8% of the samples, a fifth of the GEMM's). */
+T_AVX2D static void dequant_group_avx2(float *dst, const uint8_t *q, const uint16_t *s) {
+    __m256i r[8], t[8], u[8];
+    for (int ch = 0; ch < 8; ch++) r[ch] = _mm256_loadu_si256((const __m256i *)(q + ch * 32));
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);     /* blocks 0, 1 | 4, 5 */
+        t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]); /* blocks 2, 3 | 6, 7 */
+    }
+    for (int h = 0; h < 2; h++) { /* chunks 0-3, then 4-7 */
+        const __m256i *a = t + 4 * h;
+        u[4 * h + 0] = _mm256_unpacklo_epi64(a[0], a[2]); /* block 0 | 4 */
+        u[4 * h + 1] = _mm256_unpackhi_epi64(a[0], a[2]); /* block 1 | 5 */
+        u[4 * h + 2] = _mm256_unpacklo_epi64(a[1], a[3]); /* block 2 | 6 */
+        u[4 * h + 3] = _mm256_unpackhi_epi64(a[1], a[3]); /* block 3 | 7 */
+    }
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
+    const __m256i off = _mm256_set1_epi32(128);
+    for (int j = 0; j < 8; j++) {
+        const __m256i b = j < 4 ? _mm256_permute2x128_si256(u[j & 3], u[4 + (j & 3)], 0x20)
+                                : _mm256_permute2x128_si256(u[j & 3], u[4 + (j & 3)], 0x31);
+        const __m256 dj = _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(j));
+        const __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
+        const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int k = 0; k < 4; k++) {
+            const __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(part[k]), off);
+            _mm256_storeu_ps(dst + j * 32 + k * 8, _mm256_mul_ps(_mm256_cvtepi32_ps(v), dj));
+        }
+    }
+}
+#endif
+
 void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc) {
     const uint8_t *q = q8_codes(W, r);
     const uint16_t *s = q8_scales(W, r);
@@ -142,6 +179,13 @@ void lf_q8_dequant(float *dst, const lf_mat *W, int r, int c0, int nc) {
         size_t c = (size_t)c0 + i;
         dst[i++] = lf_f16_to_f32(s[c / LF_Q8_BLOCK]) * (float)((int)q[q8_pos(c, nbg)] - 128);
     }
+#ifdef LF_X86
+    if (lf_isa() >= LF_ISA_AVX2)
+        for (; i + LF_Q8_GROUP <= nc; i += LF_Q8_GROUP) {
+            size_t g = ((size_t)c0 + i) / LF_Q8_GROUP;
+            dequant_group_avx2(dst + i, q + g * LF_Q8_GROUP, s + g * 8);
+        }
+#endif
     for (; i + LF_Q8_GROUP <= nc; i += LF_Q8_GROUP) {
         size_t g = ((size_t)c0 + i) / LF_Q8_GROUP;
         dequant_group(dst + i, q + g * LF_Q8_GROUP, s + g * 8, 8);
