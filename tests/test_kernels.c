@@ -483,6 +483,44 @@ static void test_q8(void **state) {
     lf_kernels_set_stream_nt(nt_prev);
 }
 
+/* Weights quantise to the same bytes on every path (AVX2 and up take
+ * whole groups of 8 blocks, the scalar loop the rest): ties at .5, zero
+ * blocks, a NaN (code 0), infinities and values beyond the F16 scale's
+ * range, rows with a ragged last group and short rows. */
+static void test_q8_quantize_paths(void **state) {
+    (void)state;
+    const int shapes[][2] = {{5, 2100}, {3, 256}, {4, 520}, {6, 128}, {2, 1}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int rows = shapes[si][0], cols = shapes[si][1];
+        lf_mat F;
+        float *f = rand_mat(&F, LF_F32, rows, cols);
+        for (int i = 0; i < rows * cols; i++) {
+            if ((i / 32) % 7 == 2) f[i] = 0.0f;
+            else if (i % 13 == 0) f[i] = 0.5f * (float)(i % 255) * (i & 1 ? -1 : 1) / 127.0f;
+        }
+        if (rows * cols > 700) {
+            f[37] = NAN;
+            f[300] = INFINITY;
+            f[333] = -INFINITY;
+            f[650] = 3e38f;
+        }
+        const size_t nb = lf_q8_bytes(rows, cols);
+        uint8_t *ref = malloc(nb), *got = malloc(nb);
+        lf_mat Q;
+        int prev = lf_kernels_set_isa(LF_ISA_PORTABLE);
+        lf_q8_quantize(ref, &F, &Q);
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+            lf_kernels_set_isa(isas[ii]);
+            memset(got, 0x55, nb);
+            lf_q8_quantize(got, &F, &Q);
+            if (memcmp(got, ref, nb)) fail_msg("q8 quantise %d x %d: path %s differs from the scalar loop", rows, cols,
+                                               lf_kernels_isa_name(isas[ii]));
+        }
+        lf_kernels_set_isa(prev);
+        free(f); free(ref); free(got);
+    }
+}
+
 /* The activations' 8-bit form is the same, byte for byte, on every path
  * (AVX-512 quantises whole groups, the scalar loop the rest); values of
  * every size, exact ties at .5 included, and blocks of zeros. */
@@ -1033,7 +1071,7 @@ static void test_small_kernels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_many), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8), cmocka_unit_test(test_q8_act), cmocka_unit_test(test_q8_batch_x),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_many), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8), cmocka_unit_test(test_q8_quantize_paths), cmocka_unit_test(test_q8_act), cmocka_unit_test(test_q8_batch_x),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
         cmocka_unit_test(test_parallel_ranges),

@@ -23,6 +23,7 @@
 
 #ifdef LF_X86
 #include <immintrin.h>
+#define T_AVX2D __attribute__((target("avx2,fma,f16c")))
 #endif
 
 size_t lf_q8_row_bytes(int cols) {
@@ -79,12 +80,49 @@ static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t bl
         int q = 0;
         if (i < n) {
             float t = rintf(v[i] * inv);
-            q = t > 127 ? 127 : t < -127 ? -127 : (int)t;
+            q = t > 127 ? 127 : t < -127 ? -127 : t == t ? (int)t : 0; /* NaN: 0 */
         }
         codes_out[q8_pos(block_base + (size_t)i, nbg)] = (uint8_t)(q + 128);
     }
     return dh;
 }
+
+#ifdef LF_X86
+/* quant_block for the 8 whole blocks of a group, with the same arithmetic
+ * (the same bytes): the codes 32 at a time, in order, then interleaved 4
+ * bytes at a time (loading a 1b model with --quantize q8 had spent a
+ * fifth of its time in the scalar loop and its fmaxf calls). */
+T_AVX2D static void quant_group_avx2(const float *v, uint8_t *codes, uint16_t *scales) {
+    _Alignas(32) uint8_t blk[LF_Q8_GROUP];
+    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i off = _mm256_set1_epi32(128), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int j = 0; j < 8; j++) {
+        const float *b = v + j * 32;
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(b + 8 * k)), m); /* NaN: skipped, as fmaxf */
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        float d = _mm_cvtss_f32(h) / 127.0f;
+        if (d > 65504.0f) d = 65504.0f;
+        const uint16_t dh = lf_f32_to_f16(d);
+        const float dq = lf_f16_to_f32(dh);
+        const __m256 inv = _mm256_set1_ps(dq > 0 ? 1.0f / dq : 0.0f);
+        scales[j] = dh;
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 t = _mm256_mul_ps(_mm256_loadu_ps(b + 8 * k), inv);
+            t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q)); /* NaN: 0 */
+            t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);           /* clamp, then round: the same for integer bounds */
+            q[k] = _mm256_add_epi32(_mm256_cvtps_epi32(t), off);
+        }
+        const __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_store_si256((__m256i *)(blk + j * 32), _mm256_permutevar8x32_epi32(p, order));
+    }
+    for (int ch = 0; ch < 8; ch++)
+        for (int j = 0; j < 8; j++) memcpy(codes + (ch * 8 + j) * 4, blk + j * 32 + ch * 4, 4);
+}
+#endif
 
 void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
     const int rows = src->rows, cols = src->cols;
@@ -99,7 +137,13 @@ void lf_q8_quantize(void *dst, const lf_mat *src, lf_mat *out) {
             lf_mat_row_f32(row, src, r);
             uint8_t *cr = (uint8_t *)dst + (size_t)r * stride;
             uint16_t *sr = (uint16_t *)(cr + rb);
-            for (size_t b = 0; b < nb; b++) {
+            size_t b = 0;
+#ifdef LF_X86
+            if (nbg == 8 && lf_isa() >= LF_ISA_AVX2)
+                for (; (b + 8) * LF_Q8_BLOCK <= (size_t)cols; b += 8)
+                    quant_group_avx2(row + b * LF_Q8_BLOCK, cr + b * LF_Q8_BLOCK, sr + b);
+#endif
+            for (; b < nb; b++) {
                 size_t c0 = b * LF_Q8_BLOCK;
                 int n = c0 >= (size_t)cols ? 0 : (int)((size_t)cols - c0 < LF_Q8_BLOCK ? (size_t)cols - c0 : LF_Q8_BLOCK);
                 sr[b] = quant_block(row + c0, n, cr, c0, nbg);
@@ -127,7 +171,6 @@ static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s, int n
 }
 
 #ifdef LF_X86
-#define T_AVX2D __attribute__((target("avx2,fma,f16c")))
 /* dequant_group for a whole group of 8 blocks: the 8 x 8 grid of 4-byte
  * chunks (chunk ch of block j at byte (ch * 8 + j) * 4) transposed in
  * registers, so that each block's 32 codes come out in order.  Prompts and
