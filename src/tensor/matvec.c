@@ -199,7 +199,8 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
     batch *b = &bt;
     size_t total = 0, total_pre = 0;
     for (int i = 0; i < nall; i++) {
-        if (prepare(all, rt, i, isa, npre == 0)) abort(); /* a few KiB: out of memory is fatal here */
+        /* the second stage's z is the first stage's output: quantised by quantise_bz */
+        if (prepare(all, rt, i, isa, npre == 0 || i < npre)) abort(); /* a few KiB: out of memory is fatal here */
         total += rt[i].cost * (size_t)all[i].W->rows;
         if (i < npre) total_pre += rt[i].cost * (size_t)all[i].W->rows;
     }
