@@ -425,7 +425,7 @@ static void test_q8(void **state) {
      * adapters; 96 and 224: a last step of half a vector) */
     const int shapes[][3] = {{1, 1, 1}, {9, 31, 1}, {13, 256, 3}, {37, 300, 1}, {64, 520, 17}, {8, 1024, 2},
                              {7, 2100, 1}, {10, 1300, 3}, {21, 128, 2}, {6, 96, 1}, {5, 224, 3}, {11, 64, 1},
-                             {3, 250, 1}, {9, 160, 12}};
+                             {3, 250, 1}, {9, 160, 12}, {33, 128, 9}, {7, 32, 6}};
     /* short rows take fewer bytes in 8 bits than in F16 (not padded to a group of 8 blocks) */
     for (int c = 32; c <= 224; c += 32) assert_true(lf_q8_stride(c) < (size_t)c * 2);
     const int nt_prev = lf_kernels_set_stream_nt(0);
