@@ -5,7 +5,8 @@
  * blocks (256 values), and inside a group the blocks interleaved 4 bytes at
  * a time; a row of at most 256 values is one group of its own blocks (the
  * stacked adapters' B_cat, rows of k x rank values: 128 for two rank-64
- * adapters would otherwise be padded to 256).  With that order one 32-bit lane of a vector register meets four
+ * adapters would otherwise be padded to 256).  With that order one 32-bit
+ * lane of a vector register meets four
  * values of one block, so an integer multiply-add (VNNI vpdpbusd, or
  * pmaddubsw + pmaddwd on AVX2) leaves the 8 block sums of a group in 8 lanes,
  * ready to be scaled, with no horizontal shuffles.  The activation x is
@@ -325,7 +326,7 @@ void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
             int q = 0;
             if (i < n) {
                 float t = rintf(x[c0 + i] * inv);
-                q = t > 127 ? 127 : t < -127 ? -127 : (int)t;
+                q = t > 127 ? 127 : t < -127 ? -127 : t == t ? (int)t : 0; /* NaN: 0 */
             }
             a->q[q8_pos((size_t)c0 + i, nbg)] = (int8_t)q;
             sum += q;
@@ -360,7 +361,6 @@ void lf_rowdot_portable_q8(const lf_mat *W, int r0, int nr, const void *xv, floa
         out[i] = acc;
     }
 }
-
 
 #ifdef LF_X86
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
