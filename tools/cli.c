@@ -44,6 +44,17 @@ static int parse_float(const char *s, const char *what, float *out) {
 enum { O_IDS = 256, O_SYSTEM, O_GREEDY, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_JSON, O_NOBOS, O_SPECIAL,
        O_CTX, O_TRACE, O_TRACESVG, O_QUANT, O_PLACE, O_PRODUCTS, O_QUANT_ADAPTERS };
 
+/* q8 or none (--quantize, --quantize-adapters): LF_QUANT_* into *out. */
+static int parse_quant(const char *s, const char *what, int *out) {
+    if (!strcmp(s, "q8")) *out = LF_QUANT_Q8;
+    else if (!strcmp(s, "none")) *out = LF_QUANT_NONE;
+    else {
+        fprintf(stderr, "loraflow: %s expects q8 or none, got '%s'\n", what, s);
+        return -1;
+    }
+    return 0;
+}
+
 int cli_parse_products(const char *s) {
     if (!strcmp(s, "f32")) return LF_PRODUCTS_F32;
     if (!strcmp(s, "bf16")) return LF_PRODUCTS_BF16;
@@ -141,15 +152,11 @@ int cli_parse(int argc, char **argv, unsigned allowed, cli_opts *o, const char *
         case O_TRACESVG: need = OPT_TRACE; o->trace_svg = optarg; break;
         case O_QUANT:
             need = OPT_LOAD;
-            if (!strcmp(optarg, "q8")) o->quantize = LF_QUANT_Q8;
-            else if (!strcmp(optarg, "none")) o->quantize = LF_QUANT_NONE;
-            else { fprintf(stderr, "loraflow: --quantize expects q8 or none, got '%s'\n", optarg); return -1; }
+            if (parse_quant(optarg, "--quantize", &o->quantize)) return -1;
             break;
         case O_QUANT_ADAPTERS:
             need = OPT_LOAD;
-            if (!strcmp(optarg, "q8")) o->quantize_adapters = LF_QUANT_Q8;
-            else if (!strcmp(optarg, "none")) o->quantize_adapters = LF_QUANT_NONE;
-            else { fprintf(stderr, "loraflow: --quantize-adapters expects q8 or none, got '%s'\n", optarg); return -1; }
+            if (parse_quant(optarg, "--quantize-adapters", &o->quantize_adapters)) return -1;
             break;
         case O_PLACE:
             need = OPT_LOAD;
