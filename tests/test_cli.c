@@ -56,6 +56,31 @@ static void test_tokenize(void **state) {
     free(out);
 }
 
+/* info describes the folder without copying it and gives the bytes a
+ * generated token reads, as lf_model_decode_bytes counts them, with and
+ * without the adapters. */
+static void test_info(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    char *out;
+    assert_int_equal(run_tool(&out, "info -m %s -l lang=%s -l task=%s", lf_test_path(FIX "base"),
+                              lf_test_path(FIX "lora_lang"), lf_test_path(FIX "lora_task")), 0);
+    const lf_load_options lo = {.placement = LF_PLACE_MMAP};
+    lf_model *m = lf_model_load_opts(lf_test_path(FIX "base"), &lo);
+    assert_non_null(m);
+    assert_int_equal(lf_model_add_adapter(m, "lang", lf_test_path(FIX "lora_lang")), 0);
+    assert_int_equal(lf_model_add_adapter(m, "task", lf_test_path(FIX "lora_task")), 1);
+    char want[256];
+    snprintf(want, sizeof want, "per token:    %.2f MB of weights read by each generated token, as stored; %.2f MB with the adapters",
+             lf_model_decode_bytes(m, 0) / 1e6, lf_model_decode_bytes(m, 1) / 1e6);
+    if (!strstr(out, want)) fail_msg("info: no '%s' in:\n%s", want, out);
+    assert_true(lf_model_decode_bytes(m, 1) > lf_model_decode_bytes(m, 0));
+    assert_non_null(strstr(out, "memory-mapped"));
+    assert_non_null(strstr(out, "adapter 1:    task"));
+    lf_model_free(m);
+    free(out);
+}
+
 /* forward in LoRA-Flow mode writes what the fixture holds. */
 /* `loraflow forward` on the fixture with both LoRAs and the gate, the en
  * prompt and the extra options; its output file read into got. */
@@ -355,7 +380,7 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_help),          cmocka_unit_test(test_tokenize),
+        cmocka_unit_test(test_help),          cmocka_unit_test(test_tokenize), cmocka_unit_test(test_info),
         cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_load_options),
         cmocka_unit_test(test_forward_all_modes),
         cmocka_unit_test(test_generate_json), cmocka_unit_test(test_trace_files), cmocka_unit_test(test_errors),

@@ -6,13 +6,26 @@
 static const char usage[] =
     "usage: loraflow info -m MODEL_DIR [-l NAME=DIR ...]\n\n"
     "Describes a Hugging Face Llama folder: architecture, tensor count, dtypes,\n"
-    "parameter count and the memory needed to run it.\n";
+    "parameter count, the memory needed to run it and the bytes of weights each\n"
+    "generated token reads (with the adapters given by -l, if any).  The weights\n"
+    "stay memory-mapped: nothing is copied or quantised.\n";
+
+/* GB with 3 decimals, or MB below 0.1 GB */
+static const char *fmt_bytes(char *buf, size_t n, size_t bytes) {
+    if (bytes >= 100000000) snprintf(buf, n, "%.3f GB", bytes / 1e9);
+    else snprintf(buf, n, "%.2f MB", bytes / 1e6);
+    return buf;
+}
 
 int cmd_info(int argc, char **argv) {
     cli_opts o;
     int r = cli_parse(argc, argv, OPT_MODEL | OPT_FUSION, &o, usage);
     if (r) return r > 0 ? 0 : 2;
-    lf_model *m = lf_model_load(o.model_dir);
+    /* a description needs no copy of the weights (the default placement
+     * would copy a model that fits in memory: 13 GB for a 7B one) */
+    const lf_load_options lo = {.placement = LF_PLACE_MMAP, .quantize = LF_QUANT_NONE,
+                                .quantize_adapters = LF_QUANT_NONE};
+    lf_model *m = lf_model_load_opts(o.model_dir, &lo);
     if (!m) {
         cli_error("info", "%s", lf_last_error());
         return 1;
@@ -49,6 +62,12 @@ int cmd_info(int argc, char **argv) {
     int ctx = c->max_position_embeddings;
     printf("runtime:      %.2f GiB of KV cache and activations at a context of %d tokens\n",
            lf_model_runtime_bytes(m, ctx) / 1073741824.0, ctx);
+    /* the floor of decoding: every weight byte is read once per token */
+    char b0[32], b1[32];
+    printf("per token:    %s of weights read by each generated token, as stored",
+           fmt_bytes(b0, sizeof b0, lf_model_decode_bytes(m, 0)));
+    if (lf_model_n_adapters(m)) printf("; %s with the adapters", fmt_bytes(b1, sizeof b1, lf_model_decode_bytes(m, 1)));
+    printf(" (--quantize q8, --quantize-adapters q8: 1.06 bytes a value)\n");
     for (int i = 0; i < lf_model_n_adapters(m); i++) printf("adapter %d:    %s\n", i, lf_model_adapter_name(m, i));
     lf_model_free(m);
     return 0;
