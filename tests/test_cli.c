@@ -81,6 +81,28 @@ static void test_info(void **state) {
     free(out);
 }
 
+/* A tuning variable with a value the library does not know is refused by
+ * the tool (the library would keep its default: a typo would run another
+ * configuration than the one asked for); known values and empty ones run. */
+static void test_env_values(void **state) {
+    (void)state;
+    LF_REQUIRE_SHARED();
+    static const char *bad[] = {"LORAFLOW_QUANTIZE=Q8", "LORAFLOW_QUANTIZE_ADAPTERS=q4", "LORAFLOW_PLACEMENT=disk",
+                                "LORAFLOW_PRODUCTS=fp16", "LORAFLOW_ISA=sse"};
+    char line[4096], *out;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(line, sizeof line, "%s %s info -m %s 2>&1", bad[i], lf_test_tool(), lf_test_path(FIX "base"));
+        assert_int_not_equal(lf_test_run(line, &out), 0);
+        if (!strstr(out, bad[i]) || !strstr(out, "expected")) fail_msg("%s: %s", bad[i], out);
+        free(out);
+    }
+    snprintf(line, sizeof line, "LORAFLOW_QUANTIZE=none LORAFLOW_QUANTIZE_ADAPTERS=q8 LORAFLOW_ISA= %s info -m %s 2>&1",
+             lf_test_tool(), lf_test_path(FIX "base"));
+    assert_int_equal(lf_test_run(line, &out), 0);
+    assert_non_null(strstr(out, "per token:"));
+    free(out);
+}
+
 /* forward in LoRA-Flow mode writes what the fixture holds. */
 /* `loraflow forward` on the fixture with both LoRAs and the gate, the en
  * prompt and the extra options; its output file read into got. */
@@ -381,6 +403,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),          cmocka_unit_test(test_tokenize), cmocka_unit_test(test_info),
+        cmocka_unit_test(test_env_values),
         cmocka_unit_test(test_forward_gate),  cmocka_unit_test(test_forward_load_options),
         cmocka_unit_test(test_forward_all_modes),
         cmocka_unit_test(test_generate_json), cmocka_unit_test(test_trace_files), cmocka_unit_test(test_errors),
