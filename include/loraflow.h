@@ -145,7 +145,8 @@ typedef struct {
 
 /* The defaults: LF_PLACE_AUTO, nothing quantised, unless the environment
  * variables LORAFLOW_PLACEMENT=mmap|copy, LORAFLOW_QUANTIZE=q8 and
- * LORAFLOW_QUANTIZE_ADAPTERS=q8 say otherwise. */
+ * LORAFLOW_QUANTIZE_ADAPTERS=q8 say otherwise (other values leave the
+ * default; the loraflow tool refuses them). */
 void lf_load_options_default(lf_load_options *o);
 /* lf_model_load with options (NULL: lf_load_options_default's). */
 lf_model *lf_model_load_opts(const char *dir, const lf_load_options *o);
