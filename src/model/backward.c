@@ -904,13 +904,33 @@ static void cache_free(layer_cache *c) {
     for (int i = 0; i < nb; i++) { free(*ptr[i]); *ptr[i] = NULL; }
 }
 
+static void zero_floats(float *p, size_t n);
+
+/* A zeroed buffer of a step: from 2 MiB on in transparent huge pages,
+ * zeroed on the kernel threads.  New 4 KiB pages are faulted in at
+ * 0.3-0.5 GB/s on the AMD EPYC guest (1 and 2 threads), huge ones at
+ * 10-20 GB/s once the kernel has them free; a step's first use of its
+ * 1.5 GB (1b, 512 tokens: a `loraflow grad` call, a training run's first
+ * step) had paid several seconds for it.  Freed with free(). */
+static float *step_calloc(size_t n, const char *what) {
+    const size_t bytes = (n ? n : 1) * sizeof(float);
+    if (bytes < (2u << 20)) return lf_calloc(n ? n : 1, sizeof(float), what);
+    float *p = lf_huge_alloc(bytes);
+    if (!p) {
+        lf_set_error("out of memory (%s: %zu bytes)", what, bytes);
+        return NULL;
+    }
+    zero_floats(p, n);
+    return p;
+}
+
 static int cache_alloc(layer_cache *c, const lf_model *m, int T) {
     float **ptr[CACHE_MAX];
     size_t n[CACHE_MAX];
     memset(c, 0, sizeof *c);
     const int nb = cache_list(c, m, T, ptr, n);
     for (int i = 0; i < nb; i++)
-        if (!(*ptr[i] = lf_calloc(n[i] ? n[i] : 1, sizeof(float), i < ACT_MAX ? "activations" : "gradients"))) {
+        if (!(*ptr[i] = step_calloc(n[i], i < ACT_MAX ? "activations" : "gradients"))) {
             cache_free(c);
             return -1;
         }
@@ -961,7 +981,7 @@ static layer_cache *caches_alloc(const lf_model *m, int T) {
     for (int l = 1; l < L; l++) {
         const int na = act_list(&cs[l], m, T, ptr, n);
         for (int i = 0; i < na; i++)
-            if (!(*ptr[i] = lf_calloc(n[i] ? n[i] : 1, sizeof(float), "kept activations"))) {
+            if (!(*ptr[i] = step_calloc(n[i], "kept activations"))) {
                 caches_free(cs, m, T);
                 return NULL;
             }
@@ -1192,7 +1212,7 @@ static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
                                          "loss rows", "loss rows", "logits"};
     step_list(b, m, T, ptr, n);
     int bad = !(b->inv_freq = inv_freq_table(cf));
-    for (int i = 0; i < STEP_MAX && !bad; i++) bad = !(*ptr[i] = lf_calloc(n[i], sizeof(float), what[i]));
+    for (int i = 0; i < STEP_MAX && !bad; i++) bad = !(*ptr[i] = step_calloc(n[i], what[i]));
     if (!bad) bad = keep ? !(b->cs = caches_alloc(m, T)) : cache_alloc(&b->c, m, T) != 0;
     if (bad) {
         step_bufs_free(b, m);
