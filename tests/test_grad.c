@@ -250,7 +250,12 @@ static lf_model *synth_model(const char *dir, const lf_synth_spec *spec, lf_gate
     return m;
 }
 
-static lf_model *small_model(const char *dir, lf_gate **gate) { return synth_model(dir, NULL, gate); }
+/* The small test model in the folder name under the test's temp folder. */
+static lf_model *small_model(const char *name, lf_gate **gate) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", lf_test_tmpdir(), name);
+    return synth_model(dir, NULL, gate);
+}
 
 static double seq_loss(lf_model *m, const lf_train_mode *md, const int32_t *ids, const int32_t *lab, int T) {
     double ls;
@@ -302,10 +307,8 @@ static void fd_check(lf_model *m, lf_gate *gate, int what, const lf_train_mode *
 
 static void test_finite_differences(void **state) {
     (void)state;
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/small", lf_test_tmpdir());
     lf_gate *gate;
-    lf_model *m = small_model(dir, &gate);
+    lf_model *m = small_model("small", &gate);
     lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
     fd_check(m, gate, LF_TRAIN_GATE, &gm, "gate");
     lf_train_mode gd = gm;
@@ -333,10 +336,8 @@ static void test_attention_gemm_path(void **state) {
     for (int bi = 0; bi < 2; bi++) {
         lf_attn_query_block = bi ? 5 : 0;
         test_fixture_gradients(state);
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/small3", lf_test_tmpdir());
         lf_gate *gate;
-        lf_model *m = small_model(dir, &gate);
+        lf_model *m = small_model("small3", &gate);
         lf_train_mode gm = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
         fd_check(m, gate, LF_TRAIN_BASE, &gm, bi ? "all weights, gate mode, GEMM attention in query blocks"
                                                  : "all weights, gate mode, GEMM attention");
@@ -373,10 +374,8 @@ static size_t one_step(lf_trainable *tr, lf_model *m, const lf_train_mode *md, c
  * in blocks of 5. */
 static void test_attention_threads(void **state) {
     (void)state;
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/small_threads", lf_test_tmpdir());
     lf_gate *gate;
-    lf_model *m = small_model(dir, &gate);
+    lf_model *m = small_model("small_threads", &gate);
     const int keep = lf_attn_gemm_min_t, keep_block = lf_attn_query_block, keep_threads = lf_get_threads();
     lf_attn_gemm_min_t = 1;
     const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f};
@@ -424,10 +423,8 @@ static void test_attention_threads(void **state) {
  * from the other layout would show). */
 static void test_step_buffers_reused(void **state) {
     (void)state;
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/small4", lf_test_tmpdir());
     lf_gate *gate;
-    lf_model *m = small_model(dir, &gate);
+    lf_model *m = small_model("small4", &gate);
     lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.3f, .dropout = 0.1f, .seed = 5};
     int32_t ids[16], lab[16];
     for (int t = 0; t < 16; t++) { ids[t] = 3 + (t * 23) % 60; lab[t] = t < 3 ? -100 : (7 + t * 13) % 64; }
@@ -464,10 +461,8 @@ static void test_step_buffers_reused(void **state) {
 /* The training forward pass gives the loss of the inference forward pass. */
 static void test_loss_matches_inference(void **state) {
     (void)state;
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/small2", lf_test_tmpdir());
     lf_gate *gate;
-    lf_model *m = small_model(dir, &gate);
+    lf_model *m = small_model("small2", &gate);
     const int T = 10;
     int32_t ids[10], lab[10];
     for (int t = 0; t < T; t++) { ids[t] = 3 + (t * 29) % 60; lab[t] = ids[t]; }

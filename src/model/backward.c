@@ -729,15 +729,24 @@ static void slot_give(const attn_job *j, const attn_bufs *b) {
     atomic_store_explicit(&j->busy[b - j->slots], 0, memory_order_release);
 }
 
+/* A contiguous [T, hd] scratch of b as a matrix. */
+static lf_mat head_mat(const attn_job *j, float *data) {
+    return (lf_mat){.dtype = LF_F32, .data = data, .rows = j->T, .cols = j->hd};
+}
+
+/* Key/value head kh's keys and values, contiguous in b->kc and b->vc. */
+static void kv_gather(const attn_job *j, int kh, attn_bufs *b) {
+    gather(b->kc, j->k, j->T, j->hd, j->kvd, (size_t)kh * j->hd);
+    gather(b->vc, j->v, j->T, j->hd, j->kvd, (size_t)kh * j->hd);
+}
+
 /* The query heads of key/value head kh, forward. */
 static void attn_forward_kv(const attn_job *j, int kh, attn_bufs *b) {
     const int T = j->T, hd = j->hd, group = j->group, qb = j->qb;
-    const size_t qd = j->qd, kvd = j->kvd;
+    const size_t qd = j->qd;
     const float scale = j->scale;
-    const lf_mat K = {.dtype = LF_F32, .data = b->kc, .rows = T, .cols = hd};
-    const lf_mat Vm = {.dtype = LF_F32, .data = b->vc, .rows = T, .cols = hd};
-    gather(b->kc, j->k, T, hd, kvd, (size_t)kh * hd);
-    gather(b->vc, j->v, T, hd, kvd, (size_t)kh * hd);
+    const lf_mat K = head_mat(j, b->kc), Vm = head_mat(j, b->vc);
+    kv_gather(j, kh, b);
     for (int h = kh * group; h < (kh + 1) * group; h++) {
         for (int r0 = 0; r0 < T; r0 += qb) {
             const int nb = T - r0 < qb ? T - r0 : qb, n = r0 + nb;
@@ -756,12 +765,8 @@ static void attn_backward_kv(const attn_job *j, int kh, attn_bufs *b) {
     const int T = j->T, hd = j->hd, group = j->group, qb = j->qb;
     const size_t qd = j->qd, kvd = j->kvd;
     const float scale = j->scale;
-    const lf_mat K = {.dtype = LF_F32, .data = b->kc, .rows = T, .cols = hd};
-    const lf_mat Vm = {.dtype = LF_F32, .data = b->vc, .rows = T, .cols = hd};
-    const lf_mat Q = {.dtype = LF_F32, .data = b->qc, .rows = T, .cols = hd};
-    const lf_mat dO = {.dtype = LF_F32, .data = b->oc, .rows = T, .cols = hd};
-    gather(b->kc, j->k, T, hd, kvd, (size_t)kh * hd);
-    gather(b->vc, j->v, T, hd, kvd, (size_t)kh * hd);
+    const lf_mat K = head_mat(j, b->kc), Vm = head_mat(j, b->vc), Q = head_mat(j, b->qc), dO = head_mat(j, b->oc);
+    kv_gather(j, kh, b);
     memset(b->dkc, 0, (size_t)T * hd * sizeof(float));
     memset(b->dvc, 0, (size_t)T * hd * sizeof(float));
     for (int h = kh * group; h < (kh + 1) * group; h++) {
@@ -814,7 +819,7 @@ static void attn_gemm_run(attn_job *j) {
     _Atomic int busy[LF_MAX_THREADS_ATTN];
     if (j->nslots > LF_MAX_THREADS_ATTN) j->nslots = LF_MAX_THREADS_ATTN;
     for (int i = 0; i < j->nslots; i++) {
-        attn_bufs_alloc(&slots[i], j->T, j->c->head_dim);
+        attn_bufs_alloc(&slots[i], j->T, j->hd);
         atomic_init(&busy[i], 0);
     }
     j->slots = slots;
@@ -904,7 +909,29 @@ static void cache_free(layer_cache *c) {
     for (int i = 0; i < nb; i++) { free(*ptr[i]); *ptr[i] = NULL; }
 }
 
-static void zero_floats(float *p, size_t n);
+/* Zero n floats on the kernel threads, 1 MiB a chunk: a step clears
+ * about 1.5 GB of kept buffers (1b, 512 tokens), one thread writing while
+ * the other waited. */
+#define ZERO_CHUNK (256u << 10)
+typedef struct {
+    float *p;
+    size_t n;
+} zero_job;
+
+static void zero_chunk(void *ctx, int c) {
+    const zero_job *z = ctx;
+    const size_t i0 = (size_t)c * ZERO_CHUNK, m = z->n - i0 < ZERO_CHUNK ? z->n - i0 : ZERO_CHUNK;
+    memset(z->p + i0, 0, m * sizeof(float));
+}
+
+static void zero_floats(float *p, size_t n) {
+    if (n <= ZERO_CHUNK) {
+        memset(p, 0, n * sizeof(float));
+        return;
+    }
+    zero_job z = {p, n};
+    lf_parallel_chunks(zero_chunk, &z, (int)((n + ZERO_CHUNK - 1) / ZERO_CHUNK), lf_kernels_threads());
+}
 
 /* A zeroed buffer of a step: from 2 MiB on in transparent huge pages,
  * zeroed on the kernel threads.  New 4 KiB pages are faulted in at
@@ -1149,30 +1176,6 @@ static void step_bufs_free(step_bufs *b, const lf_model *m) {
     for (int i = 0; i < STEP_MAX; i++) free(*ptr[i]);
     free(b->inv_freq);
     memset(b, 0, sizeof *b);
-}
-
-/* Zero n floats on the kernel threads, 1 MiB a chunk: a step clears
- * about 1.5 GB of kept buffers (1b, 512 tokens), one thread writing while
- * the other waited. */
-#define ZERO_CHUNK (256u << 10)
-typedef struct {
-    float *p;
-    size_t n;
-} zero_job;
-
-static void zero_chunk(void *ctx, int c) {
-    const zero_job *z = ctx;
-    const size_t i0 = (size_t)c * ZERO_CHUNK, m = z->n - i0 < ZERO_CHUNK ? z->n - i0 : ZERO_CHUNK;
-    memset(z->p + i0, 0, m * sizeof(float));
-}
-
-static void zero_floats(float *p, size_t n) {
-    if (n <= ZERO_CHUNK) {
-        memset(p, 0, n * sizeof(float));
-        return;
-    }
-    zero_job z = {p, n};
-    lf_parallel_chunks(zero_chunk, &z, (int)((n + ZERO_CHUNK - 1) / ZERO_CHUNK), lf_kernels_threads());
 }
 
 static void zero_bufs(layer_cache *c, const lf_model *m, int T, int all) {

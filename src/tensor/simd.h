@@ -159,14 +159,6 @@ void lf_gemm_ex(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
  * float32 when bf16 is non-zero and the CPU has AVX512-BF16 (gemm.c);
  * lf_gemm_ex otherwise.  The products with stored matrices (lf_matmul,
  * lf_matmul_tn) pass lf_products_bf16(). */
-/* Several products of one x, each y_i (+)= x W_i^T (wtrans 0) or x W_i
- * (1), every W_i of the same input width: x is packed once and the
- * products' panels are one job for the threads (a small product, such as
- * the adapters' 128 rows, fills a thread's time beside a large one instead
- * of being split in two).  The same sums, bit for bit, as one lf_gemm_mode
- * call per product. */
-#define LF_GEMM_MANY_MAX 4
-void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16);
 void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
                   int accumulate, int bf16);
 /* The same on AMX tiles (gemm_amx.c) when the CPU has them, W is F16 or
@@ -175,5 +167,13 @@ int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
                 int accumulate);
 /* The same with each weight row read once for all T tokens (small T). */
 void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumulate);
+/* Several products of one x, each y_i (+)= x W_i^T (wtrans 0) or x W_i
+ * (1), every W_i of the same input width: x is packed once and the
+ * products' panels are one job for the threads (a small product, such as
+ * the adapters' 128 rows, fills a thread's time beside a large one instead
+ * of being split in two).  The same sums, bit for bit, as one lf_gemm_mode
+ * call per product. */
+#define LF_GEMM_MANY_MAX 4
+void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16);
 
 #endif

@@ -12,7 +12,6 @@
 void lf_matmul_tn(float *dx, const float *dy, const lf_mat *W, int T, int accumulate);
 void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int accumulate);
 
-
 /* dW[r, c] += sum_t dy[t, r] * x[t, c]: the weight gradient of y = x W^T.
  * dW: [rows, cols] float32, dy: [T, rows], x: [T, cols]. */
 void lf_matmul_wgrad(float *dW, const float *dy, const float *x, int T, int rows, int cols);
