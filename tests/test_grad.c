@@ -516,10 +516,11 @@ static void test_prepacked_weights(void **state) {
     const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
     const int keep = lf_train_prepack;
     for (int prod = LF_PRODUCTS_F32; prod <= LF_PRODUCTS_BF16; prod++) {
-        /* float32: AMX tiles where the CPU has AMX; bfloat16 products: AMX
-         * tiles there, bfloat16 pairs on CPUs with AVX512-BF16 alone */
+        /* float32: AMX tiles where the CPU has AMX, the weights' own panels
+         * on other AVX-512 CPUs; bfloat16 products: AMX tiles there,
+         * bfloat16 pairs on CPUs with AVX512-BF16 alone */
         const int bf16 = lf_set_products(prod) == LF_PRODUCTS_BF16;
-        const int converts = lf_kernels_amx() || bf16;
+        const int converts = lf_kernels_amx() || bf16 || lf_kernels_isa() == LF_ISA_AVX512;
         float *g[2] = {NULL, NULL};
         size_t n = 0;
         double loss[2];

@@ -253,6 +253,38 @@ static void test_gemm_strided(void **state) {
                             ref[(size_t)t * out + o] = (float)a;
                         }
                     lf_test_check_close(lf_kernels_isa_name(lf_kernels_isa()), y, ref, (size_t)T * out, 1e-5 * in + 1e-6);
+                    /* W's own panels packed once (lf_own_panels_new, the AVX-512 path without AMX)
+                     * give the same sums bit for bit, with and without accumulation */
+                    const size_t ob = lf_own_panels_bytes(&W, wtrans);
+                    if (lf_kernels_isa() == LF_ISA_AVX512 && !lf_kernels_amx())
+                        assert_int_equal(ob, (size_t)(out + 31) / 32 * 32 * in * (dts[di] == LF_F32 ? 4 : 2));
+                    else
+                        assert_int_equal(ob, 0);
+                    if (ob) {
+                        lf_amx_panels *pp = lf_own_panels_new(&W, wtrans);
+                        assert_non_null(pp);
+                        float *y2 = malloc((size_t)T * out * sizeof(float)), *y3 = malloc((size_t)T * out * sizeof(float));
+                        for (size_t i = 0; i < (size_t)T * out; i++) y2[i] = y3[i] = frand();
+                        lf_gemm_ex(y2, x, st, sk, &W, wtrans, T, 1);
+                        W.panels[wtrans] = pp;
+                        float *yo = malloc((size_t)T * out * sizeof(float));
+                        lf_gemm_ex(yo, x, st, sk, &W, wtrans, T, 0);
+                        assert_memory_equal(yo, y, (size_t)T * out * sizeof(float));
+                        lf_gemm_ex(y3, x, st, sk, &W, wtrans, T, 1);
+                        assert_memory_equal(y3, y2, (size_t)T * out * sizeof(float));
+                        /* a view of W with one input fewer does not take them */
+                        lf_mat V = W;
+                        if (wtrans) V.rows--;
+                        else V.cols--;
+                        lf_gemm_ex(yo, x, st, sk, &V, wtrans, T, 0);
+                        W.panels[wtrans] = NULL;
+                        float *yv = malloc((size_t)T * out * sizeof(float));
+                        V.panels[wtrans] = NULL;
+                        lf_gemm_ex(yv, x, st, sk, &V, wtrans, T, 0);
+                        assert_memory_equal(yo, yv, (size_t)T * out * sizeof(float));
+                        lf_amx_panels_free(pp);
+                        free(y2); free(y3); free(yo); free(yv);
+                    }
                     free(buf); free(wf); free(x); free(y); free(ref);
                 }
         lf_kernels_set_isa(prev);
@@ -296,7 +328,15 @@ static void test_gemm_many(void **state) {
                     float *x = malloc(nx * sizeof(float));
                     for (size_t k = 0; k < nx; k++) x[k] = frand();
                     for (int i = 0; i < NP; i++) lf_gemm_mode(y1[i], x, st, sk, &W[i], wtrans, T, i % 2, bf16);
+                    /* some of the products with their panels packed ahead, in the form this path reads */
+                    lf_set_products(bf16 ? LF_PRODUCTS_BF16 : LF_PRODUCTS_F32);
+                    for (int i = 0; i < NP; i += 3) W[i].panels[wtrans] = lf_prepack_new(&W[i], wtrans);
+                    lf_set_products(LF_PRODUCTS_F32);
                     lf_gemm_many(pr, NP, x, st, sk, T, bf16);
+                    for (int i = 0; i < NP; i += 3) {
+                        lf_amx_panels_free((lf_amx_panels *)W[i].panels[wtrans]);
+                        W[i].panels[wtrans] = NULL;
+                    }
                     for (int i = 0; i < NP; i++) {
                         assert_memory_equal(y1[i], y2[i], (size_t)T * outs[i] * sizeof(float));
                         free(bufs[i]); free(qb[i]); free(y1[i]); free(y2[i]);

@@ -339,14 +339,28 @@ T_512 static inline __attribute__((always_inline)) void block_store(const __m512
     }
 }
 
-T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
-                                 int load) {
+/* 16 panel values from element i of a panel of dtype dt, as float32
+ * (F16 and BF16 widen exactly). */
+T_512 static inline __attribute__((always_inline)) __m512 panel16(const void *panel, size_t i, lf_dtype dt) {
+    if (dt == LF_F16) return _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)((const uint16_t *)panel + i)));
+    if (dt == LF_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_load_si256((const __m256i *)((const uint16_t *)panel + i))), 16));
+    return _mm512_load_ps((const float *)panel + i);
+}
+
+/* The MR x NR block over kc columns: a panel of float32 (packed as the
+ * product goes) or of the weights' own F16/BF16 values (packed once,
+ * LF_PANELS_OWN), widened in registers on ports the FMAs do not use. */
+T_512 static inline __attribute__((always_inline)) void ukernel_avx512_dt(int kc, const float *xp, const void *panel,
+                                                                          float *y, int ldy, int mv, int nv, int load,
+                                                                          lf_dtype dt) {
     enum { MR = MR512, NR = 32 };
     __m512 c0[MR], c1[MR];
     __mmask16 m[2];
     block_start(c0, c1, m, y, ldy, mv, nv, load);
     for (int k = 0; k < kc; k++) {
-        const __m512 w0 = _mm512_load_ps(panel + (size_t)k * NR), w1 = _mm512_load_ps(panel + (size_t)k * NR + 16);
+        const __m512 w0 = panel16(panel, (size_t)k * NR, dt), w1 = panel16(panel, (size_t)k * NR + 16, dt);
         const float *xk = xp + (size_t)k * MR;
 #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
@@ -356,6 +370,27 @@ T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, fl
         }
     }
     block_store(c0, c1, m, y, ldy, mv);
+}
+
+T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                                 int load) {
+    ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_F32);
+}
+T_512 static void ukernel_avx512_f16(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
+                                     int load) {
+    ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_F16);
+}
+T_512 static void ukernel_avx512_bf16w(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
+                                       int load) {
+    ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_BF16);
+}
+
+/* The micro-kernel for W's own panels of dtype dt. */
+static void ukernel_own(lf_dtype dt, int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
+                        int load) {
+    if (dt == LF_F16) ukernel_avx512_f16(kc, xp, panel, y, ldy, mv, nv, load);
+    else if (dt == LF_BF16) ukernel_avx512_bf16w(kc, xp, panel, y, ldy, mv, nv, load);
+    else ukernel_avx512(kc, xp, panel, y, ldy, mv, nv, load);
 }
 
 #define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
@@ -531,7 +566,9 @@ typedef struct {
     const lf_mat *W;
     float *y;
     void (*pack)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp);
-    const uint32_t *pre; /* bf16: or NULL: every panel as pairs already, [npanels][kp_all][NR] */
+    /* or NULL: every panel converted already: bf16, pairs [npanels][kp_all][NR] of uint32; float32
+     * (AVX-512), W's own values [npanels][cols][NR] (LF_PANELS_OWN) */
+    const void *pre;
     int rows, npanels, group, first, accumulate, wtrans;
 } gemm_prod;
 
@@ -601,7 +638,7 @@ static void panels_chunk(void *ctx, int chunk) {
             const uint32_t *pw[GROUP];
             for (int j = 0; j < ng; j++) {
                 if (q->pre) { /* converted before (lf_pairs_panels_new) */
-                    pw[j] = q->pre + ((size_t)(g0 + j) * g->kp_all + k0 / 2) * nr;
+                    pw[j] = (const uint32_t *)q->pre + ((size_t)(g0 + j) * g->kp_all + k0 / 2) * nr;
                 } else {
                     pairs_panel(pairs + (size_t)j * nr * kp, q->W, q->wtrans, (g0 + j) * nr, k0, kc, panels, tmp);
                     pw[j] = pairs + (size_t)j * nr * kp;
@@ -614,6 +651,21 @@ static void panels_chunk(void *ctx, int chunk) {
                     const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
                     ukernel_bf16(kp, xs + (size_t)t * kp * mr, pw[j], yo + (size_t)t * mr * ldo + j * nr, ldo, mv,
                                  nv, load);
+                }
+            }
+            continue;
+        }
+        if (q->pre) { /* W's own panels (lf_own_panels_new): nothing to convert */
+            const lf_dtype dt = q->W->dtype;
+            const size_t esz = dt == LF_F32 ? 4 : 2;
+            const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
+            for (int t = 0; t < g->ntiles; t++) {
+                const int mv = T - t * mr < mr ? T - t * mr : mr;
+                for (int j = 0; j < ng; j++) {
+                    const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
+                    const char *pw = (const char *)q->pre + ((size_t)(g0 + j) * g->cols + k0) * nr * esz;
+                    ukernel_own(dt, kc, xs + (size_t)t * kc * mr, pw, yo + (size_t)t * mr * ldo + j * nr, ldo, mv, nv,
+                                load);
                 }
             }
             continue;
@@ -667,7 +719,10 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
         *q = (gemm_prod){.W = W, .y = o[i].y, .pack = wt ? g.sh.packt : g.sh.pack, .rows = rows,
                          .npanels = (rows + g.sh.nr - 1) / g.sh.nr, .accumulate = o[i].accumulate, .wtrans = wt};
 #ifdef LF_X86
-        if (g.bf16 && lf_panels_match(W->panels[wt ? 1 : 0], W, wt, 1)) q->pre = W->panels[wt ? 1 : 0]->p;
+        const lf_amx_panels *pp = W->panels[wt ? 1 : 0];
+        if (g.bf16 ? lf_panels_match(pp, W, wt, LF_PANELS_PAIRS)
+                   : isa == LF_ISA_AVX512 && lf_panels_match(pp, W, wt, LF_PANELS_OWN))
+            q->pre = pp->p;
 #endif
         flops += 2.0 * T * rows * cols;
         total += q->npanels;
@@ -740,7 +795,7 @@ lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans) {
 #ifdef LF_X86
     const size_t bytes = lf_pairs_panels_bytes(W, wtrans);
     if (!bytes) return NULL;
-    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, 1, bytes);
+    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, LF_PANELS_PAIRS, bytes);
     if (!pp) return NULL;
     pairs_prepack_job j = {.W = W, .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols, .p = pp->p};
     j.kcmax = slice_cols(j.cols);
@@ -753,7 +808,67 @@ lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans) {
 #endif
 }
 
-lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int pairs, size_t bytes) {
+/* ===================== W's own panels, packed once ===================== */
+
+#ifdef LF_X86
+typedef struct {
+    const lf_mat *W;
+    int wtrans, cols;
+    void *p;
+} own_prepack_job;
+
+/* Panel `panel` of every column slice, through the float32 packing the
+ * products use, stored back in W's dtype: the values widened from F16 or
+ * BF16 narrow back exactly, so the products' sums do not change. */
+T_512 static void own_prepack_panel(void *ctx, int panel) {
+    const own_prepack_job *j = ctx;
+    const lf_dtype dt = j->W->dtype;
+    const int kcmax = slice_cols(j->cols);
+    float *fbuf = lf_xaligned((size_t)32 * kcmax * sizeof(float));
+    float *tmp = lf_xaligned((size_t)32 * kcmax * sizeof(float));
+    for (int k0 = 0; k0 < j->cols; k0 += kcmax) {
+        const int kc = j->cols - k0 < kcmax ? j->cols - k0 : kcmax;
+        const size_t at = ((size_t)panel * j->cols + k0) * 32;
+        float *f = dt == LF_F32 ? (float *)j->p + at : fbuf;
+        if (j->wtrans) pack_trans_avx512(f, j->W, panel * 32, 32, k0, kc, tmp);
+        else pack_avx512(f, j->W, panel * 32, 32, k0, kc, tmp);
+        uint16_t *h = (uint16_t *)j->p + at;
+        for (int i = 0; dt != LF_F32 && i < kc * 32; i += 16) {
+            const __m512 v = _mm512_load_ps(f + i);
+            const __m256i n = dt == LF_F16 ? _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+                                           : _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16));
+            _mm256_store_si256((__m256i *)(h + i), n);
+        }
+    }
+    free(fbuf);
+    free(tmp);
+}
+#endif
+
+size_t lf_own_panels_bytes(const lf_mat *W, int wtrans) {
+    if (lf_products_bf16() || lf_cpu_amx() || lf_isa() != LF_ISA_AVX512) return 0;
+    if (W->dtype != LF_F32 && W->dtype != LF_F16 && W->dtype != LF_BF16) return 0;
+    const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
+    if (rows <= 0 || cols <= 0) return 0;
+    return (size_t)(rows + 31) / 32 * 32 * (size_t)cols * (W->dtype == LF_F32 ? 4 : 2);
+}
+
+lf_amx_panels *lf_own_panels_new(const lf_mat *W, int wtrans) {
+#ifdef LF_X86
+    const size_t bytes = lf_own_panels_bytes(W, wtrans);
+    if (!bytes) return NULL;
+    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, LF_PANELS_OWN, bytes);
+    if (!pp) return NULL;
+    own_prepack_job j = {.W = W, .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols, .p = pp->p};
+    lf_parallel_chunks(own_prepack_panel, &j, ((wtrans ? W->cols : W->rows) + 31) / 32, lf_kernels_threads());
+    return pp;
+#else
+    (void)W, (void)wtrans;
+    return NULL;
+#endif
+}
+
+lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int form, size_t bytes) {
     lf_amx_panels *pp = calloc(1, sizeof *pp);
     void *p = pp ? lf_huge_alloc(bytes) : NULL;
     if (!p) {
@@ -761,7 +876,7 @@ lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int pairs, size_t by
         return NULL;
     }
     *pp = (lf_amx_panels){.data = W->data, .dtype = W->dtype, .rows = W->rows, .cols = W->cols,
-                          .wtrans = wtrans ? 1 : 0, .pairs = pairs, .p = p};
+                          .wtrans = wtrans ? 1 : 0, .form = form, .p = p};
     return pp;
 }
 
@@ -772,10 +887,13 @@ void lf_amx_panels_free(lf_amx_panels *p) {
 }
 
 size_t lf_prepack_bytes(const lf_mat *W, int wtrans) {
-    const size_t b = lf_amx_panels_bytes(W, wtrans);
-    return b ? b : lf_pairs_panels_bytes(W, wtrans);
+    size_t b = lf_amx_panels_bytes(W, wtrans);
+    if (!b) b = lf_pairs_panels_bytes(W, wtrans);
+    return b ? b : lf_own_panels_bytes(W, wtrans);
 }
 
 lf_amx_panels *lf_prepack_new(const lf_mat *W, int wtrans) {
-    return lf_amx_panels_bytes(W, wtrans) ? lf_amx_panels_new(W, wtrans) : lf_pairs_panels_new(W, wtrans);
+    if (lf_amx_panels_bytes(W, wtrans)) return lf_amx_panels_new(W, wtrans);
+    if (lf_pairs_panels_bytes(W, wtrans)) return lf_pairs_panels_new(W, wtrans);
+    return lf_own_panels_new(W, wtrans);
 }

@@ -338,7 +338,7 @@ T_AMX static void prepack_panel(void *ctx, int panel) {
 lf_amx_panels *lf_amx_panels_new(const lf_mat *W, int wtrans) {
     const size_t bytes = lf_amx_panels_bytes(W, wtrans);
     if (!bytes) return NULL;
-    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, 0, bytes);
+    lf_amx_panels *pp = lf_panels_alloc(W, wtrans, LF_PANELS_AMX, bytes);
     if (!pp) return NULL;
     prepack_job j = {.g = {.W = W, .wtrans = wtrans}, .p = pp->p};
     j.g.rows = wtrans ? W->cols : W->rows;
@@ -355,7 +355,7 @@ int lf_gemm_amx(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *
     amx_job g = {.W = W, .x = x, .xst = xst, .xsk = xsk, .y = y, .T = T, .rows = rows, .cols = cols,
                  .accumulate = accumulate, .wtrans = wtrans, .has_lo = W->dtype == LF_F16};
     const lf_amx_panels *pp = W->panels[wtrans ? 1 : 0];
-    if (lf_panels_match(pp, W, wtrans, 0)) g.pre = pp->p;
+    if (lf_panels_match(pp, W, wtrans, LF_PANELS_AMX)) g.pre = pp->p;
     g.nkb = (cols + 31) / 32;
     g.nblocks = (T + 31) / 32;
     g.ntiles = 2 * g.nblocks;

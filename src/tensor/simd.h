@@ -129,24 +129,30 @@ void lf_parallel_chunks(lf_chunk_fn fn, void *ctx, int nchunks, int nthreads);
 void lf_parallel_ranges(lf_chunk_fn fn, void *ctx, int nfirst, int nitems, int nthreads);
 
 /* ---- products over many tokens ---- */
-/* Weights converted once for many products (kernels.h: lf_prepack_new):
- * AMX tiles (gemm_amx.c) or bfloat16 pairs (gemm.c), for the products
- * with W^T (wtrans 0) or W (wtrans 1) of the matrix they were made from. */
+/* Weights converted once for many products (kernels.h: lf_prepack_new),
+ * for the products with W^T (wtrans 0) or W (wtrans 1) of the matrix they
+ * were made from, in one of three forms: */
+enum {
+    LF_PANELS_AMX,   /* AMX tiles [npanels][nkb][4][512] of uint16 (gemm_amx.c) */
+    LF_PANELS_PAIRS, /* bfloat16 pairs [npanels][kp][32] of uint32 (gemm.c, bfloat16 products) */
+    LF_PANELS_OWN    /* W's own values, F32/F16/BF16 as W stores them, in the AVX-512 float32
+                        micro-kernel's panels [npanels][cols][32] (gemm.c) */
+};
 struct lf_amx_panels {
     const void *data; /* the matrix it was made from */
     lf_dtype dtype;
     int rows, cols, wtrans;
-    int pairs; /* 0: AMX tiles [npanels][nkb][4][512] of uint16; 1: bfloat16 pairs [npanels][kp][32] of uint32 */
+    int form; /* LF_PANELS_* */
     void *p;
 };
 /* A new object for W's products with wtrans in the given form, with
  * bytes of 2 MiB-aligned storage in p (huge pages) to fill; NULL when out
- * of memory.  lf_amx_panels_free releases either form. */
-struct lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int pairs, size_t bytes);
+ * of memory.  lf_amx_panels_free releases any form. */
+struct lf_amx_panels *lf_panels_alloc(const lf_mat *W, int wtrans, int form, size_t bytes);
 /* Whether pp was made from W for the products with wtrans, in that form. */
-static inline int lf_panels_match(const struct lf_amx_panels *pp, const lf_mat *W, int wtrans, int pairs) {
+static inline int lf_panels_match(const struct lf_amx_panels *pp, const lf_mat *W, int wtrans, int form) {
     return pp && pp->data == W->data && pp->dtype == W->dtype && pp->rows == W->rows && pp->cols == W->cols &&
-           pp->wtrans == (wtrans ? 1 : 0) && pp->pairs == pairs;
+           pp->wtrans == (wtrans ? 1 : 0) && pp->form == form;
 }
 
 /* y [T, rows] (+)= x [T, cols] W^T, cache-blocked (gemm.c); any T. */
