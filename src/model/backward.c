@@ -46,7 +46,7 @@ struct lf_trainable {
     lf_mat *saved;                            /* [L * NPROJ + 2] */
     float **owned;
     int n_owned;
-    /* weights held as AMX tiles or bfloat16 pairs while training (lf_prepack_new) */
+    /* weights held as AMX tiles, bfloat16 pairs or their own panels while training (lf_prepack_new) */
     struct {
         lf_mat *W;
         int wtrans;
@@ -207,12 +207,13 @@ static int setup_gate(lf_trainable *tr) {
 
 int lf_train_prepack = -1;
 
-/* Convert the frozen F16/BF16 weights into AMX tiles once (or, for the
- * bfloat16 products on CPUs without AMX, into the bfloat16 pairs their
- * micro-kernel reads), for every product of every step to read instead of
- * converting them each time (training multiplies by each weight twice per
- * step: forward and input gradient).  4 bytes per weight and orientation
- * (pairs: 2); by default as many as fit
+/* Convert the frozen weights into AMX tiles once (or, for the bfloat16
+ * products on CPUs without AMX, into the bfloat16 pairs their micro-kernel
+ * reads; for float32 products on other AVX-512 CPUs, into the micro-
+ * kernel's panels in their own dtype), for every product of every step to
+ * read instead of converting them each time (training multiplies by each
+ * weight twice per step: forward and input gradient).  4 bytes per weight
+ * and orientation (pairs and F16/BF16 panels: 2); by default as many as fit
  * in half of the memory available beyond 4 GiB (what the activations may
  * take); a product whose weights were not converted converts its own. */
 /* Both orientations of W, as far as the budget goes; 0 when memory ran out. */

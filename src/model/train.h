@@ -37,9 +37,11 @@ int lf_trainable_keep_weights(lf_trainable *tr);
 int lf_trainable_count(const lf_trainable *tr);
 lf_param *lf_trainable_param(lf_trainable *tr, int i);
 void lf_trainable_zero_grad(lf_trainable *tr);
-/* Convert the frozen F16/BF16 weights into the AMX tiles their products
- * read, once, for a caller that runs many sequences (each would convert
- * them again): as many as fit in half of the memory available beyond
+/* Convert the frozen weights once into the panels their products read
+ * (lf_prepack_new: AMX tiles, bfloat16 pairs, or on other AVX-512 CPUs
+ * their own values in the float32 micro-kernel's layout), for a caller
+ * that runs many sequences (each would convert them again): as many as
+ * fit in half of the memory available beyond
  * 4 GiB (lf_train_prepack: -1 that, the default; 0 none; 1 all); the
  * others are converted product by product as before.  Results are the
  * same bit for bit.  lf_trainable_panel_bytes: the bytes they take. */
