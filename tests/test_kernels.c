@@ -943,6 +943,23 @@ static void test_vec_kernels(void **state) {
         for (int i = 0; i < 300; i++) { a[i] = 8 * frand(); b[i] = frand(); c[i] = a[i] / (1.0f + expf(-a[i])) * b[i]; }
         lf_swiglu(a, b, 300);
         lf_test_check_close("swiglu", a, c, 300, 1e-5);
+        /* many tokens on the kernel threads: the same values as one row
+         * (one short call) at a time, bit for bit; SwiGLU into another
+         * buffer or in place */
+        enum { NT = 70, NV = 1500 };
+        float *xs = malloc(sizeof(float) * NT * NV), *g = malloc(sizeof(float) * NV), *y1 = malloc(sizeof(float) * NT * NV);
+        float *y2 = malloc(sizeof(float) * NT * NV), *u = malloc(sizeof(float) * NT * NV);
+        for (int i = 0; i < NT * NV; i++) { xs[i] = 6 * frand(); u[i] = frand(); }
+        for (int i = 0; i < NV; i++) g[i] = 1 + frand();
+        lf_rmsnorm(y1, xs, g, NT, NV, 1e-5f);
+        for (int t = 0; t < NT; t++) lf_rmsnorm(y2 + t * NV, xs + t * NV, g, 1, NV, 1e-5f);
+        assert_memory_equal(y1, y2, sizeof(float) * NT * NV);
+        lf_swiglu_to(y1, xs, u, (size_t)NT * NV);
+        for (int t = 0; t < NT; t++) lf_swiglu_to(y2 + t * NV, xs + t * NV, u + t * NV, NV);
+        assert_memory_equal(y1, y2, sizeof(float) * NT * NV);
+        lf_swiglu(xs, u, (size_t)NT * NV);
+        assert_memory_equal(xs, y2, sizeof(float) * NT * NV);
+        free(xs); free(g); free(y1); free(y2); free(u);
         lf_kernels_set_isa(prev);
     }
 }

@@ -1077,8 +1077,7 @@ static void layer_forward(float *x_out, const float *x, lf_model *m, int l, cons
     proj_forward(c->g, c->z[LF_PROJ_GATE], c->h2, &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, T, md, l, LF_PROJ_GATE, &c->ps);
     proj_forward(c->u, c->z[LF_PROJ_UP], c->h2, &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, T, md, l, LF_PROJ_UP, &c->ps);
     const size_t nI = (size_t)T * cf->intermediate_size;
-    memcpy(c->act, c->g, nI * sizeof(float));
-    lf_swiglu(c->act, c->u, nI);
+    lf_swiglu_to(c->act, c->g, c->u, nI);
     proj_forward(x_out, c->z[LF_PROJ_DOWN], c->act, &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k, T, md, l, LF_PROJ_DOWN, &c->ps);
     for (size_t i = 0; i < (size_t)T * H; i++) x_out[i] += c->xm[i];
 }

@@ -103,8 +103,11 @@ void lf_rmsnorm(float *y, const float *x, const float *g, int T, int n, float ep
 void lf_softmax(float *x, int n);
 /* log(sum(exp(x))) computed stably. */
 float lf_logsumexp(const float *x, int n);
-/* silu(a) * b into a, n values. */
+/* silu(a) * b into a, n values (lf_swiglu_to: into y, which may be a).
+ * RMSNorm of many tokens and SwiGLU of many values run on the kernel
+ * threads, with the same sums. */
 void lf_swiglu(float *a, const float *b, size_t n);
+void lf_swiglu_to(float *y, const float *a, const float *b, size_t n);
 /* Short vectors (vec.c, SIMD): a . b; y += a x; x = exp(x) in place
  * (relative error under 2e-7, 0 below -87.3). */
 float lf_dot_f32(const float *a, const float *b, int n);
