@@ -401,27 +401,28 @@ static void proj_forward(float *y, float *z, const float *u, const lf_mat *W, co
     lf_matmul(y, s->z2, &st->B, T, 1);
 }
 
-/* Backward of proj_forward: du += d/du, dw [T, k] += d/dw, and the
- * parameter gradients of the trained sets.  g: scratch [T, R]. */
-static void proj_backward(float *du, float *dw, const float *dy, const float *u, const float *z, const lf_mat *W,
+/* Backward of proj_forward: du = d/du (acc: du += d/du), dw [T, k] +=
+ * d/dw, and the parameter gradients of the trained sets.  g: scratch
+ * [T, R]. */
+static void proj_backward(float *du, int acc, float *dw, const float *dy, const float *u, const float *z, const lf_mat *W,
                           const lf_lora_stack *st, const float *w, int k, int T, const lf_train_mode *md, int l, int p,
                           float *dW, float *dA, float *dB, proj_scratch *s, float *g) {
     const int in = W->cols, out = W->rows;
     if (dW) lf_matmul_wgrad(dW, dy, u, T, out, in);
     if (!w || !st->R) {
-        lf_matmul_tn(du, dy, W, T, 1);
+        lf_matmul_tn(du, dy, W, T, acc);
         return;
     }
     const int R = st->R;
-    /* du += dy W and g = B_cat^T dy [T, R]: dy packed once */
-    const lf_product pr[2] = {{du, W, 1, 1}, {g, &st->B, 1, 0}};
+    /* du (+)= dy W and g = B_cat^T dy [T, R]: dy packed once */
+    const lf_product pr[2] = {{du, W, 1, acc}, {g, &st->B, 1, 0}};
     lf_matmul_many(pr, 2, dy, T);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < k; i++) {
             if (!st->rank[i]) continue;
-            double acc = 0;
-            for (int j = 0; j < st->rank[i]; j++) acc += (double)g[(size_t)t * R + st->off[i] + j] * z[(size_t)t * R + st->off[i] + j];
-            dw[(size_t)t * k + i] += (float)(st->scale[i] * acc);
+            double sum = 0;
+            for (int j = 0; j < st->rank[i]; j++) sum += (double)g[(size_t)t * R + st->off[i] + j] * z[(size_t)t * R + st->off[i] + j];
+            dw[(size_t)t * k + i] += (float)(st->scale[i] * sum);
         }
     if (dB) { /* dB += dy^T (w c z) */
         for (int t = 0; t < T; t++)
@@ -1098,21 +1099,18 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
     memset(c->dw, 0, (size_t)T * (k ? k : 1) * sizeof(float));
 
     /* MLP: x_out = xm + down(silu(g) * u) */
-    memset(c->dact, 0, nI * sizeof(float));
-    proj_backward(c->dact, c->dw, dx_out, c->act, c->z[LF_PROJ_DOWN], &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k,
+    proj_backward(c->dact, 0, c->dw, dx_out, c->act, c->z[LF_PROJ_DOWN], &ly->W[LF_PROJ_DOWN], &ly->lora[LF_PROJ_DOWN], w, k,
                   T, md, l, LF_PROJ_DOWN, PGRADS(LF_PROJ_DOWN), &c->ps, c->gR);
     lf_swiglu_backward(c->dg, c->du, c->dact, c->g, c->u, nI); /* d gate, d up */
-    memset(c->dh, 0, nH * sizeof(float));
-    proj_backward(c->dh, c->dw, c->dg, c->h2, c->z[LF_PROJ_GATE], &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, T,
+    proj_backward(c->dh, 0, c->dw, c->dg, c->h2, c->z[LF_PROJ_GATE], &ly->W[LF_PROJ_GATE], &ly->lora[LF_PROJ_GATE], w, k, T,
                   md, l, LF_PROJ_GATE, PGRADS(LF_PROJ_GATE), &c->ps, c->gR);
-    proj_backward(c->dh, c->dw, c->du, c->h2, c->z[LF_PROJ_UP], &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, T, md, l,
+    proj_backward(c->dh, 1, c->dw, c->du, c->h2, c->z[LF_PROJ_UP], &ly->W[LF_PROJ_UP], &ly->lora[LF_PROJ_UP], w, k, T, md, l,
                   LF_PROJ_UP, PGRADS(LF_PROJ_UP), &c->ps, c->gR);
     memcpy(c->dxm, dx_out, nH * sizeof(float));
     lf_rmsnorm_backward(c->dxm, base ? tr->d_ffn_norm[l] : NULL, c->dh, c->xm, ly->ffn_norm, T, H, cf->rms_norm_eps);
 
     /* attention: xm = x + o(attn(rope(q), rope(k), v)) */
-    memset(c->datt, 0, nq * sizeof(float));
-    proj_backward(c->datt, c->dw, c->dxm, c->att, c->z[LF_PROJ_O], &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, T, md, l,
+    proj_backward(c->datt, 0, c->dw, c->dxm, c->att, c->z[LF_PROJ_O], &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, T, md, l,
                   LF_PROJ_O, PGRADS(LF_PROJ_O), &c->ps, c->gR);
     memset(c->dq, 0, nq * sizeof(float));
     memset(c->dk, 0, nkv * sizeof(float));
@@ -1120,12 +1118,11 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
     attention_backward(c->dq, c->dk, c->dv, c->datt, c->q, c->k, c->v, cf, T);
     rope_apply(c->dq, T, cf->n_heads, cf->head_dim, inv_freq, -1);
     rope_apply(c->dk, T, cf->n_kv_heads, cf->head_dim, inv_freq, -1);
-    memset(c->dh, 0, nH * sizeof(float));
-    proj_backward(c->dh, c->dw, c->dq, c->h1, c->z[LF_PROJ_Q], &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, T, md, l,
+    proj_backward(c->dh, 0, c->dw, c->dq, c->h1, c->z[LF_PROJ_Q], &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, T, md, l,
                   LF_PROJ_Q, PGRADS(LF_PROJ_Q), &c->ps, c->gR);
-    proj_backward(c->dh, c->dw, c->dk, c->h1, c->z[LF_PROJ_K], &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, T, md, l,
+    proj_backward(c->dh, 1, c->dw, c->dk, c->h1, c->z[LF_PROJ_K], &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, T, md, l,
                   LF_PROJ_K, PGRADS(LF_PROJ_K), &c->ps, c->gR);
-    proj_backward(c->dh, c->dw, c->dv, c->h1, c->z[LF_PROJ_V], &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, T, md, l,
+    proj_backward(c->dh, 1, c->dw, c->dv, c->h1, c->z[LF_PROJ_V], &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, T, md, l,
                   LF_PROJ_V, PGRADS(LF_PROJ_V), &c->ps, c->gR);
 #undef PGRADS
     memcpy(dx, c->dxm, nH * sizeof(float));
