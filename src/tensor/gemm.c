@@ -275,17 +275,25 @@ static void ukernel_portable(int kc, const float *xp, const float *panel, float 
 }
 
 #ifdef LF_X86
+/* Every loop over the block's rows unrolled, so that the 12 accumulators
+ * stay in registers: with a row loop left rolled (a store path through a
+ * stack buffer) GCC kept the arrays in memory as well and stored all 12
+ * after every column, which held the kernel to about 40% of the FMA rate. */
 T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
                                 int load) {
     enum { MR = 6, NR = 16 };
     __m256 c0[MR], c1[MR];
-    float tmp[MR][NR];
-    if (load) {
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) tmp[i][j] = i < mv && j < nv ? y[(size_t)i * ldy + j] : 0.0f;
-        for (int i = 0; i < MR; i++) { c0[i] = _mm256_loadu_ps(tmp[i]); c1[i] = _mm256_loadu_ps(tmp[i] + 8); }
-    } else {
-        for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        if (load && i < mv) {
+            c0[i] = _mm256_maskload_ps(y + (size_t)i * ldy, m0);
+            c1[i] = _mm256_maskload_ps(y + (size_t)i * ldy + 8, m1);
+        } else {
+            c0[i] = c1[i] = _mm256_setzero_ps();
+        }
     }
     for (int k = 0; k < kc; k++) {
         const __m256 w0 = _mm256_loadu_ps(panel + (size_t)k * NR), w1 = _mm256_loadu_ps(panel + (size_t)k * NR + 8);
@@ -297,16 +305,13 @@ T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, flo
             c1[i] = _mm256_fmadd_ps(w1, b, c1[i]);
         }
     }
-    if (mv == MR && nv == NR) {
-        for (int i = 0; i < MR; i++) {
-            _mm256_storeu_ps(y + (size_t)i * ldy, c0[i]);
-            _mm256_storeu_ps(y + (size_t)i * ldy + 8, c1[i]);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        if (i < mv) {
+            _mm256_maskstore_ps(y + (size_t)i * ldy, m0, c0[i]);
+            _mm256_maskstore_ps(y + (size_t)i * ldy + 8, m1, c1[i]);
         }
-        return;
     }
-    for (int i = 0; i < MR; i++) { _mm256_storeu_ps(tmp[i], c0[i]); _mm256_storeu_ps(tmp[i] + 8, c1[i]); }
-    for (int i = 0; i < mv; i++)
-        for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = tmp[i][j];
 }
 
 /* The 12 x 32 block of y that the AVX-512 micro-kernels keep in c0 (rows'
