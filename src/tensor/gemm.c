@@ -259,6 +259,45 @@ T_AVX2 static void transpose_avx2(float *panel, const float *tmp, int ld, int nr
 typedef void (*ukernel_fn)(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
                            int load);
 
+#if defined(__GNUC__)
+/* With GCC's and Clang's vector types, which compile to the target's own
+ * 4-lane registers (NEON on ARM, SSE elsewhere): the block's 16 vectors
+ * stay in registers where the target has 32 of them.  Written as plain
+ * arrays, GCC kept the block in memory (a load and a store per
+ * multiply-add). */
+typedef float lf_v4 __attribute__((vector_size(16)));
+
+static void ukernel_portable(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                             int load) {
+    enum { MR = 4, NR = 16, NV = NR / 4 };
+    lf_v4 c[MR][NV];
+    float t[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) t[i][j] = load && i < mv && j < nv ? y[(size_t)i * ldy + j] : 0.0f;
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) memcpy(&c[i][v], &t[i][4 * v], sizeof(lf_v4));
+    for (int k = 0; k < kc; k++) {
+        lf_v4 w[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) memcpy(&w[v], panel + (size_t)k * NR + 4 * v, sizeof(lf_v4));
+        const float *xk = xp + (size_t)k * MR;
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            const lf_v4 b = {xk[i], xk[i], xk[i], xk[i]};
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) c[i][v] += b * w[v];
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) memcpy(&t[i][4 * v], &c[i][v], sizeof(lf_v4));
+    for (int i = 0; i < mv; i++)
+        for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = t[i][j];
+}
+#else
 static void ukernel_portable(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
                              int load) {
     enum { MR = 4, NR = 16 };
@@ -273,6 +312,7 @@ static void ukernel_portable(int kc, const float *xp, const float *panel, float 
     for (int i = 0; i < mv; i++)
         for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = c[i][j];
 }
+#endif
 
 #ifdef LF_X86
 /* Every loop over the block's rows unrolled, so that the 12 accumulators
