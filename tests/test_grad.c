@@ -498,11 +498,12 @@ static lf_model *f16_model(const char *sub, int ctx, uint64_t seed, lf_gate **ga
     return synth_model(dir, &sp, gate);
 }
 
-/* Weights converted once for the run (lf_trainable_prepack: AMX tiles, or
- * bfloat16 pairs for the bfloat16 products) give the gradients of weights
- * converted product by product, bit for bit; the trainer takes them away
- * again when it is freed.  Where neither applies nothing is converted and
- * the two runs are the same path. */
+/* Weights converted once for the run (lf_trainable_prepack: AMX tiles,
+ * bfloat16 pairs for the bfloat16 products, or the weights' own panels
+ * for float32 ones) give the gradients of weights converted product by
+ * product, bit for bit, on the CPU's path and on the AVX2 path; the
+ * trainer takes them away again when it is freed.  Where none applies
+ * nothing is converted and the two runs are the same path. */
 static void test_prepacked_weights(void **state) {
     (void)state;
     lf_gate *gate;
@@ -515,12 +516,19 @@ static void test_prepacked_weights(void **state) {
     }
     const lf_train_mode md = {.mode = LF_FUSE_GATE, .gate = gate, .temperature = 1.0f};
     const int keep = lf_train_prepack;
+    int prev_isa = -1; /* pass 1: the AVX2 path, on a CPU that has AVX-512 (and so AVX2) */
+    for (int pass = 0; pass < 2; pass++)
     for (int prod = LF_PRODUCTS_F32; prod <= LF_PRODUCTS_BF16; prod++) {
+        if (pass == 1 && prev_isa < 0) {
+            if (lf_kernels_isa() != LF_ISA_AVX512) break;
+            prev_isa = lf_kernels_set_isa(LF_ISA_AVX2);
+        }
         /* float32: AMX tiles where the CPU has AMX, the weights' own panels
-         * on other AVX-512 CPUs; bfloat16 products: AMX tiles there,
-         * bfloat16 pairs on CPUs with AVX512-BF16 alone */
+         * on the other AVX-512 and AVX2 paths; bfloat16 products: AMX tiles
+         * there, bfloat16 pairs on CPUs with AVX512-BF16 alone */
         const int bf16 = lf_set_products(prod) == LF_PRODUCTS_BF16;
-        const int converts = lf_kernels_amx() || bf16 || lf_kernels_isa() == LF_ISA_AVX512;
+        const int converts =
+            lf_kernels_amx() || bf16 || lf_kernels_isa() == LF_ISA_AVX512 || lf_kernels_isa() == LF_ISA_AVX2;
         float *g[2] = {NULL, NULL};
         size_t n = 0;
         double loss[2];
@@ -554,6 +562,7 @@ static void test_prepacked_weights(void **state) {
         free(g[0]);
         free(g[1]);
     }
+    if (prev_isa >= 0) lf_kernels_set_isa(prev_isa);
     lf_set_products(LF_PRODUCTS_F32);
     lf_train_prepack = keep;
     lf_gate_free(gate);

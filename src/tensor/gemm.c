@@ -315,12 +315,23 @@ static void ukernel_portable(int kc, const float *xp, const float *panel, float 
 #endif
 
 #ifdef LF_X86
+/* 8 panel values from element i of a panel of dtype dt, as float32. */
+T_AVX2 static inline __attribute__((always_inline)) __m256 panel8(const void *panel, size_t i, lf_dtype dt) {
+    if (dt == LF_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)panel + i)));
+    if (dt == LF_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)panel + i))), 16));
+    return _mm256_loadu_ps((const float *)panel + i);
+}
+
 /* Every loop over the block's rows unrolled, so that the 12 accumulators
  * stay in registers: with a row loop left rolled (a store path through a
  * stack buffer) GCC kept the arrays in memory as well and stored all 12
- * after every column, which held the kernel to about 40% of the FMA rate. */
-T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
-                                int load) {
+ * after every column, which held the kernel to about 40% of the FMA rate.
+ * The panel is float32 or, packed once (LF_PANELS_OWN), W's own F16/BF16. */
+T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_dt(int kc, const float *xp, const void *panel,
+                                                                         float *y, int ldy, int mv, int nv, int load,
+                                                                         lf_dtype dt) {
     enum { MR = 6, NR = 16 };
     __m256 c0[MR], c1[MR];
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -336,7 +347,7 @@ T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, flo
         }
     }
     for (int k = 0; k < kc; k++) {
-        const __m256 w0 = _mm256_loadu_ps(panel + (size_t)k * NR), w1 = _mm256_loadu_ps(panel + (size_t)k * NR + 8);
+        const __m256 w0 = panel8(panel, (size_t)k * NR, dt), w1 = panel8(panel, (size_t)k * NR + 8, dt);
         const float *xk = xp + (size_t)k * MR;
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
@@ -352,6 +363,19 @@ T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, flo
             _mm256_maskstore_ps(y + (size_t)i * ldy + 8, m1, c1[i]);
         }
     }
+}
+
+T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+                                int load) {
+    ukernel_avx2_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_F32);
+}
+T_AVX2 static void ukernel_avx2_f16(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
+                                    int load) {
+    ukernel_avx2_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_F16);
+}
+T_AVX2 static void ukernel_avx2_bf16w(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
+                                      int load) {
+    ukernel_avx2_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_BF16);
 }
 
 /* The 12 x 32 block of y that the AVX-512 micro-kernels keep in c0 (rows'
@@ -430,12 +454,18 @@ T_512 static void ukernel_avx512_bf16w(int kc, const float *xp, const void *pane
     ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_BF16);
 }
 
-/* The micro-kernel for W's own panels of dtype dt. */
-static void ukernel_own(lf_dtype dt, int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
-                        int load) {
-    if (dt == LF_F16) ukernel_avx512_f16(kc, xp, panel, y, ldy, mv, nv, load);
-    else if (dt == LF_BF16) ukernel_avx512_bf16w(kc, xp, panel, y, ldy, mv, nv, load);
-    else ukernel_avx512(kc, xp, panel, y, ldy, mv, nv, load);
+/* The micro-kernel of path isa (AVX-512 or AVX2) for W's own panels of dtype dt. */
+static void ukernel_own(int isa, lf_dtype dt, int kc, const float *xp, const void *panel, float *y, int ldy, int mv,
+                        int nv, int load) {
+    if (isa == LF_ISA_AVX512) {
+        if (dt == LF_F16) ukernel_avx512_f16(kc, xp, panel, y, ldy, mv, nv, load);
+        else if (dt == LF_BF16) ukernel_avx512_bf16w(kc, xp, panel, y, ldy, mv, nv, load);
+        else ukernel_avx512(kc, xp, panel, y, ldy, mv, nv, load);
+    } else {
+        if (dt == LF_F16) ukernel_avx2_f16(kc, xp, panel, y, ldy, mv, nv, load);
+        else if (dt == LF_BF16) ukernel_avx2_bf16w(kc, xp, panel, y, ldy, mv, nv, load);
+        else ukernel_avx2(kc, xp, panel, y, ldy, mv, nv, load);
+    }
 }
 
 #define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
@@ -612,7 +642,7 @@ typedef struct {
     float *y;
     void (*pack)(float *panel, const lf_mat *W, int r0, int nr, int c0, int kc, float *tmp);
     /* or NULL: every panel converted already: bf16, pairs [npanels][kp_all][NR] of uint32; float32
-     * (AVX-512), W's own values [npanels][cols][NR] (LF_PANELS_OWN) */
+     * (AVX-512, AVX2), W's own values [npanels][cols][NR] (LF_PANELS_OWN) */
     const void *pre;
     int rows, npanels, group, first, accumulate, wtrans;
 } gemm_prod;
@@ -709,8 +739,8 @@ static void panels_chunk(void *ctx, int chunk) {
                 for (int j = 0; j < ng; j++) {
                     const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
                     const char *pw = (const char *)q->pre + ((size_t)(g0 + j) * g->cols + k0) * nr * esz;
-                    ukernel_own(dt, kc, xs + (size_t)t * kc * mr, pw, yo + (size_t)t * mr * ldo + j * nr, ldo, mv, nv,
-                                load);
+                    ukernel_own(g->isa, dt, kc, xs + (size_t)t * kc * mr, pw, yo + (size_t)t * mr * ldo + j * nr, ldo,
+                                mv, nv, load);
                 }
             }
             continue;
@@ -766,7 +796,8 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
 #ifdef LF_X86
         const lf_amx_panels *pp = W->panels[wt ? 1 : 0];
         if (g.bf16 ? lf_panels_match(pp, W, wt, LF_PANELS_PAIRS)
-                   : isa == LF_ISA_AVX512 && lf_panels_match(pp, W, wt, LF_PANELS_OWN))
+                   : lf_panels_match(pp, W, wt, LF_PANELS_OWN) && pp->nr == g.sh.nr &&
+                         (isa == LF_ISA_AVX512 || isa == LF_ISA_AVX2))
             q->pre = pp->p;
 #endif
         flops += 2.0 * T * rows * cols;
@@ -858,44 +889,61 @@ lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans) {
 #ifdef LF_X86
 typedef struct {
     const lf_mat *W;
+    gemm_shape sh;
     int wtrans, cols;
     void *p;
 } own_prepack_job;
 
+/* n float32 values (a multiple of 8) that came from F16 or BF16, back to
+ * that dtype: exact. */
+T_AVX2 static void narrow_own(uint16_t *h, const float *f, size_t n, lf_dtype dt) {
+    for (size_t i = 0; i < n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(f + i);
+        __m128i r;
+        if (dt == LF_F16) {
+            r = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        } else {
+            const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(v), 16);
+            r = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+        }
+        _mm_storeu_si128((__m128i *)(h + i), r);
+    }
+}
+
 /* Panel `panel` of every column slice, through the float32 packing the
- * products use, stored back in W's dtype: the values widened from F16 or
- * BF16 narrow back exactly, so the products' sums do not change. */
-T_512 static void own_prepack_panel(void *ctx, int panel) {
+ * products of this path use, stored back in W's dtype: the values widened
+ * from F16 or BF16 narrow back exactly, so the products' sums do not
+ * change. */
+static void own_prepack_panel(void *ctx, int panel) {
     const own_prepack_job *j = ctx;
     const lf_dtype dt = j->W->dtype;
-    const int kcmax = slice_cols(j->cols);
-    float *fbuf = lf_xaligned((size_t)32 * kcmax * sizeof(float));
-    float *tmp = lf_xaligned((size_t)32 * kcmax * sizeof(float));
+    const int nr = j->sh.nr, kcmax = slice_cols(j->cols);
+    float *fbuf = lf_xaligned((size_t)nr * kcmax * sizeof(float));
+    float *tmp = lf_xaligned((size_t)nr * kcmax * sizeof(float));
     for (int k0 = 0; k0 < j->cols; k0 += kcmax) {
         const int kc = j->cols - k0 < kcmax ? j->cols - k0 : kcmax;
-        const size_t at = ((size_t)panel * j->cols + k0) * 32;
+        const size_t at = ((size_t)panel * j->cols + k0) * nr;
         float *f = dt == LF_F32 ? (float *)j->p + at : fbuf;
-        if (j->wtrans) pack_trans_avx512(f, j->W, panel * 32, 32, k0, kc, tmp);
-        else pack_avx512(f, j->W, panel * 32, 32, k0, kc, tmp);
-        uint16_t *h = (uint16_t *)j->p + at;
-        for (int i = 0; dt != LF_F32 && i < kc * 32; i += 16) {
-            const __m512 v = _mm512_load_ps(f + i);
-            const __m256i n = dt == LF_F16 ? _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-                                           : _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16));
-            _mm256_store_si256((__m256i *)(h + i), n);
-        }
+        (j->wtrans ? j->sh.packt : j->sh.pack)(f, j->W, panel * nr, nr, k0, kc, tmp);
+        if (dt != LF_F32) narrow_own((uint16_t *)j->p + at, f, (size_t)kc * nr, dt);
     }
     free(fbuf);
     free(tmp);
 }
 #endif
 
-size_t lf_own_panels_bytes(const lf_mat *W, int wtrans) {
-    if (lf_products_bf16() || lf_cpu_amx() || lf_isa() != LF_ISA_AVX512) return 0;
+/* The panel width of W's own panels on the current path; 0: none there. */
+static int own_nr(const lf_mat *W) {
+    if (lf_products_bf16() || lf_cpu_amx()) return 0;
     if (W->dtype != LF_F32 && W->dtype != LF_F16 && W->dtype != LF_BF16) return 0;
-    const int rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
-    if (rows <= 0 || cols <= 0) return 0;
-    return (size_t)(rows + 31) / 32 * 32 * (size_t)cols * (W->dtype == LF_F32 ? 4 : 2);
+    const int isa = lf_isa();
+    return isa == LF_ISA_AVX512 || isa == LF_ISA_AVX2 ? shape_for(isa).nr : 0;
+}
+
+size_t lf_own_panels_bytes(const lf_mat *W, int wtrans) {
+    const int nr = own_nr(W), rows = wtrans ? W->cols : W->rows, cols = wtrans ? W->rows : W->cols;
+    if (!nr || rows <= 0 || cols <= 0) return 0;
+    return (size_t)(rows + nr - 1) / nr * nr * (size_t)cols * (W->dtype == LF_F32 ? 4 : 2);
 }
 
 lf_amx_panels *lf_own_panels_new(const lf_mat *W, int wtrans) {
@@ -904,8 +952,11 @@ lf_amx_panels *lf_own_panels_new(const lf_mat *W, int wtrans) {
     if (!bytes) return NULL;
     lf_amx_panels *pp = lf_panels_alloc(W, wtrans, LF_PANELS_OWN, bytes);
     if (!pp) return NULL;
-    own_prepack_job j = {.W = W, .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols, .p = pp->p};
-    lf_parallel_chunks(own_prepack_panel, &j, ((wtrans ? W->cols : W->rows) + 31) / 32, lf_kernels_threads());
+    own_prepack_job j = {.W = W, .sh = shape_for(lf_isa()), .wtrans = wtrans, .cols = wtrans ? W->rows : W->cols,
+                         .p = pp->p};
+    pp->nr = j.sh.nr;
+    lf_parallel_chunks(own_prepack_panel, &j, ((wtrans ? W->cols : W->rows) + j.sh.nr - 1) / j.sh.nr,
+                       lf_kernels_threads());
     return pp;
 #else
     (void)W, (void)wtrans;

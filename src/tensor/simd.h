@@ -135,14 +135,15 @@ void lf_parallel_ranges(lf_chunk_fn fn, void *ctx, int nfirst, int nitems, int n
 enum {
     LF_PANELS_AMX,   /* AMX tiles [npanels][nkb][4][512] of uint16 (gemm_amx.c) */
     LF_PANELS_PAIRS, /* bfloat16 pairs [npanels][kp][32] of uint32 (gemm.c, bfloat16 products) */
-    LF_PANELS_OWN    /* W's own values, F32/F16/BF16 as W stores them, in the AVX-512 float32
-                        micro-kernel's panels [npanels][cols][32] (gemm.c) */
+    LF_PANELS_OWN    /* W's own values, F32/F16/BF16 as W stores them, in the float32 micro-kernel's
+                        panels [npanels][cols][nr] (gemm.c; nr 32 for AVX-512, 16 for AVX2) */
 };
 struct lf_amx_panels {
     const void *data; /* the matrix it was made from */
     lf_dtype dtype;
     int rows, cols, wtrans;
     int form; /* LF_PANELS_* */
+    int nr;   /* LF_PANELS_OWN: the panels' width, which the path reading them must have */
     void *p;
 };
 /* A new object for W's products with wtrans in the given form, with
