@@ -187,13 +187,14 @@ void lf_amx_panels_free(lf_amx_panels *p);
  * short; lf_pairs_panels_bytes: 0 then.  Freed with lf_amx_panels_free. */
 lf_amx_panels *lf_pairs_panels_new(const lf_mat *W, int wtrans);
 size_t lf_pairs_panels_bytes(const lf_mat *W, int wtrans);
-/* The same for the float32 products on the AVX-512 and AVX2 paths without
- * AMX: W's own F32/F16/BF16 values in the micro-kernel's panel layout (its element
- * size per weight), so that its products skip the packing (a transposition
- * and conversion of every weight at every product) and widen F16/BF16 in
- * registers; the sums are the same bit for bit.  NULL when those products
- * are off (bfloat16, AMX, another path, Q8 weights) or memory is short;
- * lf_own_panels_bytes: 0 then.  Freed with lf_amx_panels_free. */
+/* The same for the float32 products on the AVX-512 and AVX2 paths
+ * without AMX: W's own F32/F16/BF16 values in the path's micro-kernel
+ * panel layout (its element size per weight), so that its products skip
+ * the packing (a transposition and conversion of every weight at every
+ * product) and widen F16/BF16 in registers; the sums are the same bit for
+ * bit.  NULL when those products are off (bfloat16, AMX, another path, Q8
+ * weights) or memory is short; lf_own_panels_bytes: 0 then.  Freed with
+ * lf_amx_panels_free. */
 lf_amx_panels *lf_own_panels_new(const lf_mat *W, int wtrans);
 size_t lf_own_panels_bytes(const lf_mat *W, int wtrans);
 /* Whichever of the three W's products with wtrans would read (AMX first,
