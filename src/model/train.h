@@ -38,8 +38,8 @@ int lf_trainable_count(const lf_trainable *tr);
 lf_param *lf_trainable_param(lf_trainable *tr, int i);
 void lf_trainable_zero_grad(lf_trainable *tr);
 /* Convert the frozen weights once into the panels their products read
- * (lf_prepack_new: AMX tiles, bfloat16 pairs, or on other AVX-512 CPUs
- * their own values in the float32 micro-kernel's layout), for a caller
+ * (lf_prepack_new: AMX tiles, bfloat16 pairs, or on the AVX-512 and AVX2
+ * paths their own values in the float32 micro-kernel's layout), for a caller
  * that runs many sequences (each would convert them again): as many as
  * fit in half of the memory available beyond
  * 4 GiB (lf_train_prepack: -1 that, the default; 0 none; 1 all); the
