@@ -210,10 +210,11 @@ int lf_train_prepack = -1;
 /* Convert the frozen weights into AMX tiles once (or, for the bfloat16
  * products on CPUs without AMX, into the bfloat16 pairs their micro-kernel
  * reads; for float32 products on the AVX-512 and AVX2 paths, into the
- * micro-kernel's panels in their own dtype), for every product of every step to
- * read instead of converting them each time (training multiplies by each
- * weight twice per step: forward and input gradient).  4 bytes per weight
- * and orientation (pairs and F16/BF16 panels: 2); by default as many as fit
+ * micro-kernel's panels in their own dtype), for every product of every
+ * step to read instead of converting them each time (training multiplies
+ * by each weight twice per step: forward and input gradient).  4 bytes per
+ * weight and orientation (pairs and F16/BF16 panels: 2); by default as
+ * many as fit
  * in half of the memory available beyond 4 GiB (what the activations may
  * take); a product whose weights were not converted converts its own. */
 /* Both orientations of W, as far as the budget goes; 0 when memory ran out. */

@@ -256,7 +256,7 @@ T_AVX2 static void transpose_avx2(float *panel, const float *tmp, int ld, int nr
 
 /* One MR x NR block of y over kc columns: y[t0+i, o0+j] (+)= sum_k xp[k][i] panel[k][j].
  * mv, nv: valid tokens and rows of the block; load: start from y (else 0). */
-typedef void (*ukernel_fn)(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+typedef void (*ukernel_fn)(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
                            int load);
 
 #if defined(__GNUC__)
@@ -267,9 +267,10 @@ typedef void (*ukernel_fn)(int kc, const float *xp, const float *panel, float *y
  * multiply-add). */
 typedef float lf_v4 __attribute__((vector_size(16)));
 
-static void ukernel_portable(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+static void ukernel_portable(int kc, const float *xp, const void *pv, float *y, int ldy, int mv, int nv,
                              int load) {
     enum { MR = 4, NR = 16, NV = NR / 4 };
+    const float *panel = pv;
     lf_v4 c[MR][NV];
     float t[MR][NR];
     for (int i = 0; i < MR; i++)
@@ -298,9 +299,10 @@ static void ukernel_portable(int kc, const float *xp, const float *panel, float 
         for (int j = 0; j < nv; j++) y[(size_t)i * ldy + j] = t[i][j];
 }
 #else
-static void ukernel_portable(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+static void ukernel_portable(int kc, const float *xp, const void *pv, float *y, int ldy, int mv, int nv,
                              int load) {
     enum { MR = 4, NR = 16 };
+    const float *panel = pv;
     float c[MR][NR];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) c[i][j] = load && i < mv && j < nv ? y[(size_t)i * ldy + j] : 0.0f;
@@ -365,7 +367,7 @@ T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_dt(int kc,
     }
 }
 
-T_AVX2 static void ukernel_avx2(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+T_AVX2 static void ukernel_avx2(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
                                 int load) {
     ukernel_avx2_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_F32);
 }
@@ -441,7 +443,7 @@ T_512 static inline __attribute__((always_inline)) void ukernel_avx512_dt(int kc
     block_store(c0, c1, m, y, ldy, mv);
 }
 
-T_512 static void ukernel_avx512(int kc, const float *xp, const float *panel, float *y, int ldy, int mv, int nv,
+T_512 static void ukernel_avx512(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
                                  int load) {
     ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_F32);
 }
@@ -455,17 +457,10 @@ T_512 static void ukernel_avx512_bf16w(int kc, const float *xp, const void *pane
 }
 
 /* The micro-kernel of path isa (AVX-512 or AVX2) for W's own panels of dtype dt. */
-static void ukernel_own(int isa, lf_dtype dt, int kc, const float *xp, const void *panel, float *y, int ldy, int mv,
-                        int nv, int load) {
-    if (isa == LF_ISA_AVX512) {
-        if (dt == LF_F16) ukernel_avx512_f16(kc, xp, panel, y, ldy, mv, nv, load);
-        else if (dt == LF_BF16) ukernel_avx512_bf16w(kc, xp, panel, y, ldy, mv, nv, load);
-        else ukernel_avx512(kc, xp, panel, y, ldy, mv, nv, load);
-    } else {
-        if (dt == LF_F16) ukernel_avx2_f16(kc, xp, panel, y, ldy, mv, nv, load);
-        else if (dt == LF_BF16) ukernel_avx2_bf16w(kc, xp, panel, y, ldy, mv, nv, load);
-        else ukernel_avx2(kc, xp, panel, y, ldy, mv, nv, load);
-    }
+static ukernel_fn ukernel_own(int isa, lf_dtype dt) {
+    if (isa == LF_ISA_AVX512)
+        return dt == LF_F16 ? ukernel_avx512_f16 : dt == LF_BF16 ? ukernel_avx512_bf16w : ukernel_avx512;
+    return dt == LF_F16 ? ukernel_avx2_f16 : dt == LF_BF16 ? ukernel_avx2_bf16w : ukernel_avx2;
 }
 
 #define T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
@@ -730,30 +725,28 @@ static void panels_chunk(void *ctx, int chunk) {
             }
             continue;
         }
-        if (q->pre) { /* W's own panels (lf_own_panels_new): nothing to convert */
-            const lf_dtype dt = q->W->dtype;
-            const size_t esz = dt == LF_F32 ? 4 : 2;
-            const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
-            for (int t = 0; t < g->ntiles; t++) {
-                const int mv = T - t * mr < mr ? T - t * mr : mr;
-                for (int j = 0; j < ng; j++) {
-                    const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
-                    const char *pw = (const char *)q->pre + ((size_t)(g0 + j) * g->cols + k0) * nr * esz;
-                    ukernel_own(g->isa, dt, kc, xs + (size_t)t * kc * mr, pw, yo + (size_t)t * mr * ldo + j * nr, ldo,
-                                mv, nv, load);
-                }
-            }
-            continue;
-        }
 #endif
-        for (int j = 0; j < ng; j++) q->pack(panels + (size_t)j * nr * kc, q->W, (g0 + j) * nr, nr, k0, kc, tmp);
+        /* float32 panels packed now, or W's own panels (lf_own_panels_new): nothing to convert */
+        ukernel_fn kernel = g->sh.kernel;
+#ifdef LF_X86
+        if (q->pre) kernel = ukernel_own(g->isa, q->W->dtype);
+#endif
+        const void *pw[GROUP];
+        for (int j = 0; j < ng; j++) {
+            if (q->pre) {
+                const size_t esz = q->W->dtype == LF_F32 ? 4 : 2;
+                pw[j] = (const char *)q->pre + ((size_t)(g0 + j) * g->cols + k0) * nr * esz;
+            } else {
+                q->pack(panels + (size_t)j * nr * kc, q->W, (g0 + j) * nr, nr, k0, kc, tmp);
+                pw[j] = panels + (size_t)j * nr * kc;
+            }
+        }
         const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
         for (int t = 0; t < g->ntiles; t++) {
             const int mv = T - t * mr < mr ? T - t * mr : mr;
             for (int j = 0; j < ng; j++) {
                 const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
-                g->sh.kernel(kc, xs + (size_t)t * kc * mr, panels + (size_t)j * nr * kc,
-                             yo + (size_t)t * mr * ldo + j * nr, ldo, mv, nv, load);
+                kernel(kc, xs + (size_t)t * kc * mr, pw[j], yo + (size_t)t * mr * ldo + j * nr, ldo, mv, nv, load);
             }
         }
     }

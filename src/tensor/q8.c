@@ -24,7 +24,7 @@
 
 #ifdef LF_X86
 #include <immintrin.h>
-#define T_AVX2D __attribute__((target("avx2,fma,f16c")))
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 size_t lf_q8_row_bytes(int cols) {
@@ -68,6 +68,13 @@ static inline const uint16_t *q8_scales(const lf_mat *W, int r) {
     return (const uint16_t *)(q8_codes(W, r) + lf_q8_row_bytes(W->cols));
 }
 
+/* The code of value v at 1 / scale inv: rounded, clamped to +-127; NaN
+ * gives 0 (the cast of NaN to int is undefined). */
+static inline int q8_code(float v, float inv) {
+    const float t = rintf(v * inv);
+    return t > 127 ? 127 : t < -127 ? -127 : t == t ? (int)t : 0;
+}
+
 /* Quantise one block of up to 32 values: F16 scale, codes + 128. */
 static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t block_base, int nbg) {
     float amax = 0;
@@ -78,11 +85,7 @@ static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t bl
     float dq = lf_f16_to_f32(dh); /* quantise with the scale as stored */
     float inv = dq > 0 ? 1.0f / dq : 0.0f;
     for (int i = 0; i < LF_Q8_BLOCK; i++) {
-        int q = 0;
-        if (i < n) {
-            float t = rintf(v[i] * inv);
-            q = t > 127 ? 127 : t < -127 ? -127 : t == t ? (int)t : 0; /* NaN: 0 */
-        }
+        const int q = i < n ? q8_code(v[i], inv) : 0;
         codes_out[q8_pos(block_base + (size_t)i, nbg)] = (uint8_t)(q + 128);
     }
     return dh;
@@ -93,7 +96,7 @@ static uint16_t quant_block(const float *v, int n, uint8_t *codes_out, size_t bl
  * (the same bytes): the codes 32 at a time, in order, then interleaved 4
  * bytes at a time (loading a 1b model with --quantize q8 had spent a
  * fifth of its time in the scalar loop and its fmaxf calls). */
-T_AVX2D static void quant_group_avx2(const float *v, uint8_t *codes, uint16_t *scales) {
+T_AVX2 static void quant_group_avx2(const float *v, uint8_t *codes, uint16_t *scales) {
     _Alignas(32) uint8_t blk[LF_Q8_GROUP];
     const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     const __m256i off = _mm256_set1_epi32(128), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -177,7 +180,7 @@ static void dequant_group(float *dst, const uint8_t *q, const uint16_t *s, int n
  * registers, so that each block's 32 codes come out in order.  Prompts and
  * training on q8 weights dequantise every panel this way (1b q8, a 512-token
  * prompt: the scalar loop was 8% of the samples, a fifth of the GEMM's). */
-T_AVX2D static void dequant_group_avx2(float *dst, const uint8_t *q, const uint16_t *s) {
+T_AVX2 static void dequant_group_avx2(float *dst, const uint8_t *q, const uint16_t *s) {
     __m256i r[8], t[8], u[8];
     for (int ch = 0; ch < 8; ch++) r[ch] = _mm256_loadu_si256((const __m256i *)(q + ch * 32));
     for (int i = 0; i < 4; i++) {
@@ -323,11 +326,7 @@ void lf_q8_act_quantize(lf_q8_act *a, const float *x) {
         const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
         int32_t sum = 0;
         for (int i = 0; i < LF_Q8_BLOCK; i++) {
-            int q = 0;
-            if (i < n) {
-                float t = rintf(x[c0 + i] * inv);
-                q = t > 127 ? 127 : t < -127 ? -127 : t == t ? (int)t : 0; /* NaN: 0 */
-            }
+            const int q = i < n ? q8_code(x[c0 + i], inv) : 0;
             a->q[q8_pos((size_t)c0 + i, nbg)] = (int8_t)q;
             sum += q;
         }
@@ -363,8 +362,6 @@ void lf_rowdot_portable_q8(const lf_mat *W, int r0, int nr, const void *xv, floa
 }
 
 #ifdef LF_X86
-#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 T_AVX2 static inline float hsum8(__m256 s) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
