@@ -267,8 +267,11 @@ static void llama_print(const llama_args *ll, int q8, double pp[2][MAX_RUNS], do
  * llama.cpp's two when ll is set). */
 static void bench_loraflow(const char *dir, int q8, int q8a, int p, int n, int r, result out[3], const llama_args *ll,
                            result ll_out[2]) {
-    lf_load_options lo = {.placement = LF_PLACE_AUTO, .quantize = q8 ? LF_QUANT_Q8 : LF_QUANT_NONE,
-                          .quantize_adapters = q8a ? LF_QUANT_Q8 : LF_QUANT_NONE};
+    lf_load_options lo; /* LORAFLOW_LAYOUT=rows applies (A/B of the column blocks) */
+    lf_load_options_default(&lo);
+    lo.placement = LF_PLACE_AUTO;
+    lo.quantize = q8 ? LF_QUANT_Q8 : LF_QUANT_NONE;
+    lo.quantize_adapters = q8a ? LF_QUANT_Q8 : LF_QUANT_NONE;
     double t0 = bench_now();
     lf_model *m = lf_model_load_opts(dir, &lo);
     if (!m) die(dir);
@@ -279,7 +282,10 @@ static void bench_loraflow(const char *dir, int q8, int q8a, int p, int n, int r
     printf("\nloraflow, %s weights (%s), loaded in %.1f s; one token reads %.3f GB (base) / %.3f GB (with the adapters)\n",
            q8 ? (q8a ? "q8 (--quantize q8; adapters q8, --quantize-adapters q8)" : "q8 (--quantize q8; adapters F16)")
               : (q8a ? "stored (F16; adapters q8, --quantize-adapters q8)" : "stored (F16)"),
-           lf_model_placement(m) == LF_PLACE_COPY ? "copied to anonymous memory, huge pages" : "memory-mapped", load_s,
+           lf_model_placement(m) != LF_PLACE_COPY ? "memory-mapped"
+           : q8 || lo.layout == LF_LAYOUT_ROWS   ? "copied to anonymous memory, huge pages"
+                                                 : "copied to anonymous memory, huge pages; column blocks past 2048 columns",
+           load_s,
            base_b / 1e9, lora_b / 1e9);
     printf("%-18s %24s %24s %8s %10s\n", "mode", "prompt tok/s", "generate tok/s", "vs base", "of floor");
     lf_session *s[3];

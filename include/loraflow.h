@@ -133,6 +133,10 @@ void lf_model_free(lf_model *m);
 /* Base-weight formats chosen at load. */
 #define LF_QUANT_NONE 0 /* as stored (F32, F16 or BF16) */
 #define LF_QUANT_Q8 1   /* 8-bit codes with one F16 scale per block of 32 values (implies a copy) */
+/* How a copy (LF_PLACE_COPY) lays out the projections' weights. */
+#define LF_LAYOUT_AUTO 0 /* column blocks for matrices of more than 2048 columns (a decoding pass keeps
+                            its part of x in L1), row-major otherwise; the same sums in prompts and training */
+#define LF_LAYOUT_ROWS 1 /* row-major, as stored */
 
 typedef struct {
     int placement; /* LF_PLACE_* */
@@ -141,12 +145,14 @@ typedef struct {
      * the fused products read them: each projection's stacked lora_A and
      * lora_B (independent of quantize) */
     int quantize_adapters;
+    int layout; /* LF_LAYOUT_* */
 } lf_load_options;
 
-/* The defaults: LF_PLACE_AUTO, nothing quantised, unless the environment
- * variables LORAFLOW_PLACEMENT=mmap|copy, LORAFLOW_QUANTIZE=q8 and
- * LORAFLOW_QUANTIZE_ADAPTERS=q8 say otherwise (other values leave the
- * default; the loraflow tool refuses them). */
+/* The defaults: LF_PLACE_AUTO, nothing quantised, LF_LAYOUT_AUTO, unless
+ * the environment variables LORAFLOW_PLACEMENT=mmap|copy,
+ * LORAFLOW_QUANTIZE=q8, LORAFLOW_QUANTIZE_ADAPTERS=q8 and
+ * LORAFLOW_LAYOUT=rows say otherwise (other values leave the default; the
+ * loraflow tool refuses them). */
 void lf_load_options_default(lf_load_options *o);
 /* lf_model_load with options (NULL: lf_load_options_default's). */
 lf_model *lf_model_load_opts(const char *dir, const lf_load_options *o);

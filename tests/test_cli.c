@@ -88,7 +88,7 @@ static void test_env_values(void **state) {
     (void)state;
     LF_REQUIRE_SHARED();
     static const char *bad[] = {"LORAFLOW_QUANTIZE=Q8", "LORAFLOW_QUANTIZE_ADAPTERS=q4", "LORAFLOW_PLACEMENT=disk",
-                                "LORAFLOW_PRODUCTS=fp16", "LORAFLOW_ISA=sse"};
+                                "LORAFLOW_PRODUCTS=fp16", "LORAFLOW_ISA=sse", "LORAFLOW_LAYOUT=row"};
     char line[4096], *out;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(line, sizeof line, "%s %s info -m %s 2>&1", bad[i], lf_test_tool(), lf_test_path(FIX "base"));

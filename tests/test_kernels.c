@@ -765,6 +765,157 @@ static void test_matvec_staged(void **state) {
     for (int j = 0; j < 9; j++) free(bufs[j]);
 }
 
+/* Column blocks (lf_mat.colblock, the layout a copy gives matrices of
+ * more than 2048 columns so that a decoding pass keeps its part of x in
+ * L1): lf_colblock_for's widths; every element and column range reads as
+ * in the row-major matrix; every product that packs W (both orientations,
+ * every path, float32 and bfloat16, W's panels packed ahead, the few-token
+ * backward loops) gives the row-major sums bit for bit; the decoding
+ * products (lf_matvec with adapters and accumulation, staged, and the
+ * few-token rows) add the blocks' sums in block order: close to the exact
+ * sums, and the same bits from one path to the other. */
+static void test_colblocks(void **state) {
+    (void)state;
+    assert_int_equal(lf_colblock_for(LF_F16, 2048), 0);
+    assert_int_equal(lf_colblock_for(LF_F32, 1000), 0);
+    assert_int_equal(lf_colblock_for(LF_Q8, 5632), 0);
+    assert_int_equal(lf_colblock_for(LF_F16, 5632), 1920);  /* 1b's down projection: 1920, 1920, 1792 */
+    assert_int_equal(lf_colblock_for(LF_BF16, 4096), 2048); /* 7b's hidden size */
+    assert_int_equal(lf_colblock_for(LF_F32, 11008), 1856); /* 7b's down projection */
+    for (int cols = 2049; cols < 70000; cols += 1237) {
+        const int cb = lf_colblock_for(LF_F16, cols), nb = (cols + cb - 1) / cb;
+        if (cb <= 0 || cb % 64 || cb > 2048 || nb != (cols + 2047) / 2048 || cols - (nb - 1) * cb <= 0)
+            fail_msg("%d columns: blocks of %d", cols, cb);
+    }
+    const int shapes[][3] = {{70, 300, 128}, {33, 2500, 1280}, {40, 192, 64}, {5, 130, 64}}; /* rows, cols, colblock */
+    const lf_dtype dts[] = {LF_F16, LF_BF16, LF_F32};
+    const int threads = lf_kernels_threads(), nt_prev = lf_kernels_set_stream_nt(0);
+    lf_kernels_set_threads(2);
+    for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int rows = shapes[si][0], cols = shapes[si][1], cb = shapes[si][2], nb = (cols + cb - 1) / cb;
+            const size_t es = dts[di] == LF_F32 ? 4 : 2;
+            lf_mat W, Wb;
+            void *buf = rand_mat(&W, dts[di], rows, cols);
+            void *bb = malloc(lf_mat_bytes(&W));
+            lf_mat_to_colblocks(bb, &W, cb, &Wb);
+            assert_int_equal(Wb.colblock, cb);
+            assert_int_equal(lf_mat_nblocks(&Wb), nb);
+            /* block q holds columns q * cb .. as a row-major matrix of its own, the blocks one after the other */
+            for (int q = 0; q < nb; q++) {
+                lf_mat v;
+                int c0;
+                lf_mat_block(&Wb, q, &v, &c0);
+                assert_int_equal(c0, q * cb);
+                assert_int_equal(v.cols, cols - c0 < cb ? cols - c0 : cb);
+                assert_ptr_equal(v.data, (const char *)bb + (size_t)rows * c0 * es);
+                for (int r = 0; r < rows; r += 7)
+                    assert_memory_equal((const char *)v.data + (size_t)r * v.cols * es,
+                                        (const char *)W.data + ((size_t)r * cols + c0) * es, (size_t)v.cols * es);
+            }
+            float *a = malloc((size_t)rows * cols * sizeof(float)), *b = malloc((size_t)rows * cols * sizeof(float));
+            for (int r = 0; r < rows; r++) lf_mat_row_f32(a + (size_t)r * cols, &W, r);
+            for (int r = 0; r < rows; r++) lf_mat_row_f32(b + (size_t)r * cols, &Wb, r);
+            assert_memory_equal(a, b, (size_t)rows * cols * sizeof(float));
+            for (int k = 0; k < 20; k++) { /* column ranges across the blocks' edges */
+                const int c0 = (int)((frand() + 1) * 0.5f * (cols - 1)), nc = 1 + (int)((frand() + 1) * 0.5f * (cols - c0 - 1));
+                const int r0 = k % rows, nr = rows - r0 < 3 ? rows - r0 : 3;
+                lf_mat_rows_f32(a, nc, &W, r0, nr + 1, c0, nc);
+                lf_mat_rows_f32(b, nc, &Wb, r0, nr + 1, c0, nc);
+                assert_memory_equal(a, b, (size_t)(nr + 1) * nc * sizeof(float));
+            }
+            /* the GEMM: the same panels, so the same sums */
+            const int Ts[] = {5, 13, 30};
+            for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+                const int prev = lf_kernels_set_isa(isas[ii]);
+                for (int bf = 0; bf < 2; bf++)
+                    for (int wtrans = 0; wtrans < 2; wtrans++)
+                        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                            const int T = Ts[ti], in = wtrans ? rows : cols, out = wtrans ? cols : rows;
+                            float *x = malloc((size_t)T * in * sizeof(float));
+                            float *y1 = malloc((size_t)T * out * sizeof(float)), *y2 = malloc((size_t)T * out * sizeof(float));
+                            for (size_t i = 0; i < (size_t)T * in; i++) x[i] = frand();
+                            for (int acc = 0; acc < 2; acc++) {
+                                for (size_t i = 0; i < (size_t)T * out; i++) y1[i] = y2[i] = frand();
+                                lf_gemm_mode(y1, x, (size_t)in, 1, &W, wtrans, T, acc, bf);
+                                lf_gemm_mode(y2, x, (size_t)in, 1, &Wb, wtrans, T, acc, bf);
+                                if (memcmp(y1, y2, (size_t)T * out * sizeof(float)))
+                                    fail_msg("gemm %s bf16 %d wtrans %d T %d acc %d: blocks differ from rows",
+                                             lf_kernels_isa_name(lf_kernels_isa()), bf, wtrans, T, acc);
+                            }
+                            /* W's panels packed ahead from the blocks (own panels; bfloat16 pairs) */
+                            lf_amx_panels *pp = bf ? lf_pairs_panels_new(&Wb, wtrans) : lf_own_panels_new(&Wb, wtrans);
+                            if (pp) {
+                                Wb.panels[wtrans] = pp;
+                                lf_gemm_mode(y2, x, (size_t)in, 1, &Wb, wtrans, T, 0, bf);
+                                Wb.panels[wtrans] = NULL;
+                                lf_gemm_mode(y1, x, (size_t)in, 1, &W, wtrans, T, 0, bf);
+                                if (memcmp(y1, y2, (size_t)T * out * sizeof(float)))
+                                    fail_msg("gemm %s bf16 %d wtrans %d T %d: panels packed from blocks differ",
+                                             lf_kernels_isa_name(lf_kernels_isa()), bf, wtrans, T);
+                                lf_amx_panels_free(pp);
+                            }
+                            free(x); free(y1); free(y2);
+                        }
+                /* the backward products of few tokens (their own loops) and of many */
+                for (int T = 1; T <= 12; T += 11) {
+                    float *dy = malloc((size_t)T * rows * sizeof(float));
+                    float *d1 = malloc((size_t)T * cols * sizeof(float)), *d2 = malloc((size_t)T * cols * sizeof(float));
+                    for (size_t i = 0; i < (size_t)T * rows; i++) dy[i] = frand();
+                    lf_matmul_tn(d1, dy, &W, T, 0);
+                    lf_matmul_tn(d2, dy, &Wb, T, 0);
+                    assert_memory_equal(d1, d2, (size_t)T * cols * sizeof(float));
+                    lf_matmul_tn_ref(d1, dy, &W, T, 0);
+                    lf_matmul_tn_ref(d2, dy, &Wb, T, 0);
+                    assert_memory_equal(d1, d2, (size_t)T * cols * sizeof(float));
+                    free(dy); free(d1); free(d2);
+                }
+                lf_kernels_set_isa(prev);
+            }
+            /* decoding: the blocks' sums in block order */
+            const int R = 12;
+            lf_mat B, A;
+            void *bbuf = rand_mat(&B, LF_F16, rows, R), *abuf = rand_mat(&A, LF_F32, R, cols);
+            float *x = malloc(3 * (size_t)cols * sizeof(float)), *z = malloc(R * sizeof(float)), zr[12];
+            float *yr = malloc(3 * (size_t)rows * sizeof(float)), *y1 = malloc(3 * (size_t)rows * sizeof(float));
+            float *y2 = malloc(3 * (size_t)rows * sizeof(float)), *y3 = malloc(3 * (size_t)rows * sizeof(float));
+            for (int i = 0; i < 3 * cols; i++) x[i] = frand();
+            lf_matmul_ref(zr, x, &A, 1, 0);
+            stage_ctx sc = {&z, 1, R};
+            for (size_t ii = 0; ii < NPATHS; ii++) {
+                const int prev = set_path(ii);
+                for (int acc = 0; acc < 2; acc++) {
+                    for (int i = 0; i < rows; i++) yr[i] = y1[i] = y2[i] = frand();
+                    lf_matmul_ref(yr, x, &W, 1, acc);
+                    float zs[12];
+                    for (int i = 0; i < R; i++) zs[i] = zr[i] * 0.5f;
+                    lf_matmul_ref(yr, zs, &B, 1, 1);
+                    lf_matvec_job pre = {&A, x, z, 0, NULL, NULL}, job = {&Wb, x, y1, acc, &B, z};
+                    memset(z, 0xff, R * sizeof(float)); /* NaN until the stage writes it */
+                    lf_matvec_staged(&pre, 1, stage_scale, &sc, &job, 1);
+                    lf_test_check_close("matvec over blocks", y1, yr, (size_t)rows, 1e-5 * (cols + R) + 1e-6);
+                    job.y = y2;
+                    lf_matvec(&job, 1); /* z as the stage left it */
+                    assert_memory_equal(y1, y2, (size_t)rows * sizeof(float));
+                    /* without adapters: one token (lf_matvec), 3 tokens (the few-token rows), the same bits per token */
+                    for (int t = 0; t < 3; t++) {
+                        for (int i = 0; i < rows; i++) y3[(size_t)t * rows + i] = y2[(size_t)t * rows + i] = (float)i;
+                        lf_matmul(y2 + (size_t)t * rows, x + (size_t)t * cols, &Wb, 1, acc);
+                    }
+                    lf_matmul(y3, x, &Wb, 3, acc);
+                    assert_memory_equal(y2, y3, 3 * (size_t)rows * sizeof(float));
+                    lf_matmul_ref(yr, x, &W, 3, 0);
+                    if (!acc) lf_test_check_close("rows over blocks", y3, yr, 3 * (size_t)rows, 1e-5 * cols + 1e-6);
+                }
+                lf_kernels_set_isa(prev);
+            }
+            free(bbuf); free(abuf); free(x); free(z); free(yr); free(y1); free(y2); free(y3);
+            free(buf); free(bb); free(a); free(b);
+        }
+    lf_kernels_set_threads(threads);
+    lf_kernels_set_stream_nt(nt_prev);
+}
+
 /* lf_parallel_ranges: every item runs exactly once whatever the threads'
  * timing (a thread that sleeps in one item has the back of its range
  * taken over); no thread returns to the first phase once it has run an
@@ -1135,6 +1286,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),       cmocka_unit_test(test_gemm_strided), cmocka_unit_test(test_gemm_many), cmocka_unit_test(test_gemm_bf16), cmocka_unit_test(test_q8), cmocka_unit_test(test_q8_quantize_paths), cmocka_unit_test(test_q8_act), cmocka_unit_test(test_q8_batch_x),
         cmocka_unit_test(test_matvec_batch),
         cmocka_unit_test(test_matvec_staged),
+        cmocka_unit_test(test_colblocks),
         cmocka_unit_test(test_parallel_ranges),
         cmocka_unit_test(test_project_stacked),
         cmocka_unit_test(test_vec_kernels),  cmocka_unit_test(test_q8_fixture),

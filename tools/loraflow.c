@@ -34,6 +34,7 @@ static const struct {
     {"LORAFLOW_PLACEMENT", "auto|mmap|copy", "where the weights live, as --placement"},
     {"LORAFLOW_QUANTIZE", "q8|none", "8-bit base weights, as --quantize"},
     {"LORAFLOW_QUANTIZE_ADAPTERS", "q8|none", "8-bit adapters, as --quantize-adapters"},
+    {"LORAFLOW_LAYOUT", "auto|rows", "rows: copied weights stay row-major (no column blocks)"},
     {"LORAFLOW_PRODUCTS", "f32|bf16", "many-token products, as --products"},
     {"LORAFLOW_ISA", "avx512|avx2|portable", "the best instruction set the kernels may use"},
     {"LORAFLOW_NO_SIMD", "0|1", "1: portable kernels only"},

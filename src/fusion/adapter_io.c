@@ -212,7 +212,7 @@ int lf_model_save(const lf_model *m, const char *dir) {
         size_t cnt_ = (size_t)(M).rows * (M).cols;                                                         \
         bufs[n] = lf_malloc(cnt_ * sizeof(float), "model tensor");                                         \
         if (!bufs[n]) goto out;                                                                            \
-        lf_to_f32(bufs[n], (M).data, (M).dtype, 0, cnt_);                                                  \
+        lf_mat_rows_f32(bufs[n], (M).cols, &(M), 0, (M).rows, 0, (M).cols); /* any layout */              \
         t[n] = (lf_tensor){.name = names[n], .dtype = LF_F32, .ndim = 2, .shape = {(M).rows, (M).cols},    \
                            .data = bufs[n], .nbytes = cnt_ * 4};                                           \
         n++;                                                                                               \

@@ -90,13 +90,14 @@ static float *own_f32(lf_trainable *tr, lf_mat *W) {
     size_t n = (size_t)W->rows * W->cols;
     float *c = lf_malloc(n * sizeof(float), "trainable weights");
     if (!c) return NULL;
-    lf_to_f32(c, W->data, W->dtype, 0, n);
+    lf_mat_rows_f32(c, W->cols, W, 0, W->rows, 0, W->cols); /* any layout, row-major copy */
     float **no = lf_realloc(tr->owned, (size_t)(tr->n_owned + 1) * sizeof *no, "weight table");
     if (!no) { free(c); return NULL; }
     tr->owned = no;
     tr->owned[tr->n_owned++] = c;
     W->dtype = LF_F32;
     W->data = c;
+    W->colblock = 0;
     return c;
 }
 

@@ -206,7 +206,7 @@ static size_t placed_bytes(const lf_mat *W, int q8) {
 /* Copy (or quantise) the weights into one block of anonymous memory
  * backed by transparent huge pages: the TLB then covers 2 MiB per entry
  * instead of 4 KiB, and decoding streams every weight once per token. */
-static int copy_weights(lf_model *m, int q8) {
+static int copy_weights(lf_model *m, int q8, int layout) {
     const int nmax = 2 + m->cfg.n_layers * LF_NPROJ;
     lf_mat **mats = lf_calloc((size_t)nmax, sizeof *mats, "weight list");
     int *qz = lf_calloc((size_t)nmax, sizeof *qz, "weight list");
@@ -237,8 +237,11 @@ static int copy_weights(lf_model *m, int q8) {
         const void *src = W->data;
         const size_t src_bytes = lf_mat_bytes(W);
         uint8_t *dst = arena + at;
+        const int cb = layout == LF_LAYOUT_AUTO && i >= 2 ? lf_colblock_for(W->dtype, W->cols) : 0;
         if (q8 && qz[i]) {
             lf_q8_quantize(dst, W, W);
+        } else if (cb) { /* a projection (collect_mats: embed and lm_head first) in column blocks */
+            lf_mat_to_colblocks(dst, W, cb, W);
         } else {
 #pragma omp parallel for schedule(static)
             for (size_t c = 0; c < src_bytes; c += (1u << 20))
@@ -266,7 +269,7 @@ static int place_weights(lf_model *m, const lf_load_options *o) {
         placement = avail && bytes + (2ull << 30) <= avail ? LF_PLACE_COPY : LF_PLACE_MMAP;
     }
     if (placement != LF_PLACE_COPY) return 0;
-    return copy_weights(m, q8);
+    return copy_weights(m, q8, o->layout);
 }
 
 void lf_load_options_default(lf_load_options *o) {
@@ -278,6 +281,9 @@ void lf_load_options_default(lf_load_options *o) {
     if (e && !strcmp(e, "q8")) o->quantize = LF_QUANT_Q8;
     e = getenv("LORAFLOW_QUANTIZE_ADAPTERS");
     if (e && !strcmp(e, "q8")) o->quantize_adapters = LF_QUANT_Q8;
+    e = getenv("LORAFLOW_LAYOUT");
+    if (e && !strcmp(e, "rows")) o->layout = LF_LAYOUT_ROWS;
+    if (e && !strcmp(e, "auto")) o->layout = LF_LAYOUT_AUTO;
 }
 
 lf_model *lf_model_load(const char *dir) { return lf_model_load_opts(dir, NULL); }
@@ -287,9 +293,10 @@ lf_model *lf_model_load_opts(const char *dir, const lf_load_options *opts) {
     if (opts) o = *opts;
     else lf_load_options_default(&o);
     if (o.placement < LF_PLACE_AUTO || o.placement > LF_PLACE_COPY || o.quantize < LF_QUANT_NONE ||
-        o.quantize > LF_QUANT_Q8 || o.quantize_adapters < LF_QUANT_NONE || o.quantize_adapters > LF_QUANT_Q8) {
-        lf_set_error("load options: placement %d / quantize %d / quantize_adapters %d out of range", o.placement,
-                     o.quantize, o.quantize_adapters);
+        o.quantize > LF_QUANT_Q8 || o.quantize_adapters < LF_QUANT_NONE || o.quantize_adapters > LF_QUANT_Q8 ||
+        o.layout < LF_LAYOUT_AUTO || o.layout > LF_LAYOUT_ROWS) {
+        lf_set_error("load options: placement %d / quantize %d / quantize_adapters %d / layout %d out of range",
+                     o.placement, o.quantize, o.quantize_adapters, o.layout);
         return NULL;
     }
     lf_model *m = lf_calloc(1, sizeof *m, "model");

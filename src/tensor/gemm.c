@@ -154,7 +154,7 @@ T_512 static void pack_x_avx512(float *xp, const float *x, size_t st, int T, int
 /* 16 values of row r from column c (the first m when m < 16) as float32. */
 T_512 static inline __m512 load16_f32(const lf_mat *W, int r, int c, int m) {
     const __mmask16 k = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
-    const size_t at = (size_t)r * W->cols + c;
+    const size_t at = lf_mat_at(W, r, c); /* 16-aligned: inside one column block */
     if (W->dtype == LF_F16)
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)W->data + at));
     if (W->dtype == LF_BF16)
@@ -173,11 +173,11 @@ T_512 static void pack_trans_avx512(float *panel, const lf_mat *W, int r0, int n
     }
     const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
     const size_t esz = W->dtype == LF_F32 ? 4 : 2;
-    const char *base = (const char *)W->data + (size_t)r0 * esz;
+    const char *base = W->data;
     for (int c = 0; c < kc; c++) {
         if (c + PF_ROWS < kc)
             for (size_t b = 0; b < (size_t)nv * esz + 63; b += 64)
-                _mm_prefetch(base + (size_t)(c0 + c + PF_ROWS) * W->cols * esz + b, _MM_HINT_T0);
+                _mm_prefetch(base + lf_mat_at(W, c0 + c + PF_ROWS, r0) * esz + b, _MM_HINT_T0);
         float *d = panel + (size_t)c * nr;
         for (int j = 0; j < nr; j += 16) {
             const int m = nv - j < 16 ? (nv - j > 0 ? nv - j : 0) : 16;
@@ -205,8 +205,7 @@ T_512 static void pack_avx512(float *panel, const lf_mat *W, int r0, int nr, int
              * prefetchers do not follow */
             if (c % 32 == 0 && c + 64 < kc)
                 for (int j = 0; j < 16 && r0 + i + j < W->rows; j++)
-                    _mm_prefetch((const char *)W->data + ((size_t)(r0 + i + j) * W->cols + c0 + c + 64) * esz,
-                                 _MM_HINT_T0);
+                    _mm_prefetch((const char *)W->data + lf_mat_at(W, r0 + i + j, c0 + c + 64) * esz, _MM_HINT_T0);
             for (int j = 0; j < 16; j++)
                 r[j] = r0 + i + j < W->rows ? load16_f32(W, r0 + i + j, c0 + c, m) : _mm512_setzero_ps();
             tr16_regs(r);
@@ -526,8 +525,7 @@ T_BF16 static void pack_pairs_avx512(uint32_t *pb, const lf_mat *W, int r0, int 
             __m512i r[16];
             if (c + 64 < kc) /* the same rows' next lines but one */
                 for (int j = 0; j < 16 && r0 + i + j < W->rows; j++)
-                    _mm_prefetch((const char *)W->data +
-                                     ((size_t)(r0 + i + j) * W->cols + c0 + c + 64) * (W->dtype == LF_F32 ? 4 : 2),
+                    _mm_prefetch((const char *)W->data + lf_mat_at(W, r0 + i + j, c0 + c + 64) * (W->dtype == LF_F32 ? 4 : 2),
                                  _MM_HINT_T0);
             for (int j = 0; j < 16; j++)
                 r[j] = r0 + i + j < W->rows
@@ -548,7 +546,7 @@ T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0
                                            6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
     const size_t esz = W->dtype == LF_F32 ? 4 : 2;
-    const char *base = (const char *)W->data + (size_t)r0 * esz;
+    const char *base = W->data;
     for (int p = 0; p < (kc + 1) / 2; p++) {
         const int odd = 2 * p + 1 < kc;
         /* each row gives this panel one cache line or two, 4 KiB or more
@@ -557,7 +555,7 @@ T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0
         if (2 * p + PF_ROWS + 1 < kc)
             for (int q = 0; q < 2; q++)
                 for (size_t b = 0; b < nr * esz; b += 64)
-                    _mm_prefetch(base + (size_t)(c0 + 2 * p + PF_ROWS + q) * W->cols * esz + b, _MM_HINT_T0);
+                    _mm_prefetch(base + lf_mat_at(W, c0 + 2 * p + PF_ROWS + q, r0) * esz + b, _MM_HINT_T0);
         for (int j = 0; j < nr; j += 16) {
             const int m = nv - j < 16 ? (nv - j > 0 ? nv - j : 0) : 16;
             const __m512 a = m ? load16_f32(W, c0 + 2 * p, r0 + j, m) : _mm512_setzero_ps();

@@ -142,7 +142,7 @@ T_AMX static void pack_x_tile(void *ctx, int t) {
 T_AMX static inline __m512 w16(const lf_mat *W, int r, int c, int m) {
     if (r >= W->rows || m <= 0) return _mm512_setzero_ps();
     const __mmask16 k = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
-    const uint16_t *p = (const uint16_t *)W->data + (size_t)r * W->cols + c;
+    const uint16_t *p = (const uint16_t *)W->data + lf_mat_at(W, r, c); /* 16 columns of one block */
     const __m256i v = _mm256_maskz_loadu_epi16(k, p);
     if (W->dtype == LF_F16) return _mm512_cvtph_ps(v);
     return lanes_f32(_mm512_cvtepu16_epi32(v));
@@ -161,12 +161,12 @@ T_AMX static void pack_panel(uint16_t *dst, const amx_job *g, int o0, int kb0, i
         if (!g->wtrans) {
             const int ce = cn + KC < kdim ? cn + KC : kdim;
             for (int j = 0; j < 32 && o0 + j < W->rows; j++)
-                for (int c = cn; c < ce; c += 32) _mm_prefetch(base + ((size_t)(o0 + j) * W->cols + c) * 2, _MM_HINT_T1);
+                for (int c = cn; c < ce; c += 32) _mm_prefetch(base + lf_mat_at(W, o0 + j, c) * 2, _MM_HINT_T1);
         } else {
             const int re = cn + KC < kdim ? cn + KC : kdim, oe = o0 + 31 < W->cols ? o0 + 31 : W->cols - 1;
             for (int r = cn; r < re; r++) {
-                _mm_prefetch(base + ((size_t)r * W->cols + o0) * 2, _MM_HINT_T1);
-                _mm_prefetch(base + ((size_t)r * W->cols + oe) * 2, _MM_HINT_T1);
+                _mm_prefetch(base + lf_mat_at(W, r, o0) * 2, _MM_HINT_T1);
+                _mm_prefetch(base + lf_mat_at(W, r, oe) * 2, _MM_HINT_T1);
             }
         }
     }

@@ -133,7 +133,7 @@ size_t lf_mat_bytes(const lf_mat *W) {
 
 void lf_mat_row_f32(float *dst, const lf_mat *W, int r) {
     if (W->dtype == LF_Q8) lf_q8_dequant(dst, W, r, 0, W->cols);
-    else lf_to_f32(dst, W->data, W->dtype, (size_t)r * W->cols, (size_t)W->cols);
+    else lf_mat_rows_f32(dst, W->cols, W, r, 1, 0, W->cols);
 }
 
 void lf_mat_rows_f32(float *dst, int ld, const lf_mat *W, int r0, int nr, int c0, int nc) {
@@ -142,8 +142,51 @@ void lf_mat_rows_f32(float *dst, int ld, const lf_mat *W, int r0, int nr, int c0
         const int r = r0 + i;
         if (r >= W->rows) memset(d, 0, (size_t)nc * sizeof(float));
         else if (W->dtype == LF_Q8) lf_q8_dequant(d, W, r, c0, nc);
-        else lf_to_f32(d, W->data, W->dtype, (size_t)r * W->cols + c0, (size_t)nc);
+        else
+            for (int c = c0; c < c0 + nc;) { /* one run per column block */
+                const int e = W->colblock ? (c / W->colblock + 1) * W->colblock : c0 + nc;
+                const int n = (e < c0 + nc ? e : c0 + nc) - c;
+                lf_to_f32(d + (c - c0), W->data, W->dtype, lf_mat_at(W, r, c), (size_t)n);
+                c += n;
+            }
     }
+}
+
+void lf_mat_block(const lf_mat *W, int b, lf_mat *view, int *c0) {
+    *view = *W;
+    view->colblock = 0;
+    view->panels[0] = view->panels[1] = NULL;
+    if (!W->colblock) {
+        if (c0) *c0 = 0;
+        return;
+    }
+    const int s = b * W->colblock;
+    view->cols = W->cols - s < W->colblock ? W->cols - s : W->colblock;
+    view->data = (const char *)W->data + lf_mat_at(W, 0, s) * (W->dtype == LF_F32 ? 4 : 2);
+    if (c0) *c0 = s;
+}
+
+int lf_colblock_for(lf_dtype t, int cols) {
+    if ((t != LF_F32 && t != LF_F16 && t != LF_BF16) || (size_t)cols * sizeof(float) <= LF_COLBLOCK_MAX_X) return 0;
+    const int maxc = (int)(LF_COLBLOCK_MAX_X / sizeof(float)), nb = (cols + maxc - 1) / maxc;
+    return ((cols + nb - 1) / nb + 63) / 64 * 64;
+}
+
+void lf_mat_to_colblocks(void *dst, const lf_mat *src, int colblock, lf_mat *out) {
+    const size_t es = src->dtype == LF_F32 ? 4 : 2;
+    lf_mat W = *src;
+    W.data = dst;
+    W.colblock = colblock;
+    const int rows = src->rows, cols = src->cols;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c += colblock) {
+            const int n = cols - c < colblock ? cols - c : colblock;
+            memcpy((char *)dst + lf_mat_at(&W, r, c) * es, (const char *)src->data + ((size_t)r * cols + c) * es,
+                   (size_t)n * es);
+        }
+    W.panels[0] = W.panels[1] = NULL;
+    *out = W;
 }
 
 /* ============================ matmul ============================ */

@@ -21,7 +21,13 @@
 #define LF_Q8_GROUP 256  /* 8 blocks stored interleaved (see lf_q8_quantize); a row of at most 256
                             values is one group of its own blocks */
 
-/* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout).
+/* A weight matrix W [rows, cols], row-major (PyTorch nn.Linear layout), or
+ * in column blocks (colblock > 0; F32/F16/BF16): the columns cut into
+ * blocks of colblock (the last one narrower), each block stored as a
+ * row-major [rows][width] matrix, the blocks one after the other.  A
+ * decoding pass then streams one block at a time with only its part of x
+ * in L1 (lf_colblock_for says when that pays).  Element (r, c) is at
+ * lf_mat_at(W, r, c); a run of columns inside one block is contiguous.
  * Q8: each row is its lf_q8_row_bytes(cols) bytes of codes, then its F16
  * block scales (lf_q8_row_bytes(cols) / 32 of them), padded with zeros to
  * a multiple of 64 bytes (of 8 bytes for rows of fewer than 256 codes):
@@ -39,7 +45,30 @@ typedef struct {
      * dtype, so a view made by copying the struct and changing them does
      * not use it */
     const lf_amx_panels *panels[2];
+    int colblock; /* 0: row-major; else columns per block, a multiple of 64 */
 } lf_mat;
+
+/* Index of element (r, c) of W (F32/F16/BF16) in its storage. */
+static inline size_t lf_mat_at(const lf_mat *W, int r, int c) {
+    if (!W->colblock) return (size_t)r * W->cols + c;
+    const int c0 = c / W->colblock * W->colblock, w = W->cols - c0 < W->colblock ? W->cols - c0 : W->colblock;
+    return (size_t)W->rows * c0 + (size_t)r * w + (c - c0);
+}
+/* Column blocks of W (1 for a row-major W). */
+static inline int lf_mat_nblocks(const lf_mat *W) {
+    return W->colblock ? (W->cols + W->colblock - 1) / W->colblock : 1;
+}
+/* Block b of W as a row-major matrix of its own (columns c0 .. c0 +
+ * view->cols - 1 of W; *c0 set when c0 is not NULL). */
+void lf_mat_block(const lf_mat *W, int b, lf_mat *view, int *c0);
+/* The column block width for a decoding layout of a [rows, cols] matrix
+ * of dtype t, or 0 to keep it row-major: blocks when x (cols floats) is
+ * more than LF_COLBLOCK_MAX_X bytes, as equal as multiples of 64 allow. */
+#define LF_COLBLOCK_MAX_X (8u << 10)
+int lf_colblock_for(lf_dtype t, int cols);
+/* Copy the row-major src into dst (lf_mat_bytes(src) bytes) in column
+ * blocks of colblock and set out (which may be src) as that matrix. */
+void lf_mat_to_colblocks(void *dst, const lf_mat *src, int colblock, lf_mat *out);
 
 /* ---- scalar conversions ---- */
 float lf_f16_to_f32(uint16_t h);

@@ -114,14 +114,14 @@ static void run_rows(const lf_matvec_job *j, const job_rt *rt, int r0, int r1, c
 #define ITEM_BYTES (64u << 10)
 #define PRE_ITEM_MIN (16u << 10)
 #define PRE_ITEMS_PER_THREAD 8
-#define MAX_JOBS 12 /* 8 jobs and 4 first-stage jobs */
+#define MAX_JOBS 12 /* 8 jobs and 4 first-stage jobs (before column blocks are split) */
 
 typedef struct {
     const lf_matvec_job *jobs; /* the first stage's jobs, then the others */
     job_rt *rt;
     int n, npre;
-    int first[MAX_JOBS + 1]; /* first item of each job; first[n] = all items */
-    int rows_per[MAX_JOBS];
+    int *first;    /* [n + 1]: first item of each job; first[n] = all items */
+    int *rows_per; /* [n] */
     /* first stage: items of the first npre jobs not yet finished; ready
      * once the last of them is done and after_pre has run */
     _Atomic int pre_left, ready;
@@ -188,14 +188,46 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
         }
         return;
     }
-    lf_matvec_job all[MAX_JOBS];
+    /* A matrix in column blocks is one job per block, each over its part
+     * of x into its own partial sums (B z goes with the last block), added
+     * up in block order once the batch is done; the blocks lie one after
+     * the other, so a thread's range is still one run of memory. */
+    int nall = npre;
+    size_t npart = 0;
+    for (int i = 0; i < npre; i++)
+        if (pre[i].W->colblock) abort(); /* first-stage jobs are the adapters' A_cat, never in blocks */
+    for (int i = 0; i < n; i++) {
+        const int nb = lf_mat_nblocks(jobs[i].W);
+        nall += nb;
+        if (nb > 1) npart += (size_t)nb * jobs[i].W->rows;
+    }
+    lf_matvec_job *all = malloc((size_t)nall * sizeof *all);
+    lf_mat *views = malloc((size_t)nall * sizeof *views);
+    job_rt *rt = malloc((size_t)nall * sizeof *rt);
+    int *first = calloc((size_t)nall + 1, sizeof *first), *rows_per = malloc((size_t)nall * sizeof *rows_per);
+    float *part = npart ? malloc(npart * sizeof *part) : NULL;
+    if (!all || !views || !rt || !first || !rows_per || (npart && !part)) abort(); /* a few KiB */
     for (int i = 0; i < npre; i++) all[i] = pre[i];
-    for (int i = 0; i < n; i++) all[npre + i] = jobs[i];
-    const int nall = npre + n, isa = lf_isa();
-    job_rt rt[MAX_JOBS];
-    /* on the stack: the threads touch it only in items, all done before
+    float *pp = part;
+    for (int i = 0, k = npre; i < n; i++) {
+        const int nb = lf_mat_nblocks(jobs[i].W);
+        if (nb == 1) {
+            all[k++] = jobs[i];
+            continue;
+        }
+        for (int q = 0; q < nb; q++, k++) {
+            int c0;
+            lf_mat_block(jobs[i].W, q, &views[k], &c0);
+            all[k] = (lf_matvec_job){&views[k], jobs[i].x + c0, pp + (size_t)q * jobs[i].W->rows, 0,
+                                     q == nb - 1 ? jobs[i].B : NULL, jobs[i].z};
+        }
+        pp += (size_t)nb * jobs[i].W->rows;
+    }
+    const int isa = lf_isa();
+    /* the threads touch these only in items, all done before
      * lf_parallel_ranges returns */
-    batch bt = {.jobs = all, .rt = rt, .n = nall, .npre = npre, .after_pre = after_pre, .after_ctx = after_ctx};
+    batch bt = {.jobs = all, .rt = rt, .n = nall, .npre = npre, .first = first, .rows_per = rows_per,
+                .after_pre = after_pre, .after_ctx = after_ctx};
     batch *b = &bt;
     size_t total = 0, total_pre = 0;
     for (int i = 0; i < nall; i++) {
@@ -225,6 +257,24 @@ void lf_matvec_staged(const lf_matvec_job *pre, int npre, void (*after_pre)(void
         lf_q8_act_free(&rt[i].qw);
         lf_q8_act_free(&rt[i].qb);
     }
+    pp = part;
+    for (int i = 0; i < n; i++) { /* the blocks' partial sums, in block order */
+        const int nb = lf_mat_nblocks(jobs[i].W), rows = jobs[i].W->rows;
+        if (nb == 1) continue;
+        float *y = jobs[i].y;
+        for (int r = 0; r < rows; r++) {
+            float v = pp[r];
+            for (int q = 1; q < nb; q++) v += pp[(size_t)q * rows + r];
+            y[r] = jobs[i].accumulate ? y[r] + v : v;
+        }
+        pp += (size_t)nb * rows;
+    }
+    free(all);
+    free(views);
+    free(rt);
+    free(first);
+    free(rows_per);
+    free(part);
 }
 
 void lf_matvec(const lf_matvec_job *jobs, int n) {
@@ -247,11 +297,22 @@ typedef struct {
 static void rows_item(void *ctx, int c) {
     const rows_ctx *b = ctx;
     const int rows = b->W->rows, r1 = (c + 1) * ROWS_ITEM < rows ? (c + 1) * ROWS_ITEM : rows;
+    const int nb = lf_mat_nblocks(b->W);
     for (int r = c * ROWS_ITEM; r < r1; r += 4) {
         const int nr = r1 - r < 4 ? r1 - r : 4;
-        float a[4];
+        float a[4], p[4];
         for (int t = 0; t < b->T; t++) {
-            b->dot(b->W, r, nr, b->xs[t], a);
+            if (nb == 1) {
+                b->dot(b->W, r, nr, b->xs[t], a);
+            } else { /* column blocks: their sums added in block order, as lf_matvec does */
+                for (int q = 0; q < nb; q++) {
+                    lf_mat v;
+                    int c0;
+                    lf_mat_block(b->W, q, &v, &c0);
+                    b->dot(&v, r, nr, (const float *)b->xs[t] + c0, q ? p : a);
+                    for (int i = 0; q && i < nr; i++) a[i] += p[i];
+                }
+            }
             float *o = b->y + (size_t)t * rows + r;
             for (int i = 0; i < nr; i++) o[i] = b->accumulate ? o[i] + a[i] : a[i];
         }

@@ -20,7 +20,7 @@ void lf_matmul_tn_ref(float *dx, const float *dy, const lf_mat *W, int T, int ac
     double *acc = calloc((size_t)T * cols, sizeof(double));
     if (!row || !acc) abort();
     for (int r = 0; r < rows; r++) {
-        lf_to_f32(row, W->data, W->dtype, (size_t)r * cols, (size_t)cols);
+        lf_mat_row_f32(row, W, r);
         for (int t = 0; t < T; t++) {
             const double d = dy[(size_t)t * rows + r];
             for (int c = 0; c < cols; c++) acc[(size_t)t * cols + c] += d * row[c];
@@ -62,8 +62,7 @@ static void tn_chunk(void *ctx, int cb) {
     if (!buf) abort();
     for (int r0 = 0; r0 < rows; r0 += TN_ROWS) {
         const int nr = rows - r0 < TN_ROWS ? rows - r0 : TN_ROWS;
-        for (int i = 0; i < nr; i++)
-            lf_to_f32(buf + (size_t)i * nc, j->W->data, j->W->dtype, (size_t)(r0 + i) * cols + c0, (size_t)nc);
+        lf_mat_rows_f32(buf, nc, j->W, r0, nr, c0, nc);
         for (int t = 0; t < j->T; t++) {
             float *o = j->dx + (size_t)t * cols + c0;
             const float *d = j->dy + (size_t)t * rows + r0;
