@@ -134,8 +134,9 @@ void lf_model_free(lf_model *m);
 #define LF_QUANT_NONE 0 /* as stored (F32, F16 or BF16) */
 #define LF_QUANT_Q8 1   /* 8-bit codes with one F16 scale per block of 32 values (implies a copy) */
 /* How a copy (LF_PLACE_COPY) lays out the projections' weights. */
-#define LF_LAYOUT_AUTO 0 /* column blocks for matrices of more than 2048 columns (a decoding pass keeps
-                            its part of x in L1), row-major otherwise; the same sums in prompts and training */
+#define LF_LAYOUT_AUTO 0 /* the projections and an untied lm_head of more than 2048 columns in column blocks
+                            (a decoding pass keeps its part of x in L1), the others row-major; prompts and
+                            training give the same sums either way */
 #define LF_LAYOUT_ROWS 1 /* row-major, as stored */
 
 typedef struct {

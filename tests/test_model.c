@@ -364,20 +364,29 @@ static void test_kv_placement(void **state) {
     lf_model_free(m);
 }
 
-/* LF_LAYOUT_AUTO: a copied model keeps its projections of more than 2048
- * columns in column blocks (here the down projection, 2176 columns: two
- * of 1088), the others row-major; LF_LAYOUT_ROWS (LORAFLOW_LAYOUT=rows)
- * none.  A prompt (the blocked GEMM) and the gates' gradients give the
- * row-major model's results bit for bit; decoding adds the blocks' sums in
- * block order, within rounding of them. */
-static void test_colblock_model(void **state) {
-    (void)state;
-    const char *dir = sub("cbmodel");
+/* LF_LAYOUT_AUTO: a copied model keeps its projections and untied lm_head
+ * of more than 2048 columns in column blocks (the down projection of 2176
+ * columns: two of 1088; with a hidden size of 2112, every other
+ * projection and lm_head), the others and the embeddings row-major;
+ * LF_LAYOUT_ROWS (LORAFLOW_LAYOUT=rows) none.  A prompt (the blocked GEMM)
+ * and the gates' gradients give the row-major model's results bit for bit;
+ * decoding adds the blocks' sums in block order, within rounding of them. */
+static void colblock_model(int wide_hidden) {
+    const char *dir = sub(wide_hidden ? "cbmodel_h" : "cbmodel_i");
     lf_synth_spec sp;
     memset(&sp, 0, sizeof sp);
     assert_int_equal(lf_synth_shape("tiny", &sp.cfg), 0);
     sp.cfg.n_layers = 2;
-    sp.cfg.intermediate_size = 2176;
+    if (wide_hidden) {
+        sp.cfg.n_layers = 1;
+        sp.cfg.hidden_size = 2112;
+        sp.cfg.n_heads = 33;
+        sp.cfg.n_kv_heads = 3;
+        sp.cfg.head_dim = 64;
+        sp.cfg.intermediate_size = 64;
+    } else {
+        sp.cfg.intermediate_size = 2176;
+    }
     sp.dtype = LF_F16;
     sp.n_adapters = 2;
     sp.rank = 4;
@@ -398,8 +407,11 @@ static void test_colblock_model(void **state) {
         o.layout = k ? LF_LAYOUT_ROWS : LF_LAYOUT_AUTO;
         m[k] = lf_model_load_opts(dir, &o);
         if (!m[k]) { print_error("%s\n", lf_last_error()); fail(); }
+        const lf_layer *ly = &m[k]->layers[sp.cfg.n_layers - 1];
         for (int p = 0; p < LF_NPROJ; p++)
-            assert_int_equal(m[k]->layers[1].W[p].colblock, !k && p == LF_PROJ_DOWN ? 1088 : 0);
+            assert_int_equal(ly->W[p].colblock, !k && (wide_hidden ? p != LF_PROJ_DOWN : p == LF_PROJ_DOWN) ? 1088 : 0);
+        assert_int_equal(m[k]->lm_head.colblock, !k && wide_hidden ? 1088 : 0);
+        assert_int_equal(m[k]->embed.colblock, 0);
         char a[512], gp[512];
         for (int i = 0; i < 2; i++) {
             snprintf(a, sizeof a, "%s/lora_%d", dir, i);
@@ -410,11 +422,11 @@ static void test_colblock_model(void **state) {
         if (!g[k]) { print_error("%s\n", lf_last_error()); fail(); }
         s[k] = lf_session_new(m[k], 32);
         assert_int_equal(lf_session_set_gate(s[k], g[k], 1.0f), 0);
-        lg[k] = malloc((size_t)sp.cfg.vocab_size * sizeof(float));
-        lf_outputs out = {.last_logits = lg[k]};
+        lg[k] = malloc((size_t)sp.cfg.vocab_size * 8 * sizeof(float));
+        lf_outputs out = {.logits = lg[k]}; /* all 8 positions: lm_head by the GEMM too */
         assert_int_equal(lf_session_forward(s[k], seq, 8, &out), 0);
     }
-    assert_memory_equal(lg[0], lg[1], (size_t)sp.cfg.vocab_size * sizeof(float));
+    assert_memory_equal(lg[0], lg[1], (size_t)sp.cfg.vocab_size * 8 * sizeof(float));
     for (int t = 8; t < 12; t++) {
         for (int k = 0; k < 2; k++) {
             lf_outputs out = {.last_logits = lg[k]};
@@ -452,6 +464,12 @@ static void test_colblock_model(void **state) {
         lf_gate_free(g[k]);
         lf_model_free(m[k]);
     }
+}
+
+static void test_colblock_model(void **state) {
+    (void)state;
+    colblock_model(0);
+    colblock_model(1);
 }
 
 int main(void) {

@@ -237,10 +237,11 @@ static int copy_weights(lf_model *m, int q8, int layout) {
         const void *src = W->data;
         const size_t src_bytes = lf_mat_bytes(W);
         uint8_t *dst = arena + at;
-        const int cb = layout == LF_LAYOUT_AUTO && i >= 2 ? lf_colblock_for(W->dtype, W->cols) : 0;
+        /* the projections and an untied lm_head; the embeddings are read one row at a time */
+        const int cb = layout == LF_LAYOUT_AUTO && qz[i] == 1 ? lf_colblock_for(W->dtype, W->cols) : 0;
         if (q8 && qz[i]) {
             lf_q8_quantize(dst, W, W);
-        } else if (cb) { /* a projection (collect_mats: embed and lm_head first) in column blocks */
+        } else if (cb) {
             lf_mat_to_colblocks(dst, W, cb, W);
         } else {
 #pragma omp parallel for schedule(static)
