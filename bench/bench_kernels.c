@@ -1,7 +1,8 @@
 /* bench_kernels: the machine's memory bandwidth (copy / triad / read
  * loops over 1 GiB arrays, all threads) and the speed of loraflow's
  * kernels on their own: the decoding matrix-vector product (GB/s of
- * weights streamed, against that bandwidth), the prompt GEMM (GFLOP/s),
+ * weights streamed, against that bandwidth; a wide matrix row-major and in
+ * column blocks), the prompt GEMM (GFLOP/s),
  * per weight dtype and instruction-set path, and decoding attention (one
  * token of the 1b shape over 576 cached positions, one thread).
  *
@@ -101,6 +102,44 @@ static void matvec_speed(lf_dtype t, const char *name, int runs) {
     printf("  matvec %-5s %5d x %d, %.2f GB of weights: %6.1f GB/s\n", name, rows, cols, bytes / 1e9, median(gbs, runs));
     for (int i = 0; i < nmat; i++) munmap((void *)W[i].data, lf_mat_bytes(&W[i]));
     free(f); free(x); free(y);
+}
+
+/* The down projection's shape (x of 22 KiB), row-major against column
+ * blocks (the layout a copied model gives it, kernels.h), the two taking
+ * turns run by run: the ratio is the median of the runs' ratios. */
+static void colblock_speed(int runs) {
+    const int rows = 2048, cols = 5632, nmat = 48, cb = lf_colblock_for(LF_F16, cols);
+    lf_mat W[48], Wb[48];
+    size_t bytes = 0;
+    for (int i = 0; i < nmat; i++) {
+        uint16_t *d = huge_alloc((size_t)rows * cols * 2);
+        for (size_t j = 0; j < (size_t)rows * cols; j++) d[j] = lf_f32_to_f16((float)((j * 2654435761u) % 1000) / 1000.0f - 0.5f);
+        W[i] = (lf_mat){.dtype = LF_F16, .data = d, .rows = rows, .cols = cols};
+        lf_mat_to_colblocks(huge_alloc((size_t)rows * cols * 2), &W[i], cb, &Wb[i]);
+        bytes += lf_mat_bytes(&W[i]);
+    }
+    float *x = malloc((size_t)cols * sizeof(float)), *y = malloc((size_t)rows * sizeof(float));
+    for (int i = 0; i < cols; i++) x[i] = 0.01f * (float)(i % 100);
+    double g[2][32], ratio[32];
+    for (int r = 0; r < runs; r++) {
+        for (int k = 0; k < 2; k++) {
+            const lf_mat *M = (r + k) % 2 ? Wb : W;
+            double t0 = bench_now();
+            for (int i = 0; i < nmat; i++) {
+                lf_matvec_job j = {&M[i], x, y, 0, NULL, NULL};
+                lf_matvec(&j, 1);
+            }
+            g[M == Wb][r] = bytes / (bench_now() - t0) / 1e9;
+        }
+        ratio[r] = g[1][r] / g[0][r];
+    }
+    printf("  matvec F16    %d x %d (x of %d KiB), %.2f GB: row-major %6.1f GB/s, column blocks of %d %6.1f GB/s (%.2fx)\n",
+           rows, cols, cols * 4 / 1024, bytes / 1e9, median(g[0], runs), cb, median(g[1], runs), median(ratio, runs));
+    for (int i = 0; i < nmat; i++) {
+        munmap((void *)W[i].data, lf_mat_bytes(&W[i]));
+        munmap((void *)Wb[i].data, lf_mat_bytes(&W[i]));
+    }
+    free(x); free(y);
 }
 
 static void gemm_speed(lf_dtype t, const char *name, int runs) {
@@ -210,6 +249,7 @@ int main(int argc, char **argv) {
     const lf_dtype types[] = {LF_F16, LF_BF16, LF_F32, LF_Q8};
     const char *names[] = {"F16", "BF16", "F32", "Q8"};
     for (int i = 0; i < 4; i++) matvec_speed(types[i], names[i], runs);
+    colblock_speed(runs);
     for (int i = 0; i < 4; i++) gemm_speed(types[i], names[i], runs > 3 ? 3 : runs);
     /* the same products in bfloat16 (--products bf16), where the CPU has them */
     if (lf_set_products(LF_PRODUCTS_BF16) == LF_PRODUCTS_BF16) {
