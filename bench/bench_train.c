@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL;
     int n = 512, r = 5, threads = 0, products = LF_PRODUCTS_F32;
     double prompt_share = 0.25;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* flag, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
         if (!v) usage();
@@ -68,7 +68,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--products") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
             products = strcmp(v, "bf16") ? LF_PRODUCTS_F32 : LF_PRODUCTS_BF16;
         else usage();
-        i++;
     }
     if (!dir || n < 2 || r < 1 || r > MAX_RUNS || !(prompt_share >= 0 && prompt_share < 1)) usage();
     if (threads > 0) lf_set_threads(threads);

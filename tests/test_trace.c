@@ -11,7 +11,7 @@
 #include "../src/core/util.h"
 
 /* 3 tokens x 2 layers x 2 adapters; one weight negative, one above 1. */
-static const char *LABELS[3] = {" He said \"hi\", ok", "a\nb <&>", "\xFF" "x"};
+static const char *LABELS[3] = {" He said \"hi\", ok", "a\nb <&>", ("\xFF" "x")}; /* an invalid byte, then x */
 static const char *NAMES[2] = {"math", "code"};
 static const float W[12] = {
     0.25f, 0.75f, -0.5f, 1.5f,   /* token 0: layer 0, layer 1 */
