@@ -173,6 +173,8 @@ int lf_colblock_for(lf_dtype t, int cols) {
 }
 
 void lf_mat_to_colblocks(void *dst, const lf_mat *src, int colblock, lf_mat *out) {
+    /* the readers take runs of up to 32 columns at multiples of 16 inside one block */
+    if (colblock <= 0 || colblock % 64 || src->colblock || src->dtype == LF_Q8) abort();
     const size_t es = src->dtype == LF_F32 ? 4 : 2;
     lf_mat W = *src;
     W.data = dst;
