@@ -12,24 +12,33 @@
 #include "../src/model/model.h"
 #include "../src/model/train.h"
 
-/* A small random model in dir (tiny shape, 2 layers, F16, 2 adapters). */
-static void make_model(const char *dir, lf_dtype dt, int tie) {
-    lf_synth_spec sp;
-    memset(&sp, 0, sizeof sp);
-    assert_int_equal(lf_synth_shape("tiny", &sp.cfg), 0);
-    sp.cfg.n_layers = 2;
-    sp.cfg.tie_word_embeddings = tie;
-    sp.dtype = dt;
-    sp.n_adapters = 2;
-    sp.rank = 4;
-    sp.alpha = 8;
-    sp.adapter_dtype = LF_BF16;
-    sp.gate = 1;
-    sp.seed = 3;
-    if (lf_synth_model(dir, &sp, NULL, NULL) != 0) {
+/* The tiny shape with 2 layers, 2 rank-4 adapters and a gate. */
+static void tiny_spec(lf_synth_spec *sp, lf_dtype dt, lf_dtype adapter_dt, uint64_t seed) {
+    memset(sp, 0, sizeof *sp);
+    assert_int_equal(lf_synth_shape("tiny", &sp->cfg), 0);
+    sp->cfg.n_layers = 2;
+    sp->dtype = dt;
+    sp->n_adapters = 2;
+    sp->rank = 4;
+    sp->alpha = 8;
+    sp->adapter_dtype = adapter_dt;
+    sp->gate = 1;
+    sp->seed = seed;
+}
+
+static void write_model(const char *dir, const lf_synth_spec *sp) {
+    if (lf_synth_model(dir, sp, NULL, NULL) != 0) {
         print_error("%s\n", lf_last_error());
         fail();
     }
+}
+
+/* A small random model in dir (tiny shape, 2 layers, F16, 2 adapters). */
+static void make_model(const char *dir, lf_dtype dt, int tie) {
+    lf_synth_spec sp;
+    tiny_spec(&sp, dt, LF_BF16, 3);
+    sp.cfg.tie_word_embeddings = tie;
+    write_model(dir, &sp);
 }
 
 static const int32_t ids[] = {1, 50, 300, 7, 411, 99};
@@ -374,9 +383,7 @@ static void test_kv_placement(void **state) {
 static void colblock_model(int wide_hidden) {
     const char *dir = sub(wide_hidden ? "cbmodel_h" : "cbmodel_i");
     lf_synth_spec sp;
-    memset(&sp, 0, sizeof sp);
-    assert_int_equal(lf_synth_shape("tiny", &sp.cfg), 0);
-    sp.cfg.n_layers = 2;
+    tiny_spec(&sp, LF_F16, LF_F16, 5);
     if (wide_hidden) {
         sp.cfg.n_layers = 1;
         sp.cfg.hidden_size = 2112;
@@ -387,14 +394,7 @@ static void colblock_model(int wide_hidden) {
     } else {
         sp.cfg.intermediate_size = 2176;
     }
-    sp.dtype = LF_F16;
-    sp.n_adapters = 2;
-    sp.rank = 4;
-    sp.alpha = 8;
-    sp.adapter_dtype = LF_F16;
-    sp.gate = 1;
-    sp.seed = 5;
-    assert_int_equal(lf_synth_model(dir, &sp, NULL, NULL), 0);
+    write_model(dir, &sp);
     lf_model *m[2];
     lf_gate *g[2];
     lf_session *s[2];
