@@ -165,7 +165,9 @@ typedef struct {
 } lf_matvec_job;
 /* Run the jobs on the kernel threads, the rows of all of them cut into
  * items of about 64 KiB of weights, one range of items per thread (one
- * wake-up for several matrices; matvec.c). */
+ * wake-up for several matrices; matvec.c).  A W in column blocks runs as
+ * one job per block; each row's sum is its blocks' sums added in block
+ * order (lf_matmul_rows adds them the same way). */
 void lf_matvec(const lf_matvec_job *jobs, int n);
 /* lf_matvec in two stages within one batch: the jobs pre[0..npre-1] (no
  * B; at most 4) first, then after_pre(ctx) once, by the thread that
