@@ -151,10 +151,10 @@ T_512 static void pack_x_avx512(float *xp, const float *x, size_t st, int T, int
     }
 }
 
-/* 16 values of row r from column c (the first m when m < 16) as float32. */
-T_512 static inline __m512 load16_f32(const lf_mat *W, int r, int c, int m) {
+/* 16 values of W from element index at (lf_mat_col: 16 columns of one
+ * block; the first m when m < 16) as float32. */
+T_512 static inline __m512 load16_f32(const lf_mat *W, size_t at, int m) {
     const __mmask16 k = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
-    const size_t at = lf_mat_at(W, r, c); /* 16-aligned: inside one column block */
     if (W->dtype == LF_F16)
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)W->data + at));
     if (W->dtype == LF_BF16)
@@ -174,14 +174,16 @@ T_512 static void pack_trans_avx512(float *panel, const lf_mat *W, int r0, int n
     const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
     const size_t esz = W->dtype == LF_F32 ? 4 : 2;
     const char *base = W->data;
+    size_t ld;
+    const size_t at0 = lf_mat_col(W, r0, &ld); /* r0 .. r0+nr-1: one column block (nr <= 32) */
     for (int c = 0; c < kc; c++) {
         if (c + PF_ROWS < kc)
             for (size_t b = 0; b < (size_t)nv * esz + 63; b += 64)
-                _mm_prefetch(base + lf_mat_at(W, c0 + c + PF_ROWS, r0) * esz + b, _MM_HINT_T0);
+                _mm_prefetch(base + (at0 + (size_t)(c0 + c + PF_ROWS) * ld) * esz + b, _MM_HINT_T0);
         float *d = panel + (size_t)c * nr;
         for (int j = 0; j < nr; j += 16) {
             const int m = nv - j < 16 ? (nv - j > 0 ? nv - j : 0) : 16;
-            _mm512_store_ps(d + j, m ? load16_f32(W, c0 + c, r0 + j, m) : _mm512_setzero_ps());
+            _mm512_store_ps(d + j, m ? load16_f32(W, at0 + (size_t)(c0 + c) * ld + j, m) : _mm512_setzero_ps());
         }
     }
 }
@@ -198,16 +200,19 @@ T_512 static void pack_avx512(float *panel, const lf_mat *W, int r0, int nr, int
     const size_t esz = W->dtype == LF_F32 ? 4 : 2;
     for (int c = 0; c < kc; c += 16) {
         const int m = kc - c < 16 ? kc - c : 16;
+        const int pf = c % 32 == 0 && c + 64 < kc;
+        size_t ld, ldp = 0;
+        const size_t at = lf_mat_col(W, c0 + c, &ld), atp = pf ? lf_mat_col(W, c0 + c + 64, &ldp) : 0;
         for (int i = 0; i < nr; i += 16) {
             __m512 r[16];
             /* the same rows' line after next: the panel's rows are a page
              * or more apart, a line or two each, which the hardware
              * prefetchers do not follow */
-            if (c % 32 == 0 && c + 64 < kc)
+            if (pf)
                 for (int j = 0; j < 16 && r0 + i + j < W->rows; j++)
-                    _mm_prefetch((const char *)W->data + lf_mat_at(W, r0 + i + j, c0 + c + 64) * esz, _MM_HINT_T0);
+                    _mm_prefetch((const char *)W->data + (atp + (size_t)(r0 + i + j) * ldp) * esz, _MM_HINT_T0);
             for (int j = 0; j < 16; j++)
-                r[j] = r0 + i + j < W->rows ? load16_f32(W, r0 + i + j, c0 + c, m) : _mm512_setzero_ps();
+                r[j] = r0 + i + j < W->rows ? load16_f32(W, at + (size_t)(r0 + i + j) * ld, m) : _mm512_setzero_ps();
             tr16_regs(r);
             for (int j = 0; j < m; j++) _mm512_store_ps(panel + (size_t)(c + j) * nr + i, r[j]);
         }
@@ -519,19 +524,25 @@ T_BF16 static void pack_xb_avx512(uint32_t *xb, const float *x, size_t st, int T
  * c0 .. c0+kc-1 of W (F32, F16 or BF16) as bfloat16 pairs [(kc + 1) / 2][nr]:
  * 32 columns of 16 rows at a time, transposed in registers. */
 T_BF16 static void pack_pairs_avx512(uint32_t *pb, const lf_mat *W, int r0, int nr, int c0, int kc) {
+    const size_t esz = W->dtype == LF_F32 ? 4 : 2;
     for (int c = 0; c < kc; c += 32) {
         const int m = kc - c < 32 ? kc - c : 32;
+        /* the two runs of 16 may lie in two column blocks */
+        size_t ld0, ld1 = 0, ldp = 0;
+        const size_t a0 = lf_mat_col(W, c0 + c, &ld0), a1 = m > 16 ? lf_mat_col(W, c0 + c + 16, &ld1) : 0;
+        const size_t atp = c + 64 < kc ? lf_mat_col(W, c0 + c + 64, &ldp) : 0;
         for (int i = 0; i < nr; i += 16) {
             __m512i r[16];
             if (c + 64 < kc) /* the same rows' next lines but one */
                 for (int j = 0; j < 16 && r0 + i + j < W->rows; j++)
-                    _mm_prefetch((const char *)W->data + lf_mat_at(W, r0 + i + j, c0 + c + 64) * (W->dtype == LF_F32 ? 4 : 2),
-                                 _MM_HINT_T0);
-            for (int j = 0; j < 16; j++)
+                    _mm_prefetch((const char *)W->data + (atp + (size_t)(r0 + i + j) * ldp) * esz, _MM_HINT_T0);
+            for (int j = 0; j < 16; j++) {
+                const size_t row = (size_t)(r0 + i + j);
                 r[j] = r0 + i + j < W->rows
-                           ? pairs_of(load16_f32(W, r0 + i + j, c0 + c, m),
-                                      m > 16 ? load16_f32(W, r0 + i + j, c0 + c + 16, m - 16) : _mm512_setzero_ps())
+                           ? pairs_of(load16_f32(W, a0 + row * ld0, m),
+                                      m > 16 ? load16_f32(W, a1 + row * ld1, m - 16) : _mm512_setzero_ps())
                            : _mm512_setzero_si512();
+            }
             lf_tr16_epi32(r);
             for (int j = 0; j < (m + 1) / 2; j++) _mm512_store_si512(pb + (size_t)(c / 2 + j) * nr + i, r[j]);
         }
@@ -547,6 +558,8 @@ T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0
     const int nv = W->cols - r0 < nr ? W->cols - r0 : nr;
     const size_t esz = W->dtype == LF_F32 ? 4 : 2;
     const char *base = W->data;
+    size_t ld;
+    const size_t at0 = lf_mat_col(W, r0, &ld); /* r0 .. r0+nr-1: one column block (nr <= 32) */
     for (int p = 0; p < (kc + 1) / 2; p++) {
         const int odd = 2 * p + 1 < kc;
         /* each row gives this panel one cache line or two, 4 KiB or more
@@ -555,11 +568,12 @@ T_BF16 static void pack_pairs_trans_avx512(uint32_t *pb, const lf_mat *W, int r0
         if (2 * p + PF_ROWS + 1 < kc)
             for (int q = 0; q < 2; q++)
                 for (size_t b = 0; b < nr * esz; b += 64)
-                    _mm_prefetch(base + lf_mat_at(W, c0 + 2 * p + PF_ROWS + q, r0) * esz + b, _MM_HINT_T0);
+                    _mm_prefetch(base + (at0 + (size_t)(c0 + 2 * p + PF_ROWS + q) * ld) * esz + b, _MM_HINT_T0);
         for (int j = 0; j < nr; j += 16) {
             const int m = nv - j < 16 ? (nv - j > 0 ? nv - j : 0) : 16;
-            const __m512 a = m ? load16_f32(W, c0 + 2 * p, r0 + j, m) : _mm512_setzero_ps();
-            const __m512 b = m && odd ? load16_f32(W, c0 + 2 * p + 1, r0 + j, m) : _mm512_setzero_ps();
+            const size_t at = at0 + (size_t)(c0 + 2 * p) * ld + j;
+            const __m512 a = m ? load16_f32(W, at, m) : _mm512_setzero_ps();
+            const __m512 b = m && odd ? load16_f32(W, at + ld, m) : _mm512_setzero_ps();
             _mm512_store_si512(pb + (size_t)p * nr + j, _mm512_permutexvar_epi16(inter, pairs_of(a, b)));
         }
     }

@@ -138,11 +138,12 @@ T_AMX static void pack_x_tile(void *ctx, int t) {
 
 /* ---- weights: panel [kb][hi0, hi1, lo0, lo1][16 pair rows][16 x 2] ---- */
 
-/* 16 values of W (row r, columns c ..; the first m) as float32, 0 past the matrix. */
-T_AMX static inline __m512 w16(const lf_mat *W, int r, int c, int m) {
+/* 16 values of W (row r, from element index col + r * ld: lf_mat_col; the
+ * first m) as float32, 0 past the matrix. */
+T_AMX static inline __m512 w16(const lf_mat *W, int r, size_t col, size_t ld, int m) {
     if (r >= W->rows || m <= 0) return _mm512_setzero_ps();
     const __mmask16 k = (__mmask16)(m >= 16 ? 0xffff : (1u << m) - 1);
-    const uint16_t *p = (const uint16_t *)W->data + lf_mat_at(W, r, c); /* 16 columns of one block */
+    const uint16_t *p = (const uint16_t *)W->data + col + (size_t)r * ld;
     const __m256i v = _mm256_maskz_loadu_epi16(k, p);
     if (W->dtype == LF_F16) return _mm512_cvtph_ps(v);
     return lanes_f32(_mm512_cvtepu16_epi32(v));
@@ -160,13 +161,19 @@ T_AMX static void pack_panel(uint16_t *dst, const amx_job *g, int o0, int kb0, i
         const char *base = W->data;
         if (!g->wtrans) {
             const int ce = cn + KC < kdim ? cn + KC : kdim;
-            for (int j = 0; j < 32 && o0 + j < W->rows; j++)
-                for (int c = cn; c < ce; c += 32) _mm_prefetch(base + lf_mat_at(W, o0 + j, c) * 2, _MM_HINT_T1);
+            for (int c = cn; c < ce; c += 32) {
+                size_t ld;
+                const size_t at = lf_mat_col(W, c, &ld);
+                for (int j = 0; j < 32 && o0 + j < W->rows; j++)
+                    _mm_prefetch(base + (at + (size_t)(o0 + j) * ld) * 2, _MM_HINT_T1);
+            }
         } else {
             const int re = cn + KC < kdim ? cn + KC : kdim, oe = o0 + 31 < W->cols ? o0 + 31 : W->cols - 1;
+            size_t ld; /* o0 .. oe: one column block */
+            const size_t a0 = lf_mat_col(W, o0, &ld), ae = a0 + (size_t)(oe - o0);
             for (int r = cn; r < re; r++) {
-                _mm_prefetch(base + lf_mat_at(W, r, o0) * 2, _MM_HINT_T1);
-                _mm_prefetch(base + lf_mat_at(W, r, oe) * 2, _MM_HINT_T1);
+                _mm_prefetch(base + (a0 + (size_t)r * ld) * 2, _MM_HINT_T1);
+                _mm_prefetch(base + (ae + (size_t)r * ld) * 2, _MM_HINT_T1);
             }
         }
     }
@@ -179,15 +186,20 @@ T_AMX static void pack_panel(uint16_t *dst, const amx_job *g, int o0, int kb0, i
             if (!g->wtrans) {
                 /* row n0 + j of W gives 16 pairs: lane p = columns c0 + 2p, +1 */
                 const int m = W->cols - c0;
+                size_t ld; /* c0 .. c0+31: one column block */
+                const size_t at = lf_mat_col(W, c0, &ld);
                 for (int j = 0; j < 16; j++)
-                    split32(w16(W, n0 + j, c0, m), w16(W, n0 + j, c0 + 16, m - 16), &hi[j], &lo[j]);
+                    split32(w16(W, n0 + j, at, ld, m), w16(W, n0 + j, at + 16, ld, m - 16), &hi[j], &lo[j]);
                 lf_tr16_epi32(hi);
                 lf_tr16_epi32(lo);
             } else {
                 /* pair row p: rows c0 + 2p and c0 + 2p + 1 of W at columns n0 .. n0+15 */
                 const int m = W->cols - n0;
+                size_t ld; /* n0 .. n0+15: one column block */
+                const size_t at = m > 0 ? lf_mat_col(W, n0, &ld) : 0;
+                if (m <= 0) ld = 0;
                 for (int p = 0; p < 16; p++) {
-                    const __m512 a = w16(W, c0 + 2 * p, n0, m), b = w16(W, c0 + 2 * p + 1, n0, m);
+                    const __m512 a = w16(W, c0 + 2 * p, at, ld, m), b = w16(W, c0 + 2 * p + 1, at, ld, m);
                     const __m512i ha = bf16_lanes(a), hb = bf16_lanes(b);
                     hi[p] = _mm512_or_si512(ha, _mm512_slli_epi32(hb, 16));
                     const __m512i la = bf16_lanes(remainder_of(a, ha)), lb = bf16_lanes(remainder_of(b, hb));

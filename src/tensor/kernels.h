@@ -48,11 +48,25 @@ typedef struct {
     int colblock; /* 0: row-major; else columns per block, a multiple of 64 */
 } lf_mat;
 
+/* Index of element (0, c) of W (F32/F16/BF16) in its storage, and in *ld
+ * the distance from one row to the next there (the width of c's column
+ * block, or cols): element (r, c + i), i inside c's block, is at
+ * lf_mat_col(W, c, &ld) + r * ld + i.  One division for the many rows of
+ * the same columns a packing reads. */
+static inline size_t lf_mat_col(const lf_mat *W, int c, size_t *ld) {
+    if (!W->colblock) {
+        *ld = (size_t)W->cols;
+        return (size_t)c;
+    }
+    const int c0 = c / W->colblock * W->colblock;
+    *ld = (size_t)(W->cols - c0 < W->colblock ? W->cols - c0 : W->colblock);
+    return (size_t)W->rows * c0 + (size_t)(c - c0);
+}
 /* Index of element (r, c) of W (F32/F16/BF16) in its storage. */
 static inline size_t lf_mat_at(const lf_mat *W, int r, int c) {
-    if (!W->colblock) return (size_t)r * W->cols + c;
-    const int c0 = c / W->colblock * W->colblock, w = W->cols - c0 < W->colblock ? W->cols - c0 : W->colblock;
-    return (size_t)W->rows * c0 + (size_t)r * w + (c - c0);
+    size_t ld;
+    const size_t b = lf_mat_col(W, c, &ld);
+    return b + (size_t)r * ld;
 }
 /* Column blocks of W (1 for a row-major W). */
 static inline int lf_mat_nblocks(const lf_mat *W) {
