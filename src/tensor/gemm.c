@@ -538,7 +538,7 @@ T_BF16 static void pack_pairs_avx512(uint32_t *pb, const lf_mat *W, int r0, int 
                     _mm_prefetch((const char *)W->data + (atp + (size_t)(r0 + i + j) * ldp) * esz, _MM_HINT_T0);
             for (int j = 0; j < 16; j++) {
                 const size_t row = (size_t)(r0 + i + j);
-                r[j] = r0 + i + j < W->rows
+                r[j] = row < (size_t)W->rows
                            ? pairs_of(load16_f32(W, a0 + row * ld0, m),
                                       m > 16 ? load16_f32(W, a1 + row * ld1, m - 16) : _mm512_setzero_ps())
                            : _mm512_setzero_si512();

@@ -161,8 +161,9 @@ void lf_mat_block(const lf_mat *W, int b, lf_mat *view, int *c0) {
         return;
     }
     const int s = b * W->colblock;
-    view->cols = W->cols - s < W->colblock ? W->cols - s : W->colblock;
-    view->data = (const char *)W->data + lf_mat_at(W, 0, s) * (W->dtype == LF_F32 ? 4 : 2);
+    size_t width;
+    view->data = (const char *)W->data + lf_mat_col(W, s, &width) * (W->dtype == LF_F32 ? 4 : 2);
+    view->cols = (int)width;
     if (c0) *c0 = s;
 }
 

@@ -290,6 +290,11 @@ typedef struct {
     const void **xs;
     lf_rowdot_fn dot;
     int T, accumulate;
+    /* a W in column blocks: its nb blocks as matrices of their own, block q
+     * from column c0[q] */
+    const lf_mat *blocks;
+    const int *c0;
+    int nb;
 } rows_ctx;
 
 #define ROWS_ITEM 16 /* rows */
@@ -297,19 +302,15 @@ typedef struct {
 static void rows_item(void *ctx, int c) {
     const rows_ctx *b = ctx;
     const int rows = b->W->rows, r1 = (c + 1) * ROWS_ITEM < rows ? (c + 1) * ROWS_ITEM : rows;
-    const int nb = lf_mat_nblocks(b->W);
     for (int r = c * ROWS_ITEM; r < r1; r += 4) {
         const int nr = r1 - r < 4 ? r1 - r : 4;
         float a[4], p[4];
         for (int t = 0; t < b->T; t++) {
-            if (nb == 1) {
+            if (!b->nb) {
                 b->dot(b->W, r, nr, b->xs[t], a);
             } else { /* column blocks: their sums added in block order, as lf_matvec does */
-                for (int q = 0; q < nb; q++) {
-                    lf_mat v;
-                    int c0;
-                    lf_mat_block(b->W, q, &v, &c0);
-                    b->dot(&v, r, nr, (const float *)b->xs[t] + c0, q ? p : a);
+                for (int q = 0; q < b->nb; q++) {
+                    b->dot(&b->blocks[q], r, nr, (const float *)b->xs[t] + b->c0[q], q ? p : a);
                     for (int i = 0; q && i < nr; i++) a[i] += p[i];
                 }
             }
@@ -337,8 +338,21 @@ void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumu
     }
     const size_t bytes = (size_t)rows * cols * elem_bytes(W->dtype);
     const int nt = bytes >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
-    rows_ctx b = {y, W, xs, lf_rowdot_for(W->dtype, isa), T, accumulate};
+    rows_ctx b = {y, W, xs, lf_rowdot_for(W->dtype, isa), T, accumulate, NULL, NULL, 0};
+    lf_mat *blocks = NULL;
+    int *c0 = NULL;
+    if (W->colblock) {
+        b.nb = lf_mat_nblocks(W);
+        blocks = malloc((size_t)b.nb * sizeof *blocks);
+        c0 = malloc((size_t)b.nb * sizeof *c0);
+        if (!blocks || !c0) abort();
+        for (int q = 0; q < b.nb; q++) lf_mat_block(W, q, &blocks[q], &c0[q]);
+        b.blocks = blocks;
+        b.c0 = c0;
+    }
     lf_parallel_ranges(rows_item, &b, 0, (rows + ROWS_ITEM - 1) / ROWS_ITEM, nt);
+    free(blocks);
+    free(c0);
     if (qa) {
         for (int t = 0; t < T; t++) lf_q8_act_free(&qa[t]);
         free(qa);
