@@ -416,11 +416,15 @@ static void test_attention_threads(void **state) {
     lf_model_free(m);
 }
 
-/* A trainable keeps its step buffers from one step to the next: steps of
- * 12, 7, 12 and 16 tokens with kept activations, checkpointed layers and
- * the default in turn give, bit for bit, the loss and the gradients of
- * a new trainable per step (stale values from an earlier, longer step or
- * from the other layout would show). */
+/* A trainable keeps its step buffers from one step to the next, and does
+ * not clear them: steps of 12, 7, 12 and 16 tokens with kept activations,
+ * checkpointed layers and the default in turn give, bit for bit, the loss
+ * and the gradients of a new trainable per step (stale values from an
+ * earlier, longer step or from the other layout would show); again with
+ * the kept buffers filled with NaN before every step (lf_train_poison: a
+ * value read before the step writes it would turn the loss or a gradient
+ * into NaN); for the gate with the adapters, and for the gate with the
+ * base weights. */
 static void test_step_buffers_reused(void **state) {
     (void)state;
     lf_gate *gate;
@@ -429,31 +433,38 @@ static void test_step_buffers_reused(void **state) {
     int32_t ids[16], lab[16];
     for (int t = 0; t < 16; t++) { ids[t] = 3 + (t * 23) % 60; lab[t] = t < 3 ? -100 : (7 + t * 13) % 64; }
     const int Ts[] = {12, 7, 12, 16, 7}, ck[] = {0, 0, 1, -1, 0};
+    const int whats[] = {LF_TRAIN_GATE | LF_TRAIN_LORA, LF_TRAIN_GATE | LF_TRAIN_BASE};
     const int keep_mode = lf_train_checkpoint;
-    lf_trainable *kept = lf_trainable_new(m, gate, LF_TRAIN_GATE | LF_TRAIN_LORA);
-    assert_non_null(kept);
-    size_t total = 0;
-    for (int i = 0; i < lf_trainable_count(kept); i++) total += lf_trainable_param(kept, i)->n;
-    float *a = malloc(total * sizeof(float)), *b = malloc(total * sizeof(float));
-    assert_non_null(a);
-    assert_non_null(b);
-    for (int s = 0; s < 5; s++) {
-        lf_train_checkpoint = ck[s];
-        double la, lb;
-        const size_t na = one_step(kept, m, &md, ids, lab, Ts[s], &la, a);
-        lf_trainable *fresh = lf_trainable_new(m, gate, LF_TRAIN_GATE | LF_TRAIN_LORA);
-        assert_non_null(fresh);
-        const size_t nb = one_step(fresh, m, &md, ids, lab, Ts[s], &lb, b);
-        lf_trainable_free(fresh);
-        assert_int_equal(na, total);
-        assert_int_equal(nb, total);
-        assert_true(la == lb);
-        assert_int_equal(memcmp(a, b, total * sizeof(float)), 0);
+    for (int run = 0; run < 4; run++) {
+        const int what = whats[run / 2];
+        lf_train_poison = run % 2;
+        lf_trainable *kept = lf_trainable_new(m, gate, what);
+        assert_non_null(kept);
+        size_t total = 0;
+        for (int i = 0; i < lf_trainable_count(kept); i++) total += lf_trainable_param(kept, i)->n;
+        float *a = malloc(total * sizeof(float)), *b = malloc(total * sizeof(float));
+        assert_non_null(a);
+        assert_non_null(b);
+        for (int s = 0; s < 5; s++) {
+            lf_train_checkpoint = ck[s];
+            double la, lb;
+            const size_t na = one_step(kept, m, &md, ids, lab, Ts[s], &la, a);
+            lf_trainable *fresh = lf_trainable_new(m, gate, what);
+            assert_non_null(fresh);
+            const size_t nb = one_step(fresh, m, &md, ids, lab, Ts[s], &lb, b);
+            lf_trainable_free(fresh);
+            assert_int_equal(na, total);
+            assert_int_equal(nb, total);
+            assert_true(isfinite(lb));
+            assert_true(la == lb);
+            assert_int_equal(memcmp(a, b, total * sizeof(float)), 0);
+        }
+        free(a);
+        free(b);
+        lf_trainable_free(kept);
     }
+    lf_train_poison = 0;
     lf_train_checkpoint = keep_mode;
-    free(a);
-    free(b);
-    lf_trainable_free(kept);
     lf_gate_free(gate);
     lf_model_free(m);
 }

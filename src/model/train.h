@@ -82,4 +82,9 @@ extern int lf_attn_query_block;
  * checkpoints.  -1: that choice (default); 1: always checkpoint; 0: never. */
 extern int lf_train_checkpoint;
 
+/* Tests: a trainable's kept step buffers are filled with NaN before each
+ * step (a value a step reads before writing it would show in its loss and
+ * gradients); 0, the default: they are left as the last step left them. */
+extern int lf_train_poison;
+
 #endif
