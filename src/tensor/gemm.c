@@ -34,6 +34,7 @@
 #include "simd.h"
 #include "../core/util.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,65 @@ void *lf_xaligned(size_t n) {
     void *p = aligned_alloc(64, (n + 63) / 64 * 64);
     if (!p) abort();
     return p;
+}
+
+/* Working buffers kept by each thread from one product to the next, one
+ * per use (SCRATCH_*), grown as needed and freed when the thread ends: a
+ * buffer allocated for every product came from new pages each time (above
+ * glibc's mmap threshold, which its own frees keep equal to the next
+ * request), and a new page is faulted in at 0.3-0.5 GB/s on the AMD EPYC
+ * guest: packing x into a new buffer took 16 times as long as into a kept
+ * one.  A buffer already in use by this thread (a product inside a
+ * product), larger than SCRATCH_KEEP, or wanted when the thread's table
+ * cannot be made is allocated and freed as before. */
+enum { SCRATCH_XP, SCRATCH_XB, SCRATCH_YB, SCRATCH_TMP, SCRATCH_PANELS, SCRATCH_PAIRS, SCRATCH_N };
+#define SCRATCH_KEEP (32u << 20)
+typedef struct {
+    void *p;
+    size_t n;
+    int busy;
+} scratch_buf;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void scratch_free(void *arg) {
+    scratch_buf *s = arg;
+    for (int i = 0; i < SCRATCH_N; i++) free(s[i].p);
+    free(s);
+}
+
+static void scratch_init(void) { scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+/* This thread's table, made on first use (NULL when it cannot be). */
+static scratch_buf *scratch_table(void) {
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_ok) return NULL;
+    scratch_buf *s = pthread_getspecific(scratch_key);
+    if (!s && (s = calloc(SCRATCH_N, sizeof *s)) && pthread_setspecific(scratch_key, s)) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+static void *scratch_get(int slot, size_t n) {
+    scratch_buf *s = n <= SCRATCH_KEEP ? scratch_table() : NULL, *b = s ? &s[slot] : NULL;
+    if (!b || b->busy) return lf_xaligned(n);
+    if (b->n < n) {
+        free(b->p);
+        b->p = lf_xaligned(n);
+        b->n = n;
+    }
+    b->busy = 1;
+    return b->p;
+}
+
+static void scratch_put(int slot, void *p) {
+    if (!p) return;
+    scratch_buf *s = scratch_ok ? pthread_getspecific(scratch_key) : NULL;
+    if (s && p == s[slot].p) s[slot].busy = 0;
+    else free(p);
 }
 
 /* ============================ packing ============================ */
@@ -697,16 +757,17 @@ static void panels_chunk(void *ctx, int chunk) {
     chunk -= q->first;
     const int mr = g->sh.mr, nr = g->sh.nr, rows = q->rows, T = g->T;
     const int g0 = chunk * q->group, ng = q->npanels - g0 < q->group ? q->npanels - g0 : q->group;
-    float *tmp = lf_xaligned((size_t)nr * g->kcmax * sizeof(float));
-    float *panels = lf_xaligned((size_t)GROUP * nr * g->kcmax * sizeof(float));
-    uint32_t *pairs = g->bf16 && !q->pre ? lf_xaligned((size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
+    float *tmp = scratch_get(SCRATCH_TMP, (size_t)nr * g->kcmax * sizeof(float));
+    float *panels = scratch_get(SCRATCH_PANELS, (size_t)GROUP * nr * g->kcmax * sizeof(float));
+    uint32_t *pairs =
+        g->bf16 && !q->pre ? scratch_get(SCRATCH_PAIRS, (size_t)GROUP * nr * (g->kcmax / 2) * sizeof(uint32_t)) : NULL;
     /* With more than one slice the group's block of y is summed in a
      * contiguous buffer, rows ng * nr floats apart, and written to y once:
      * y's own rows are rows floats apart (8 KiB for 2048), so the block's
      * lines fell into a sixteenth of L2's sets and went to L3 and back at
      * every slice. */
     const int ldb = ng * nr, nslices = (g->cols + g->kcmax - 1) / g->kcmax;
-    float *yb = nslices > 1 ? lf_xaligned((size_t)g->ntiles * mr * ldb * sizeof(float)) : NULL;
+    float *yb = nslices > 1 ? scratch_get(SCRATCH_YB, (size_t)g->ntiles * mr * ldb * sizeof(float)) : NULL;
     float *yo = yb ? yb : q->y + (size_t)g0 * nr;
     const int ldo = yb ? ldb : rows, nvg = rows - g0 * nr < ldb ? rows - g0 * nr : ldb;
     if (yb && q->accumulate)
@@ -764,10 +825,10 @@ static void panels_chunk(void *ctx, int chunk) {
     }
     if (yb)
         for (int t = 0; t < T; t++) memcpy(q->y + (size_t)t * rows + g0 * nr, yb + (size_t)t * ldb, nvg * sizeof(float));
-    free(yb);
-    free(tmp);
-    free(panels);
-    free(pairs);
+    scratch_put(SCRATCH_YB, yb);
+    scratch_put(SCRATCH_TMP, tmp);
+    scratch_put(SCRATCH_PANELS, panels);
+    scratch_put(SCRATCH_PAIRS, pairs);
 }
 
 void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16) {
@@ -809,8 +870,8 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
         total += q->npanels;
     }
     if (!g.n) return;
-    g.xp = g.bf16 && xsk == 1 ? NULL : lf_xaligned((size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
-    g.xb = g.bf16 ? lf_xaligned((size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
+    g.xp = g.bf16 && xsk == 1 ? NULL : scratch_get(SCRATCH_XP, (size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
+    g.xb = g.bf16 ? scratch_get(SCRATCH_XB, (size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
     /* The kernel threads claim tiles, then groups of panels (pool.c): a
      * thread the system preempts delays only the chunk it holds. */
     const int nt = flops >= 4e6 ? lf_kernels_threads() : 1;
@@ -824,8 +885,8 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
         g.p[i + 1].first = q->first + (q->npanels + q->group - 1) / q->group;
     }
     lf_parallel_chunks(panels_chunk, &g, g.p[g.n].first, nt);
-    free(g.xp);
-    free(g.xb);
+    scratch_put(SCRATCH_XP, g.xp);
+    scratch_put(SCRATCH_XB, g.xb);
 }
 
 void lf_gemm_mode(float *y, const float *x, size_t xst, size_t xsk, const lf_mat *W, int wtrans, int T,
