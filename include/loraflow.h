@@ -45,6 +45,18 @@ int lf_get_threads(void);
 int lf_set_products(int mode);
 int lf_get_products(void);
 
+/* The environment variables the library reads: name, the values it
+ * accepts ("a|b|c"; unset or empty: the default) and what they set. */
+typedef struct {
+    const char *name, *values, *what;
+} lf_env_var;
+const lf_env_var *lf_env_vars(int *n);
+/* 0 when each of them is unset, empty or one of its values; else -1, and
+ * lf_last_error() names the variable, its value and the values it takes.
+ * lf_model_load_opts (and lf_model_load) fail on such a value rather than
+ * run with the default in its place. */
+int lf_env_check(void);
+
 /* A tensor to write (lf_write_safetensors). */
 typedef struct {
     const char *name;
@@ -152,10 +164,11 @@ typedef struct {
 /* The defaults: LF_PLACE_AUTO, nothing quantised, LF_LAYOUT_AUTO, unless
  * the environment variables LORAFLOW_PLACEMENT=mmap|copy,
  * LORAFLOW_QUANTIZE=q8, LORAFLOW_QUANTIZE_ADAPTERS=q8 and
- * LORAFLOW_LAYOUT=rows say otherwise (other values leave the default; the
- * loraflow tool refuses them). */
+ * LORAFLOW_LAYOUT=rows say otherwise (a value lf_env_check refuses leaves
+ * the default here, and makes lf_model_load_opts fail). */
 void lf_load_options_default(lf_load_options *o);
-/* lf_model_load with options (NULL: lf_load_options_default's). */
+/* lf_model_load with options (NULL: lf_load_options_default's); fails
+ * when lf_env_check does. */
 lf_model *lf_model_load_opts(const char *dir, const lf_load_options *o);
 /* LF_PLACE_MMAP or LF_PLACE_COPY: where the weights ended up. */
 int lf_model_placement(const lf_model *m);

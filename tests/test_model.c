@@ -472,6 +472,58 @@ static void test_colblock_model(void **state) {
     colblock_model(1);
 }
 
+/* Every LORAFLOW_* variable of lf_env_vars takes each of its values and
+ * the empty string; any other value makes lf_env_check fail, naming the
+ * variable, and a model load fail with it (LORAFLOW_LAYOUT=row would have
+ * loaded with the default layout), with or without explicit options. */
+static void test_env_check(void **state) {
+    (void)state;
+    const char *dir = sub("envmodel");
+    make_model(dir, LF_F16, 0);
+    int n;
+    const lf_env_var *v = lf_env_vars(&n);
+    assert_true(n >= 9);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(strncmp(v[i].name, "LORAFLOW_", 9), 0);
+        const char *old = getenv(v[i].name);
+        char *keep = old ? strdup(old) : NULL, word[64];
+        for (const char *p = v[i].values;;) { /* each accepted word */
+            const size_t len = strcspn(p, "|");
+            assert_true(len > 0 && len < sizeof word);
+            memcpy(word, p, len);
+            word[len] = 0;
+            setenv(v[i].name, word, 1);
+            if (lf_env_check()) { print_error("%s\n", lf_last_error()); fail(); }
+            if (!p[len]) break;
+            p += len + 1;
+        }
+        setenv(v[i].name, "", 1);
+        assert_int_equal(lf_env_check(), 0);
+        setenv(v[i].name, "Bogus", 1);
+        assert_int_equal(lf_env_check(), -1);
+        assert_non_null(strstr(lf_last_error(), v[i].name));
+        assert_non_null(strstr(lf_last_error(), "=Bogus"));
+        if (keep) setenv(v[i].name, keep, 1);
+        else unsetenv(v[i].name);
+        free(keep);
+    }
+    const char *old = getenv("LORAFLOW_LAYOUT");
+    char *keep = old ? strdup(old) : NULL;
+    setenv("LORAFLOW_LAYOUT", "row", 1);
+    lf_load_options o;
+    lf_load_options_default(&o);
+    assert_null(lf_model_load(dir));
+    assert_non_null(strstr(lf_last_error(), "LORAFLOW_LAYOUT=row: expected auto|rows"));
+    assert_null(lf_model_load_opts(dir, &o));
+    setenv("LORAFLOW_LAYOUT", "rows", 1);
+    lf_model *m = lf_model_load(dir);
+    if (!m) { print_error("%s\n", lf_last_error()); fail(); }
+    lf_model_free(m);
+    if (keep) setenv("LORAFLOW_LAYOUT", keep, 1);
+    else unsetenv("LORAFLOW_LAYOUT");
+    free(keep);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layouts),
@@ -481,6 +533,7 @@ int main(void) {
         cmocka_unit_test(test_synth_ties),
         cmocka_unit_test(test_kv_placement),
         cmocka_unit_test(test_colblock_model),
+        cmocka_unit_test(test_env_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,45 +24,12 @@ static const struct {
     {"synth", cmd_synth, "write a random-weight model with adapters and a gate (demos, benchmarks)"},
 };
 
-/* The environment variables the library reads, and their values.  The
- * library ignores a value it does not know (it keeps its default); the
- * tool refuses it, so that a typo (LORAFLOW_QUANTIZE=Q8) does not run a
- * different configuration than the one asked for. */
-static const struct {
-    const char *name, *values, *what;
-} env_vars[] = {
-    {"LORAFLOW_PLACEMENT", "auto|mmap|copy", "where the weights live, as --placement"},
-    {"LORAFLOW_QUANTIZE", "q8|none", "8-bit base weights, as --quantize"},
-    {"LORAFLOW_QUANTIZE_ADAPTERS", "q8|none", "8-bit adapters, as --quantize-adapters"},
-    {"LORAFLOW_LAYOUT", "auto|rows", "rows: copied weights stay row-major (no column blocks)"},
-    {"LORAFLOW_PRODUCTS", "f32|bf16", "many-token products, as --products"},
-    {"LORAFLOW_ISA", "avx512|avx2|portable", "the best instruction set the kernels may use"},
-    {"LORAFLOW_NO_SIMD", "0|1", "1: portable kernels only"},
-    {"LORAFLOW_PREFETCH", "nt|t0", "long weight rows prefetched non-temporal or into L1"},
-    {"LORAFLOW_AMX", "0|1", "0: no AMX tiles"},
-};
-
-static int value_in(const char *v, const char *list) {
-    const size_t n = strlen(v);
-    for (const char *p = list;; p++) {
-        const char *bar = strchr(p, '|');
-        const size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        if (len == n && !strncmp(p, v, n)) return 1;
-        if (!bar) return 0;
-        p = bar;
-    }
-}
-
+/* A LORAFLOW_* variable with a value the library does not know: refused
+ * before any command runs (lf_env_check). */
 static int check_env(void) {
-    for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++) {
-        const char *v = getenv(env_vars[i].name);
-        if (v && *v && !value_in(v, env_vars[i].values)) {
-            fprintf(stderr, "loraflow: %s=%s: expected %s or unset (%s)\n", env_vars[i].name, v,
-                    env_vars[i].values, env_vars[i].what);
-            return -1;
-        }
-    }
-    return 0;
+    if (!lf_env_check()) return 0;
+    fprintf(stderr, "loraflow: %s\n", lf_last_error());
+    return -1;
 }
 
 static void usage(FILE *f) {
@@ -72,8 +39,9 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nenvironment (a flag given overrides its variable):\n");
-    for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++)
-        fprintf(f, "  %-27s %-21s %s\n", env_vars[i].name, env_vars[i].values, env_vars[i].what);
+    int nv;
+    const lf_env_var *v = lf_env_vars(&nv);
+    for (int i = 0; i < nv; i++) fprintf(f, "  %-27s %-21s %s\n", v[i].name, v[i].values, v[i].what);
 }
 
 int main(int argc, char **argv) {

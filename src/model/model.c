@@ -290,6 +290,7 @@ void lf_load_options_default(lf_load_options *o) {
 lf_model *lf_model_load(const char *dir) { return lf_model_load_opts(dir, NULL); }
 
 lf_model *lf_model_load_opts(const char *dir, const lf_load_options *opts) {
+    if (lf_env_check()) return NULL;
     lf_load_options o;
     if (opts) o = *opts;
     else lf_load_options_default(&o);
