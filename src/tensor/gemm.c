@@ -54,14 +54,15 @@ void *lf_xaligned(size_t n) {
 }
 
 /* Working buffers kept by each thread from one product to the next, one
- * per use (SCRATCH_*), grown as needed and freed when the thread ends: a
- * buffer allocated for every product came from new pages each time (above
- * glibc's mmap threshold, which its own frees keep equal to the next
- * request), and a new page is faulted in at 0.3-0.5 GB/s on the AMD EPYC
- * guest: packing x into a new buffer took 16 times as long as into a kept
- * one.  A buffer already in use by this thread (a product inside a
- * product), larger than SCRATCH_KEEP, or wanted when the thread's table
- * cannot be made is allocated and freed as before. */
+ * per use (SCRATCH_*), grown as needed and freed when the thread ends.
+ * Allocated for every product, a buffer of this size could come from a
+ * fresh mapping each time (glibc maps large blocks), whose pages are
+ * faulted in at 0.3-0.5 GB/s on the AMD EPYC guest: packing a 512 x 2048
+ * x into a new buffer took 16 times as long as into a kept one.  A buffer
+ * already in use by this thread (a product inside a product), larger than
+ * SCRATCH_KEEP, or wanted when the thread's table cannot be made is
+ * allocated and freed as before.  A thread keeps at most SCRATCH_N of
+ * them, each at most SCRATCH_KEEP. */
 enum { SCRATCH_XP, SCRATCH_XB, SCRATCH_YB, SCRATCH_TMP, SCRATCH_PANELS, SCRATCH_PAIRS, SCRATCH_N };
 #define SCRATCH_KEEP (32u << 20)
 typedef struct {
