@@ -472,6 +472,18 @@ static void test_colblock_model(void **state) {
     colblock_model(1);
 }
 
+/* name's value (a copy, or NULL when unset), and putting it back (freed). */
+static char *env_save(const char *name) {
+    const char *v = getenv(name);
+    return v ? strdup(v) : NULL;
+}
+
+static void env_restore(const char *name, char *saved) {
+    if (saved) setenv(name, saved, 1);
+    else unsetenv(name);
+    free(saved);
+}
+
 /* Every LORAFLOW_* variable of lf_env_vars takes each of its values and
  * the empty string; any other value makes lf_env_check fail, naming the
  * variable, and a model load fail with it (LORAFLOW_LAYOUT=row would have
@@ -485,8 +497,7 @@ static void test_env_check(void **state) {
     assert_true(n >= 9);
     for (int i = 0; i < n; i++) {
         assert_int_equal(strncmp(v[i].name, "LORAFLOW_", 9), 0);
-        const char *old = getenv(v[i].name);
-        char *keep = old ? strdup(old) : NULL, word[64];
+        char *keep = env_save(v[i].name), word[64];
         for (const char *p = v[i].values;;) { /* each accepted word */
             const size_t len = strcspn(p, "|");
             assert_true(len > 0 && len < sizeof word);
@@ -503,12 +514,9 @@ static void test_env_check(void **state) {
         assert_int_equal(lf_env_check(), -1);
         assert_non_null(strstr(lf_last_error(), v[i].name));
         assert_non_null(strstr(lf_last_error(), "=Bogus"));
-        if (keep) setenv(v[i].name, keep, 1);
-        else unsetenv(v[i].name);
-        free(keep);
+        env_restore(v[i].name, keep);
     }
-    const char *old = getenv("LORAFLOW_LAYOUT");
-    char *keep = old ? strdup(old) : NULL;
+    char *keep = env_save("LORAFLOW_LAYOUT");
     setenv("LORAFLOW_LAYOUT", "row", 1);
     lf_load_options o;
     lf_load_options_default(&o);
@@ -519,9 +527,7 @@ static void test_env_check(void **state) {
     lf_model *m = lf_model_load(dir);
     if (!m) { print_error("%s\n", lf_last_error()); fail(); }
     lf_model_free(m);
-    if (keep) setenv("LORAFLOW_LAYOUT", keep, 1);
-    else unsetenv("LORAFLOW_LAYOUT");
-    free(keep);
+    env_restore("LORAFLOW_LAYOUT", keep);
 }
 
 int main(void) {

@@ -195,9 +195,8 @@ T_AMX static void pack_panel(uint16_t *dst, const amx_job *g, int o0, int kb0, i
             } else {
                 /* pair row p: rows c0 + 2p and c0 + 2p + 1 of W at columns n0 .. n0+15 */
                 const int m = W->cols - n0;
-                size_t ld; /* n0 .. n0+15: one column block */
+                size_t ld = 0; /* n0 .. n0+15: one column block (none past the matrix: w16 gives 0) */
                 const size_t at = m > 0 ? lf_mat_col(W, n0, &ld) : 0;
-                if (m <= 0) ld = 0;
                 for (int p = 0; p < 16; p++) {
                     const __m512 a = w16(W, c0 + 2 * p, at, ld, m), b = w16(W, c0 + 2 * p + 1, at, ld, m);
                     const __m512i ha = bf16_lanes(a), hb = bf16_lanes(b);

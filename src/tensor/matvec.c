@@ -291,9 +291,8 @@ typedef struct {
     lf_rowdot_fn dot;
     int T, accumulate;
     /* a W in column blocks: its nb blocks as matrices of their own, block q
-     * from column c0[q] */
+     * from column q * W->colblock */
     const lf_mat *blocks;
-    const int *c0;
     int nb;
 } rows_ctx;
 
@@ -310,7 +309,7 @@ static void rows_item(void *ctx, int c) {
                 b->dot(b->W, r, nr, b->xs[t], a);
             } else { /* column blocks: their sums added in block order, as lf_matvec does */
                 for (int q = 0; q < b->nb; q++) {
-                    b->dot(&b->blocks[q], r, nr, (const float *)b->xs[t] + b->c0[q], q ? p : a);
+                    b->dot(&b->blocks[q], r, nr, (const float *)b->xs[t] + (size_t)q * b->W->colblock, q ? p : a);
                     for (int i = 0; q && i < nr; i++) a[i] += p[i];
                 }
             }
@@ -338,21 +337,17 @@ void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumu
     }
     const size_t bytes = (size_t)rows * cols * elem_bytes(W->dtype);
     const int nt = bytes >= PARALLEL_MIN_BYTES ? lf_kernels_threads() : 1;
-    rows_ctx b = {y, W, xs, lf_rowdot_for(W->dtype, isa), T, accumulate, NULL, NULL, 0};
+    rows_ctx b = {y, W, xs, lf_rowdot_for(W->dtype, isa), T, accumulate, NULL, 0};
     lf_mat *blocks = NULL;
-    int *c0 = NULL;
     if (W->colblock) {
         b.nb = lf_mat_nblocks(W);
         blocks = malloc((size_t)b.nb * sizeof *blocks);
-        c0 = malloc((size_t)b.nb * sizeof *c0);
-        if (!blocks || !c0) abort();
-        for (int q = 0; q < b.nb; q++) lf_mat_block(W, q, &blocks[q], &c0[q]);
+        if (!blocks) abort();
+        for (int q = 0; q < b.nb; q++) lf_mat_block(W, q, &blocks[q], NULL);
         b.blocks = blocks;
-        b.c0 = c0;
     }
     lf_parallel_ranges(rows_item, &b, 0, (rows + ROWS_ITEM - 1) / ROWS_ITEM, nt);
     free(blocks);
-    free(c0);
     if (qa) {
         for (int t = 0; t < T; t++) lf_q8_act_free(&qa[t]);
         free(qa);
