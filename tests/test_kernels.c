@@ -264,7 +264,10 @@ static void test_gemm_strided(void **state) {
                         assert_int_equal(ob, (size_t)(out + onr - 1) / onr * onr * in * (dts[di] == LF_F32 ? 4 : 2));
                     else
                         assert_int_equal(ob, 0);
-                    if (ob) {
+                    /* (with x read where it lies, lf_gemm_direct_x, or packed into tiles) */
+                    for (int direct = -1; ob && direct <= 1; direct++) {
+                        const int prev_direct = lf_gemm_direct_x;
+                        lf_gemm_direct_x = direct;
                         lf_amx_panels *pp = lf_own_panels_new(&W, wtrans);
                         assert_non_null(pp);
                         float *y2 = malloc((size_t)T * out * sizeof(float)), *y3 = malloc((size_t)T * out * sizeof(float));
@@ -288,6 +291,7 @@ static void test_gemm_strided(void **state) {
                         assert_memory_equal(yo, yv, (size_t)T * out * sizeof(float));
                         lf_amx_panels_free(pp);
                         free(y2); free(y3); free(yo); free(yv);
+                        lf_gemm_direct_x = prev_direct;
                     }
                     free(buf); free(wf); free(x); free(y); free(ref);
                 }
@@ -341,8 +345,28 @@ static void test_gemm_many(void **state) {
                         lf_amx_panels_free((lf_amx_panels *)W[i].panels[wtrans]);
                         W[i].panels[wtrans] = NULL;
                     }
+                    for (int i = 0; i < NP; i++) assert_memory_equal(y1[i], y2[i], (size_t)T * outs[i] * sizeof(float));
+                    /* every product's panels packed ahead (the Q8 one left out): in float32 the
+                     * kernels may read x where it lies (lf_gemm_direct_x), the same sums */
+                    enum { NO = 4 };
+                    for (int direct = -1; !bf16 && direct <= 1; direct++) {
+                        const int prev_direct = lf_gemm_direct_x;
+                        lf_gemm_direct_x = 0; /* the reference from packed tiles */
+                        for (int i = 0; i < NO; i++) {
+                            W[i].panels[wtrans] = lf_prepack_new(&W[i], wtrans);
+                            for (int k = 0; k < T * outs[i]; k++) y1[i][k] = y2[i][k] = (float)(k % 7) - 3.0f;
+                            lf_gemm_mode(y1[i], x, st, sk, &W[i], wtrans, T, i % 2, 0);
+                        }
+                        lf_gemm_direct_x = direct;
+                        lf_gemm_many(pr, NO, x, st, sk, T, 0);
+                        for (int i = 0; i < NO; i++) {
+                            assert_memory_equal(y1[i], y2[i], (size_t)T * outs[i] * sizeof(float));
+                            lf_amx_panels_free((lf_amx_panels *)W[i].panels[wtrans]);
+                            W[i].panels[wtrans] = NULL;
+                        }
+                        lf_gemm_direct_x = prev_direct;
+                    }
                     for (int i = 0; i < NP; i++) {
-                        assert_memory_equal(y1[i], y2[i], (size_t)T * outs[i] * sizeof(float));
                         free(bufs[i]); free(qb[i]); free(y1[i]); free(y2[i]);
                     }
                     free(x);

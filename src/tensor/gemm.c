@@ -523,6 +523,47 @@ T_512 static void ukernel_avx512_bf16w(int kc, const float *xp, const void *pane
     ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_BF16);
 }
 
+/* The same block reading x's rows where they lie (row i of the tile at
+ * x + i * st, rows past mv repeating the last valid one) instead of a
+ * packed tile: see use_direct. */
+typedef void (*ukernel_direct_fn)(int kc, const float *x, size_t st, const void *panel, float *y, int ldy, int mv,
+                                  int nv, int load);
+T_512 static inline __attribute__((always_inline)) void ukernel_direct_dt(int kc, const float *x, size_t st,
+                                                                          const void *panel, float *y, int ldy, int mv,
+                                                                          int nv, int load, lf_dtype dt) {
+    enum { MR = MR512, NR = 32 };
+    __m512 c0[MR], c1[MR];
+    __mmask16 m[2];
+    const float *r[MR];
+    for (int i = 0; i < MR; i++) r[i] = x + (size_t)(i < mv ? i : mv - 1) * st;
+    block_start(c0, c1, m, y, ldy, mv, nv, load);
+    for (int k = 0; k < kc; k++) {
+        const __m512 w0 = panel16(panel, (size_t)k * NR, dt), w1 = panel16(panel, (size_t)k * NR + 16, dt);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            __m512 b = _mm512_set1_ps(r[i][k]);
+            c0[i] = _mm512_fmadd_ps(w0, b, c0[i]);
+            c1[i] = _mm512_fmadd_ps(w1, b, c1[i]);
+        }
+    }
+    block_store(c0, c1, m, y, ldy, mv);
+}
+T_512 static void ukernel_direct_f32(int kc, const float *x, size_t st, const void *panel, float *y, int ldy, int mv,
+                                     int nv, int load) {
+    ukernel_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_F32);
+}
+T_512 static void ukernel_direct_f16(int kc, const float *x, size_t st, const void *panel, float *y, int ldy, int mv,
+                                     int nv, int load) {
+    ukernel_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_F16);
+}
+T_512 static void ukernel_direct_bf16w(int kc, const float *x, size_t st, const void *panel, float *y, int ldy,
+                                       int mv, int nv, int load) {
+    ukernel_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_BF16);
+}
+static ukernel_direct_fn ukernel_direct(lf_dtype dt) {
+    return dt == LF_F16 ? ukernel_direct_f16 : dt == LF_BF16 ? ukernel_direct_bf16w : ukernel_direct_f32;
+}
+
 /* The micro-kernel of path isa (AVX-512 or AVX2) for W's own panels of dtype dt. */
 static ukernel_fn ukernel_own(int isa, lf_dtype dt) {
     if (isa == LF_ISA_AVX512)
@@ -725,6 +766,7 @@ typedef struct {
     uint32_t *xb; /* bf16: xp's tiles as bfloat16 pairs, [kcmax/2][ntiles][MR] per slice */
     int kp_all;   /* column pairs of all slices */
     int T, cols, ntiles, kcmax, isa, bf16, n;
+    int direct; /* the kernels read x where it lies (ukernel_direct): no xp */
     gemm_prod p[LF_GEMM_MANY_MAX + 1]; /* p[n].first: all chunks */
 } gemm_job;
 
@@ -817,6 +859,20 @@ static void panels_chunk(void *ctx, int chunk) {
                 pw[j] = panels + (size_t)j * nr * kc;
             }
         }
+#ifdef LF_X86
+        if (g->direct) {
+            const ukernel_direct_fn dk = ukernel_direct(q->W->dtype);
+            for (int t = 0; t < g->ntiles; t++) {
+                const int mv = T - t * mr < mr ? T - t * mr : mr;
+                const float *xt = g->x + (size_t)t * mr * g->xst + k0;
+                for (int j = 0; j < ng; j++) {
+                    const int o0 = (g0 + j) * nr, nv = rows - o0 < nr ? rows - o0 : nr;
+                    dk(kc, xt, g->xst, pw[j], yo + (size_t)t * mr * ldo + j * nr, ldo, mv, nv, load);
+                }
+            }
+            continue;
+        }
+#endif
         const float *xs = g->xp + (size_t)k0 * g->ntiles * mr;
         for (int t = 0; t < g->ntiles; t++) {
             const int mv = T - t * mr < mr ? T - t * mr : mr;
@@ -832,6 +888,29 @@ static void panels_chunk(void *ctx, int chunk) {
     scratch_put(SCRATCH_TMP, tmp);
     scratch_put(SCRATCH_PANELS, panels);
     scratch_put(SCRATCH_PAIRS, pairs);
+}
+
+int lf_gemm_direct_x = -1;
+#define DIRECT_ROWS 512
+
+/* Whether the job's kernels read x where it lies: float32 products on
+ * AVX-512 over W's own panels packed once (the training step's), x
+ * row-major, and its rows not a multiple of 4 KiB apart (12 rows 8 KiB
+ * apart, 2048 columns, share one set of L1 lines and the kernel lost a
+ * fifth there; 5632 columns apart it ran faster than from packed tiles,
+ * whose packing, 11.5 MB of x, is itself slow).  lf_gemm_direct_x: -1
+ * chooses so, 0 never, 1 wherever the rest allows. */
+static int use_direct(const gemm_job *g) {
+#ifndef LF_X86
+    if (g) return 0;
+#endif
+    if (!lf_gemm_direct_x || g->bf16 || g->isa != LF_ISA_AVX512 || g->xsk != 1) return 0;
+    int rows = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (!g->p[i].pre) return 0;
+        rows += g->p[i].rows;
+    }
+    return lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0 || rows <= DIRECT_ROWS;
 }
 
 void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16) {
@@ -873,12 +952,14 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
         total += q->npanels;
     }
     if (!g.n) return;
-    g.xp = g.bf16 && xsk == 1 ? NULL : scratch_get(SCRATCH_XP, (size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
+    g.direct = use_direct(&g);
+    g.xp = (g.bf16 && xsk == 1) || g.direct ? NULL
+                                            : scratch_get(SCRATCH_XP, (size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
     g.xb = g.bf16 ? scratch_get(SCRATCH_XB, (size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
     /* The kernel threads claim tiles, then groups of panels (pool.c): a
      * thread the system preempts delays only the chunk it holds. */
     const int nt = flops >= 4e6 ? lf_kernels_threads() : 1;
-    lf_parallel_chunks(pack_x_chunk, &g, g.ntiles, nt);
+    if (!g.direct) lf_parallel_chunks(pack_x_chunk, &g, g.ntiles, nt);
     /* GROUP panels per chunk, fewer when that would leave a thread without
      * work (an adapter's 128 rows are four panels: one chunk of four kept
      * one of two threads idle) */
