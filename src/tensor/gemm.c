@@ -913,6 +913,31 @@ static int use_direct(const gemm_job *g) {
     return lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0 || rows <= DIRECT_ROWS;
 }
 
+int lf_gemm_balance = 1;
+
+/* The panels of a job cost the same (one x, one width), and the threads
+ * claim its chunks in order: when their number is not a multiple of the
+ * threads, one thread may run the last chunk while the others wait.  The
+ * last product's chunks are then made smaller, all of one size, the
+ * fewest that make the count a multiple; left as they are when no such
+ * split exists.  A key or value projection of a training step (256 rows)
+ * and its adapters' 128 were 2 + 1 chunks of four panels on two threads;
+ * with the adapters' as two chunks of two the job takes 0.81x the time.
+ * (The 16 + 1 chunks of a 2048-row projection and its adapters' measured
+ * the same either way.) */
+static void balance_tail(gemm_job *g, int nt) {
+    gemm_prod *q = &g->p[g->n - 1];
+    const int n = q->npanels, before = q->first, c0 = (n + q->group - 1) / q->group;
+    if (nt <= 1 || (before + c0) % nt == 0) return;
+    for (int c = c0 + 1; c <= n; c++) {
+        const int grp = (n + c - 1) / c;
+        if ((n + grp - 1) / grp != c || (before + c) % nt) continue;
+        q->group = grp;
+        g->p[g->n].first = before + c;
+        return;
+    }
+}
+
 void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16) {
     if (n <= 0 || T <= 0) return;
     if (n > LF_GEMM_MANY_MAX) {
@@ -968,6 +993,7 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
         q->group = total >= GROUP * nt ? (q->npanels < GROUP ? q->npanels : GROUP) : (q->npanels + nt - 1) / nt;
         g.p[i + 1].first = q->first + (q->npanels + q->group - 1) / q->group;
     }
+    if (lf_gemm_balance) balance_tail(&g, nt);
     lf_parallel_chunks(panels_chunk, &g, g.p[g.n].first, nt);
     scratch_put(SCRATCH_XP, g.xp);
     scratch_put(SCRATCH_XB, g.xb);

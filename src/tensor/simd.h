@@ -186,5 +186,9 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
  * x where it lies when its rows are not a multiple of 4 KiB apart; 0:
  * never; 1: wherever possible (gemm.c, use_direct; for tests). */
 extern int lf_gemm_direct_x;
+/* 1 (default): a job's last product is cut into smaller chunks when its
+ * chunks would not share out evenly between the threads (gemm.c,
+ * balance_tail); 0: not (for measurements). */
+extern int lf_gemm_balance;
 
 #endif
