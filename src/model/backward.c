@@ -501,18 +501,19 @@ static void gate_backward(float *dx, float *dWg, float *dbg, const float *dw, co
 
 /* ============================ rope and attention ============================ */
 
-/* Rotate each head vector by +angle (dir = 1) or -angle (dir = -1, the backward). */
-static void rope_apply(float *v, int T, int n_heads, int hd, const float *inv_freq, int dir) {
+/* Rotate each head vector by +angle (dir = 1) or -angle (dir = -1, the
+ * backward).  rope: [T][hd], position t's cosines in its first half and
+ * sines in its second (rope_table). */
+static void rope_apply(float *v, int T, int n_heads, int hd, const float *rope, int dir) {
     const int half = hd / 2;
     for (int t = 0; t < T; t++) {
-        for (int j = 0; j < half; j++) {
-            const double a = (double)t * inv_freq[j];
-            const float c = (float)cos(a), sn = (float)(dir * sin(a));
-            for (int h = 0; h < n_heads; h++) {
-                float *x = v + ((size_t)t * n_heads + h) * hd;
-                const float x0 = x[j], x1 = x[j + half];
-                x[j] = x0 * c - x1 * sn;
-                x[j + half] = x1 * c + x0 * sn;
+        const float *c = rope + (size_t)t * hd, *sn = c + half;
+        for (int h = 0; h < n_heads; h++) {
+            float *x = v + ((size_t)t * n_heads + h) * hd;
+            for (int j = 0; j < half; j++) {
+                const float x0 = x[j], x1 = x[j + half], s = dir * sn[j];
+                x[j] = x0 * c[j] - x1 * s;
+                x[j + half] = x1 * c[j] + x0 * s;
             }
         }
     }
@@ -1042,10 +1043,26 @@ static int keep_activations(const lf_model *m, int T) {
     return m->cfg.n_layers > 1 && need <= (4ull << 30) && avail && need <= avail / 4;
 }
 
-static float *inv_freq_table(const lf_config *c) {
-    float *f = lf_malloc((size_t)c->head_dim / 2 * sizeof(float), "rope table");
-    if (f)
-        for (int j = 0; j < c->head_dim / 2; j++) f[j] = (float)pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+/* cos and sin of every rotary angle of positions 0 .. T-1 ([T][hd], as
+ * rope_apply reads them): computed once per buffer set instead of at
+ * every rotation (4 per layer, on one thread). */
+static float *rope_table(const lf_config *c, int T) {
+    const int hd = c->head_dim, half = hd / 2;
+    float *f = lf_malloc((size_t)T * hd * sizeof(float), "rope table");
+    double *inv = lf_malloc((size_t)(half ? half : 1) * sizeof(double), "rope table");
+    if (f && inv) {
+        for (int j = 0; j < half; j++) inv[j] = (float)pow((double)c->rope_theta, -2.0 * j / hd);
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < half; j++) {
+                const double a = (double)t * inv[j];
+                f[(size_t)t * hd + j] = (float)cos(a);
+                f[(size_t)t * hd + half + j] = (float)sin(a);
+            }
+    } else {
+        free(f);
+        f = NULL;
+    }
+    free(inv);
     return f;
 }
 
@@ -1061,7 +1078,7 @@ static void layer_weights(layer_cache *c, const lf_train_mode *md, int l, const 
 
 /* x_out = layer l (x), keeping the internals in c. */
 static void layer_forward(float *x_out, const float *x, lf_model *m, int l, const lf_train_mode *md, layer_cache *c,
-                          int T, const float *inv_freq) {
+                          int T, const float *rope) {
     const lf_config *cf = &m->cfg;
     const lf_layer *ly = &m->layers[l];
     const int H = cf->hidden_size, k = m->n_adapters;
@@ -1071,8 +1088,8 @@ static void layer_forward(float *x_out, const float *x, lf_model *m, int l, cons
     proj_forward(c->q, c->z[LF_PROJ_Q], c->h1, &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, T, md, l, LF_PROJ_Q, &c->ps);
     proj_forward(c->k, c->z[LF_PROJ_K], c->h1, &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, T, md, l, LF_PROJ_K, &c->ps);
     proj_forward(c->v, c->z[LF_PROJ_V], c->h1, &ly->W[LF_PROJ_V], &ly->lora[LF_PROJ_V], w, k, T, md, l, LF_PROJ_V, &c->ps);
-    rope_apply(c->q, T, cf->n_heads, cf->head_dim, inv_freq, 1);
-    rope_apply(c->k, T, cf->n_kv_heads, cf->head_dim, inv_freq, 1);
+    rope_apply(c->q, T, cf->n_heads, cf->head_dim, rope, 1);
+    rope_apply(c->k, T, cf->n_kv_heads, cf->head_dim, rope, 1);
     attention_forward(c->att, c->q, c->k, c->v, cf, T);
     proj_forward(c->xm, c->z[LF_PROJ_O], c->att, &ly->W[LF_PROJ_O], &ly->lora[LF_PROJ_O], w, k, T, md, l, LF_PROJ_O, &c->ps);
     for (size_t i = 0; i < (size_t)T * H; i++) c->xm[i] += x[i];
@@ -1088,7 +1105,7 @@ static void layer_forward(float *x_out, const float *x, lf_model *m, int l, cons
 /* Given dx_out (gradient of the layer output), dx = gradient of its input
  * (overwritten); parameter gradients accumulate into tr. */
 static void layer_backward(float *dx, const float *dx_out, const float *x, lf_model *m, int l, const lf_train_mode *md,
-                           layer_cache *c, int T, const float *inv_freq, lf_trainable *tr) {
+                           layer_cache *c, int T, const float *rope, lf_trainable *tr) {
     const lf_config *cf = &m->cfg;
     const lf_layer *ly = &m->layers[l];
     const int H = cf->hidden_size, I = cf->intermediate_size, k = m->n_adapters;
@@ -1118,8 +1135,8 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
     memset(c->dk, 0, nkv * sizeof(float));
     memset(c->dv, 0, nkv * sizeof(float));
     attention_backward(c->dq, c->dk, c->dv, c->datt, c->q, c->k, c->v, cf, T);
-    rope_apply(c->dq, T, cf->n_heads, cf->head_dim, inv_freq, -1);
-    rope_apply(c->dk, T, cf->n_kv_heads, cf->head_dim, inv_freq, -1);
+    rope_apply(c->dq, T, cf->n_heads, cf->head_dim, rope, -1);
+    rope_apply(c->dk, T, cf->n_kv_heads, cf->head_dim, rope, -1);
     proj_backward(c->dh, 0, c->dw, c->dq, c->h1, c->z[LF_PROJ_Q], &ly->W[LF_PROJ_Q], &ly->lora[LF_PROJ_Q], w, k, T, md, l,
                   LF_PROJ_Q, PGRADS(LF_PROJ_Q), &c->ps, c->gR);
     proj_backward(c->dh, 1, c->dw, c->dk, c->h1, c->z[LF_PROJ_K], &ly->W[LF_PROJ_K], &ly->lora[LF_PROJ_K], w, k, T, md, l,
@@ -1142,6 +1159,29 @@ static void layer_backward(float *dx, const float *dx_out, const float *x, lf_mo
 
 #define CE_CHUNK 256 /* loss positions whose logits are held at once (32 MB of logits for a 32k vocabulary) */
 
+/* One row of a chunk's logits: its loss term, and the row replaced by
+ * d loss / d logits = (softmax - onehot) * scale.  Rows on the kernel
+ * threads (the scalar exps of 384 x 32000 logits had run on one thread
+ * while the other waited, about 1 % of a 1b step). */
+typedef struct {
+    float *logits;
+    const int *pos;
+    const int32_t *labels;
+    int V;
+    float scale;
+    double *loss;
+} ce_job;
+
+static void ce_row(void *ctx, int i) {
+    const ce_job *j = ctx;
+    float *lg = j->logits + (size_t)i * j->V;
+    const int y = j->labels[j->pos[i] + 1];
+    const float lse = lf_logsumexp(lg, j->V);
+    j->loss[i] = lse - lg[y];
+    for (int v = 0; v < j->V; v++) lg[v] = expf(lg[v] - lse) * j->scale;
+    lg[y] -= j->scale;
+}
+
 /* The buffers of one step (activations, gradients, logits).  A trainable
  * keeps them from one step to the next: allocated afresh, a 512-token step
  * on the 1b shape faults in about 1.5 GB of new pages, which cost more
@@ -1153,7 +1193,7 @@ struct step_bufs {
     const lf_model *m;
     size_t R, k; /* the shapes they were made for (adapters may change between steps) */
     layer_cache c, *cs;
-    float *xs, *hf, *dxa, *dxb, *inv_freq, *rows, *drows, *logits;
+    float *xs, *hf, *dxa, *dxb, *rope, *rows, *drows, *logits;
 };
 
 /* The step's own buffers (beside the layer caches) and their sizes in
@@ -1174,7 +1214,7 @@ static void step_bufs_free(step_bufs *b, const lf_model *m) {
     else cache_free(&b->c);
     step_list(b, NULL, 0, ptr, n);
     for (int i = 0; i < STEP_MAX; i++) free(*ptr[i]);
-    free(b->inv_freq);
+    free(b->rope);
     memset(b, 0, sizeof *b);
 }
 
@@ -1222,7 +1262,7 @@ static int step_bufs_ready(step_bufs *b, const lf_model *m, int T, int grad) {
     static const char *what[STEP_MAX] = {"layer inputs (checkpoints)", "final hidden", "gradients", "gradients",
                                          "loss rows", "loss rows", "logits"};
     step_list(b, m, T, ptr, n);
-    int bad = !(b->inv_freq = inv_freq_table(cf));
+    int bad = !(b->rope = rope_table(cf, T));
     for (int i = 0; i < STEP_MAX && !bad; i++) bad = !(*ptr[i] = step_calloc(n[i], what[i]));
     if (!bad) bad = keep ? !(b->cs = caches_alloc(m, T)) : cache_alloc(&b->c, m, T) != 0;
     if (bad) {
@@ -1274,7 +1314,7 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
         free(pos);
         return -1;
     }
-    float *xs = sb->xs, *hf = sb->hf, *dxa = sb->dxa, *dxb = sb->dxb, *inv_freq = sb->inv_freq;
+    float *xs = sb->xs, *hf = sb->hf, *dxa = sb->dxa, *dxb = sb->dxb, *rope = sb->rope;
     float *rows = sb->rows, *drows = sb->drows, *logits = sb->logits;
     const int keep = sb->keep;
     layer_cache *cs = sb->cs, c = sb->c;
@@ -1284,13 +1324,14 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
     /* forward, keeping every layer's input */
     for (int t = 0; t < T; t++) lf_to_f32(xs + (size_t)t * H, m->embed.data, m->embed.dtype, (size_t)ids[t] * H, (size_t)H);
     for (int l = 0; l < L; l++) {
-        layer_forward(xs + (size_t)(l + 1) * nH, xs + (size_t)l * nH, m, l, md, CACHE(l), T, inv_freq);
+        layer_forward(xs + (size_t)(l + 1) * nH, xs + (size_t)l * nH, m, l, md, CACHE(l), T, rope);
         if (fusion_weights && k) memcpy(fusion_weights + (size_t)l * T * k, CACHE(l)->w, (size_t)T * k * sizeof(float));
     }
     const float *xL = xs + (size_t)L * nH;
     lf_rmsnorm(hf, xL, m->final_norm, T, H, cf->rms_norm_eps);
 
     /* cross-entropy over the loss positions, in chunks; dhf = d loss / d hf */
+    double row_loss[CE_CHUNK];
     float *dhf = dxa;
     memset(dhf, 0, nH * sizeof(float));
     const int base = tr && (tr->what & LF_TRAIN_BASE);
@@ -1299,14 +1340,9 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
         const int nc = np - c0 < CE_CHUNK ? np - c0 : CE_CHUNK;
         for (int i = 0; i < nc; i++) memcpy(rows + (size_t)i * H, hf + (size_t)pos[c0 + i] * H, (size_t)H * sizeof(float));
         lf_matmul(logits, rows, &m->lm_head, nc, 0);
-        for (int i = 0; i < nc; i++) {
-            float *lg = logits + (size_t)i * V;
-            const int y = labels[pos[c0 + i] + 1];
-            const float lse = lf_logsumexp(lg, V);
-            loss += lse - lg[y];
-            for (int v = 0; v < V; v++) lg[v] = expf(lg[v] - lse) * scale; /* d/dlogits = (softmax - onehot) * scale */
-            lg[y] -= scale;
-        }
+        ce_job ce = {.logits = logits, .pos = pos + c0, .labels = labels, .V = V, .scale = scale, .loss = row_loss};
+        lf_parallel_chunks(ce_row, &ce, nc, lf_kernels_threads());
+        for (int i = 0; i < nc; i++) loss += row_loss[i]; /* in order: the same sum on any number of threads */
         if (tr) {
             lf_matmul_tn(drows, logits, &m->lm_head, nc, 0);
             for (int i = 0; i < nc; i++) {
@@ -1328,8 +1364,8 @@ int lf_train_sequence(lf_model *m, lf_trainable *tr, const lf_train_mode *md, co
     float *scratch_out = hf; /* the recomputed layer output is not needed */
     for (int l = L - 1; l >= 0; l--) {
         const float *xl = xs + (size_t)l * nH;
-        if (!keep) layer_forward(scratch_out, xl, m, l, md, &c, T, inv_freq);
-        layer_backward(dnext, dcur, xl, m, l, md, CACHE(l), T, inv_freq, tr);
+        if (!keep) layer_forward(scratch_out, xl, m, l, md, &c, T, rope);
+        layer_backward(dnext, dcur, xl, m, l, md, CACHE(l), T, rope, tr);
         float *sw = dcur; dcur = dnext; dnext = sw;
     }
     if (base)
