@@ -861,7 +861,7 @@ static void panels_chunk(void *ctx, int chunk) {
         }
 #ifdef LF_X86
         if (g->direct) {
-            const ukernel_direct_fn dk = ukernel_direct(q->W->dtype);
+            const ukernel_direct_fn dk = ukernel_direct(q->pre ? q->W->dtype : LF_F32); /* packed now: float32 panels */
             for (int t = 0; t < g->ntiles; t++) {
                 const int mv = T - t * mr < mr ? T - t * mr : mr;
                 const float *xt = g->x + (size_t)t * mr * g->xst + k0;
@@ -893,23 +893,23 @@ static void panels_chunk(void *ctx, int chunk) {
 int lf_gemm_direct_x = -1;
 #define DIRECT_ROWS 512
 
-/* Whether the job's kernels read x where it lies: float32 products on
- * AVX-512 over W's own panels packed once (the training step's), x
- * row-major, and its rows not a multiple of 4 KiB apart (12 rows 8 KiB
- * apart, 2048 columns, share one set of L1 lines and the kernel lost a
- * fifth there; 5632 columns apart it ran faster than from packed tiles,
- * whose packing, 11.5 MB of x, is itself slow).  lf_gemm_direct_x: -1
- * chooses so, 0 never, 1 wherever the rest allows. */
+/* Whether the job's kernels read x where it lies instead of packing it
+ * into tiles: float32 products on AVX-512 (W's own panels packed once, or
+ * float32 panels packed as the product goes), x row-major, and either
+ * its rows are not a multiple of 4 KiB apart or the job has at most
+ * DIRECT_ROWS rows.  Rows 8 KiB apart (2048 columns) share one set of L1
+ * lines and the kernel lost up to a tenth there; 5632 columns apart it
+ * ran faster than from packed tiles, whose packing (11.5 MB of x) is
+ * itself slow; and a job of few rows paid for packing x about as much
+ * as for its products.  lf_gemm_direct_x: -1 chooses so, 0 never, 1
+ * wherever the rest allows. */
 static int use_direct(const gemm_job *g) {
 #ifndef LF_X86
     if (g) return 0;
 #endif
     if (!lf_gemm_direct_x || g->bf16 || g->isa != LF_ISA_AVX512 || g->xsk != 1) return 0;
     int rows = 0;
-    for (int i = 0; i < g->n; i++) {
-        if (!g->p[i].pre) return 0;
-        rows += g->p[i].rows;
-    }
+    for (int i = 0; i < g->n; i++) rows += g->p[i].rows;
     return lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0 || rows <= DIRECT_ROWS;
 }
 
