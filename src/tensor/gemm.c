@@ -44,6 +44,11 @@
 
 #define PF_ROWS 16 /* rows of W ahead that the W^T packings request */
 #define KC_MAX 256 /* columns per slice: the x slice of 512 tokens is 512 KiB (L2) */
+/* Columns per slice when the kernels read x in place (no packed slice to
+ * keep in L2): half as many passes over each y block as with 256; the
+ * products that take this path ran 0.97-0.98x the time (5632-wide x of
+ * the step's down and gate/up products), 1024 no better. */
+#define KC_DIRECT 512
 #define GROUP 4    /* panels packed together: their y block (512 tokens x 128 rows, 256 KiB) stays in L2
                       across the column slices, and each x tile is reused from L1 for all of them */
 
@@ -723,11 +728,13 @@ T_BF16 static void ukernel_bf16(int kp, const uint32_t *xb, const uint32_t *pb, 
 
 /* ============================ driver ============================ */
 
-/* Columns per slice: equal slices of at most KC_MAX, a multiple of 16. */
-static int slice_cols(int cols) {
-    const int nslices = (cols + KC_MAX - 1) / KC_MAX;
+/* Columns per slice: equal slices of at most kmax (KC_MAX, or KC_DIRECT
+ * when the kernels read x in place), a multiple of 16. */
+static int slice_cols_max(int cols, int kmax) {
+    const int nslices = (cols + kmax - 1) / kmax;
     return ((cols + nslices - 1) / nslices + 15) / 16 * 16;
 }
+static int slice_cols(int cols) { return slice_cols_max(cols, KC_MAX); }
 
 typedef struct {
     int mr, nr;
@@ -978,6 +985,7 @@ void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t
     }
     if (!g.n) return;
     g.direct = use_direct(&g);
+    if (g.direct) g.kcmax = slice_cols_max(cols, KC_DIRECT);
     g.xp = (g.bf16 && xsk == 1) || g.direct ? NULL
                                             : scratch_get(SCRATCH_XP, (size_t)g.ntiles * cols * g.sh.mr * sizeof(float));
     g.xb = g.bf16 ? scratch_get(SCRATCH_XB, (size_t)g.ntiles * (cols + 1) * g.sh.mr * sizeof(uint32_t) / 2 + 64) : NULL;
