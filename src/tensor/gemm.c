@@ -452,6 +452,59 @@ T_AVX2 static void ukernel_avx2_bf16w(int kc, const float *xp, const void *panel
     ukernel_avx2_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_BF16);
 }
 
+typedef void (*ukernel_direct_fn)(int kc, const float *x, size_t st, const void *panel, float *y, int ldy, int mv,
+                                  int nv, int load);
+
+/* ukernel_avx2_dt reading x's rows where they lie (see ukernel_direct_dt). */
+T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_direct_dt(int kc, const float *x, size_t st,
+                                                                                const void *panel, float *y, int ldy,
+                                                                                int mv, int nv, int load, lf_dtype dt) {
+    enum { MR = 6, NR = 16 };
+    __m256 c0[MR], c1[MR];
+    const float *r[MR];
+    for (int i = 0; i < MR; i++) r[i] = x + (size_t)(i < mv ? i : mv - 1) * st;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        if (load && i < mv) {
+            c0[i] = _mm256_maskload_ps(y + (size_t)i * ldy, m0);
+            c1[i] = _mm256_maskload_ps(y + (size_t)i * ldy + 8, m1);
+        } else {
+            c0[i] = c1[i] = _mm256_setzero_ps();
+        }
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m256 w0 = panel8(panel, (size_t)k * NR, dt), w1 = panel8(panel, (size_t)k * NR + 8, dt);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            __m256 b = _mm256_broadcast_ss(r[i] + k);
+            c0[i] = _mm256_fmadd_ps(w0, b, c0[i]);
+            c1[i] = _mm256_fmadd_ps(w1, b, c1[i]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        if (i < mv) {
+            _mm256_maskstore_ps(y + (size_t)i * ldy, m0, c0[i]);
+            _mm256_maskstore_ps(y + (size_t)i * ldy + 8, m1, c1[i]);
+        }
+    }
+}
+T_AVX2 static void ukernel_avx2_direct_f32(int kc, const float *x, size_t st, const void *panel, float *y, int ldy,
+                                           int mv, int nv, int load) {
+    ukernel_avx2_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_F32);
+}
+T_AVX2 static void ukernel_avx2_direct_f16(int kc, const float *x, size_t st, const void *panel, float *y, int ldy,
+                                           int mv, int nv, int load) {
+    ukernel_avx2_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_F16);
+}
+T_AVX2 static void ukernel_avx2_direct_bf16w(int kc, const float *x, size_t st, const void *panel, float *y, int ldy,
+                                             int mv, int nv, int load) {
+    ukernel_avx2_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_BF16);
+}
+
 /* The 12 x 32 block of y that the AVX-512 micro-kernels keep in c0 (rows'
  * first 16 columns) and c1 (the next 16): masks of the nv valid columns,
  * the start (y or 0) and the store of the mv valid rows. */
@@ -531,8 +584,6 @@ T_512 static void ukernel_avx512_bf16w(int kc, const float *xp, const void *pane
 /* The same block reading x's rows where they lie (row i of the tile at
  * x + i * st, rows past mv repeating the last valid one) instead of a
  * packed tile: see use_direct. */
-typedef void (*ukernel_direct_fn)(int kc, const float *x, size_t st, const void *panel, float *y, int ldy, int mv,
-                                  int nv, int load);
 T_512 static inline __attribute__((always_inline)) void ukernel_direct_dt(int kc, const float *x, size_t st,
                                                                           const void *panel, float *y, int ldy, int mv,
                                                                           int nv, int load, lf_dtype dt) {
@@ -565,8 +616,11 @@ T_512 static void ukernel_direct_bf16w(int kc, const float *x, size_t st, const 
                                        int mv, int nv, int load) {
     ukernel_direct_dt(kc, x, st, panel, y, ldy, mv, nv, load, LF_BF16);
 }
-static ukernel_direct_fn ukernel_direct(lf_dtype dt) {
-    return dt == LF_F16 ? ukernel_direct_f16 : dt == LF_BF16 ? ukernel_direct_bf16w : ukernel_direct_f32;
+/* The direct micro-kernel of path isa (AVX-512 or AVX2) for panels of dtype dt. */
+static ukernel_direct_fn ukernel_direct(int isa, lf_dtype dt) {
+    if (isa == LF_ISA_AVX512)
+        return dt == LF_F16 ? ukernel_direct_f16 : dt == LF_BF16 ? ukernel_direct_bf16w : ukernel_direct_f32;
+    return dt == LF_F16 ? ukernel_avx2_direct_f16 : dt == LF_BF16 ? ukernel_avx2_direct_bf16w : ukernel_avx2_direct_f32;
 }
 
 /* The micro-kernel of path isa (AVX-512 or AVX2) for W's own panels of dtype dt. */
@@ -868,7 +922,7 @@ static void panels_chunk(void *ctx, int chunk) {
         }
 #ifdef LF_X86
         if (g->direct) {
-            const ukernel_direct_fn dk = ukernel_direct(q->pre ? q->W->dtype : LF_F32); /* packed now: float32 panels */
+            const ukernel_direct_fn dk = ukernel_direct(g->isa, q->pre ? q->W->dtype : LF_F32); /* packed now: float32 panels */
             for (int t = 0; t < g->ntiles; t++) {
                 const int mv = T - t * mr < mr ? T - t * mr : mr;
                 const float *xt = g->x + (size_t)t * mr * g->xst + k0;
@@ -901,20 +955,21 @@ int lf_gemm_direct_x = -1;
 #define DIRECT_ROWS 512
 
 /* Whether the job's kernels read x where it lies instead of packing it
- * into tiles: float32 products on AVX-512 (W's own panels packed once, or
+ * into tiles: float32 products on AVX-512 or AVX2 (W's own panels packed once, or
  * float32 panels packed as the product goes), x row-major, and either
  * its rows are not a multiple of 4 KiB apart or the job has at most
  * DIRECT_ROWS rows.  Rows 8 KiB apart (2048 columns) share one set of L1
  * lines and the kernel lost up to a tenth there; 5632 columns apart it
  * ran faster than from packed tiles, whose packing (11.5 MB of x) is
  * itself slow; and a job of few rows paid for packing x about as much
- * as for its products.  lf_gemm_direct_x: -1 chooses so, 0 never, 1
+ * as for its products.  (Measured on AVX-512; the AVX2 path through the
+ * same rule, on the same CPU: a layer's products 0.965x the time.)  lf_gemm_direct_x: -1 chooses so, 0 never, 1
  * wherever the rest allows. */
 static int use_direct(const gemm_job *g) {
 #ifndef LF_X86
     if (g) return 0;
 #endif
-    if (!lf_gemm_direct_x || g->bf16 || g->isa != LF_ISA_AVX512 || g->xsk != 1) return 0;
+    if (!lf_gemm_direct_x || g->bf16 || (g->isa != LF_ISA_AVX512 && g->isa != LF_ISA_AVX2) || g->xsk != 1) return 0;
     int rows = 0;
     for (int i = 0; i < g->n; i++) rows += g->p[i].rows;
     return lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0 || rows <= DIRECT_ROWS;

@@ -182,7 +182,7 @@ void lf_matmul_rows(float *y, const float *x, const lf_mat *W, int T, int accumu
  * call per product. */
 #define LF_GEMM_MANY_MAX 4
 void lf_gemm_many(const lf_product *o, int n, const float *x, size_t xst, size_t xsk, int T, int bf16);
-/* -1 (default): the float32 AVX-512 products read x where it lies when
+/* -1 (default): the float32 AVX-512 and AVX2 products read x where it lies when
  * its rows are not a multiple of 4 KiB apart or the job has few rows; 0:
  * never; 1: wherever possible (gemm.c, use_direct; for tests). */
 extern int lf_gemm_direct_x;
