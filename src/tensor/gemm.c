@@ -955,24 +955,26 @@ int lf_gemm_direct_x = -1;
 #define DIRECT_ROWS 512
 
 /* Whether the job's kernels read x where it lies instead of packing it
- * into tiles: float32 products on AVX-512 or AVX2 (W's own panels packed once, or
- * float32 panels packed as the product goes), x row-major, and either
- * its rows are not a multiple of 4 KiB apart or the job has at most
- * DIRECT_ROWS rows.  Rows 8 KiB apart (2048 columns) share one set of L1
- * lines and the kernel lost up to a tenth there; 5632 columns apart it
- * ran faster than from packed tiles, whose packing (11.5 MB of x) is
- * itself slow; and a job of few rows paid for packing x about as much
- * as for its products.  (Measured on AVX-512; the AVX2 path through the
- * same rule, on the same CPU: a layer's products 0.965x the time.)  lf_gemm_direct_x: -1 chooses so, 0 never, 1
- * wherever the rest allows. */
+ * into tiles: float32 products on AVX-512 or AVX2 (W's own panels packed
+ * once, or float32 panels packed as the product goes), x row-major, and
+ * either its rows are not a multiple of 4 KiB apart or the job has at
+ * most DIRECT_ROWS rows.  Rows 8 KiB apart (2048 columns) share one set
+ * of L1 lines and the kernel lost up to a tenth there; 5632 columns apart
+ * it ran faster than from packed tiles, whose packing (11.5 MB of x) is
+ * itself slow; and a job of few rows paid for packing x about as much as
+ * for its products.  (Measured on AVX-512; the AVX2 path under the same
+ * rule, on the same CPU: a layer's products 0.965x the time.)
+ * lf_gemm_direct_x: -1 chooses so, 0 never, 1 wherever the rest allows. */
 static int use_direct(const gemm_job *g) {
-#ifndef LF_X86
-    if (g) return 0;
-#endif
+#ifdef LF_X86
     if (!lf_gemm_direct_x || g->bf16 || (g->isa != LF_ISA_AVX512 && g->isa != LF_ISA_AVX2) || g->xsk != 1) return 0;
     int rows = 0;
     for (int i = 0; i < g->n; i++) rows += g->p[i].rows;
     return lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0 || rows <= DIRECT_ROWS;
+#else
+    (void)g; /* no direct micro-kernels here */
+    return 0;
+#endif
 }
 
 int lf_gemm_balance = 1;
