@@ -398,6 +398,39 @@ T_AVX2 static inline __attribute__((always_inline)) __m256 panel8(const void *pa
     return _mm256_loadu_ps((const float *)panel + i);
 }
 
+/* The 6 x 16 block of y that the AVX2 micro-kernels keep in c0 (rows'
+ * first 8 columns) and c1 (the next 8): masks of the nv valid columns, the
+ * start (y or 0) and the store of the mv valid rows. */
+#define MR_AVX2 6
+T_AVX2 static inline __attribute__((always_inline)) void block_start_avx2(__m256 c0[MR_AVX2], __m256 c1[MR_AVX2],
+                                                                          __m256i m[2], const float *y, int ldy,
+                                                                          int mv, int nv, int load) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    m[0] = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane);
+    m[1] = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR_AVX2; i++) {
+        if (load && i < mv) {
+            c0[i] = _mm256_maskload_ps(y + (size_t)i * ldy, m[0]);
+            c1[i] = _mm256_maskload_ps(y + (size_t)i * ldy + 8, m[1]);
+        } else {
+            c0[i] = c1[i] = _mm256_setzero_ps();
+        }
+    }
+}
+
+T_AVX2 static inline __attribute__((always_inline)) void block_store_avx2(const __m256 c0[MR_AVX2],
+                                                                          const __m256 c1[MR_AVX2], const __m256i m[2],
+                                                                          float *y, int ldy, int mv) {
+#pragma GCC unroll 6
+    for (int i = 0; i < MR_AVX2; i++) {
+        if (i < mv) {
+            _mm256_maskstore_ps(y + (size_t)i * ldy, m[0], c0[i]);
+            _mm256_maskstore_ps(y + (size_t)i * ldy + 8, m[1], c1[i]);
+        }
+    }
+}
+
 /* Every loop over the block's rows unrolled, so that the 12 accumulators
  * stay in registers: with a row loop left rolled (a store path through a
  * stack buffer) GCC kept the arrays in memory as well and stored all 12
@@ -406,20 +439,10 @@ T_AVX2 static inline __attribute__((always_inline)) __m256 panel8(const void *pa
 T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_dt(int kc, const float *xp, const void *panel,
                                                                          float *y, int ldy, int mv, int nv, int load,
                                                                          lf_dtype dt) {
-    enum { MR = 6, NR = 16 };
+    enum { MR = MR_AVX2, NR = 16 };
     __m256 c0[MR], c1[MR];
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane);
-    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
-        if (load && i < mv) {
-            c0[i] = _mm256_maskload_ps(y + (size_t)i * ldy, m0);
-            c1[i] = _mm256_maskload_ps(y + (size_t)i * ldy + 8, m1);
-        } else {
-            c0[i] = c1[i] = _mm256_setzero_ps();
-        }
-    }
+    __m256i m[2];
+    block_start_avx2(c0, c1, m, y, ldy, mv, nv, load);
     for (int k = 0; k < kc; k++) {
         const __m256 w0 = panel8(panel, (size_t)k * NR, dt), w1 = panel8(panel, (size_t)k * NR + 8, dt);
         const float *xk = xp + (size_t)k * MR;
@@ -430,13 +453,7 @@ T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_dt(int kc,
             c1[i] = _mm256_fmadd_ps(w1, b, c1[i]);
         }
     }
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
-        if (i < mv) {
-            _mm256_maskstore_ps(y + (size_t)i * ldy, m0, c0[i]);
-            _mm256_maskstore_ps(y + (size_t)i * ldy + 8, m1, c1[i]);
-        }
-    }
+    block_store_avx2(c0, c1, m, y, ldy, mv);
 }
 
 T_AVX2 static void ukernel_avx2(int kc, const float *xp, const void *panel, float *y, int ldy, int mv, int nv,
@@ -455,26 +472,23 @@ T_AVX2 static void ukernel_avx2_bf16w(int kc, const float *xp, const void *panel
 typedef void (*ukernel_direct_fn)(int kc, const float *x, size_t st, const void *panel, float *y, int ldy, int mv,
                                   int nv, int load);
 
+/* The n rows of a tile read in place: row i at x + i * st, the rows past
+ * the mv valid ones repeating the last (their sums are not stored). */
+static inline __attribute__((always_inline)) void tile_rows(const float **r, int n, const float *x, size_t st,
+                                                            int mv) {
+    for (int i = 0; i < n; i++) r[i] = x + (size_t)(i < mv ? i : mv - 1) * st;
+}
+
 /* ukernel_avx2_dt reading x's rows where they lie (see ukernel_direct_dt). */
 T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_direct_dt(int kc, const float *x, size_t st,
                                                                                 const void *panel, float *y, int ldy,
                                                                                 int mv, int nv, int load, lf_dtype dt) {
-    enum { MR = 6, NR = 16 };
+    enum { MR = MR_AVX2, NR = 16 };
     __m256 c0[MR], c1[MR];
+    __m256i m[2];
     const float *r[MR];
-    for (int i = 0; i < MR; i++) r[i] = x + (size_t)(i < mv ? i : mv - 1) * st;
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane);
-    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
-        if (load && i < mv) {
-            c0[i] = _mm256_maskload_ps(y + (size_t)i * ldy, m0);
-            c1[i] = _mm256_maskload_ps(y + (size_t)i * ldy + 8, m1);
-        } else {
-            c0[i] = c1[i] = _mm256_setzero_ps();
-        }
-    }
+    tile_rows(r, MR, x, st, mv);
+    block_start_avx2(c0, c1, m, y, ldy, mv, nv, load);
     for (int k = 0; k < kc; k++) {
         const __m256 w0 = panel8(panel, (size_t)k * NR, dt), w1 = panel8(panel, (size_t)k * NR + 8, dt);
 #pragma GCC unroll 6
@@ -484,13 +498,7 @@ T_AVX2 static inline __attribute__((always_inline)) void ukernel_avx2_direct_dt(
             c1[i] = _mm256_fmadd_ps(w1, b, c1[i]);
         }
     }
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
-        if (i < mv) {
-            _mm256_maskstore_ps(y + (size_t)i * ldy, m0, c0[i]);
-            _mm256_maskstore_ps(y + (size_t)i * ldy + 8, m1, c1[i]);
-        }
-    }
+    block_store_avx2(c0, c1, m, y, ldy, mv);
 }
 T_AVX2 static void ukernel_avx2_direct_f32(int kc, const float *x, size_t st, const void *panel, float *y, int ldy,
                                            int mv, int nv, int load) {
@@ -581,9 +589,8 @@ T_512 static void ukernel_avx512_bf16w(int kc, const float *xp, const void *pane
     ukernel_avx512_dt(kc, xp, panel, y, ldy, mv, nv, load, LF_BF16);
 }
 
-/* The same block reading x's rows where they lie (row i of the tile at
- * x + i * st, rows past mv repeating the last valid one) instead of a
- * packed tile: see use_direct. */
+/* The same block reading x's rows where they lie (tile_rows) instead of
+ * a packed tile: see use_direct. */
 T_512 static inline __attribute__((always_inline)) void ukernel_direct_dt(int kc, const float *x, size_t st,
                                                                           const void *panel, float *y, int ldy, int mv,
                                                                           int nv, int load, lf_dtype dt) {
@@ -591,7 +598,7 @@ T_512 static inline __attribute__((always_inline)) void ukernel_direct_dt(int kc
     __m512 c0[MR], c1[MR];
     __mmask16 m[2];
     const float *r[MR];
-    for (int i = 0; i < MR; i++) r[i] = x + (size_t)(i < mv ? i : mv - 1) * st;
+    tile_rows(r, MR, x, st, mv);
     block_start(c0, c1, m, y, ldy, mv, nv, load);
     for (int k = 0; k < kc; k++) {
         const __m512 w0 = panel16(panel, (size_t)k * NR, dt), w1 = panel16(panel, (size_t)k * NR + 16, dt);
