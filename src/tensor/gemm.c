@@ -968,8 +968,8 @@ int lf_gemm_direct_x = -1;
  * most DIRECT_ROWS rows.  Rows 8 KiB apart (2048 columns) share one set
  * of L1 lines and the kernel lost up to a tenth there; 5632 columns apart
  * it ran faster than from packed tiles, whose packing (11.5 MB of x) is
- * itself slow; and a job of few rows paid for packing x about as much as
- * for its products.  (Measured on AVX-512; the AVX2 path under the same
+ * itself slow; and a job of few rows spent much of its time packing x
+ * (a 128-row product alone about half, a 384-row job a fifth).  (Measured on AVX-512; the AVX2 path under the same
  * rule, on the same CPU: a layer's products 0.965x the time.)
  * lf_gemm_direct_x: -1 chooses so, 0 never, 1 wherever the rest allows. */
 static int use_direct(const gemm_job *g) {
