@@ -64,11 +64,11 @@ static const int isas[] = {LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512};
 
 /* The decoding kernels' paths: every ISA with the CPU's choice of
  * prefetching replaced by L1 prefetches, then AVX-512 with non-temporal
- * ones (rowdot.c, q8.c).  set_path returns the previous ISA. */
-#define NPATHS (sizeof isas / sizeof isas[0] + 1)
+ * ones and with none (rowdot.c, q8.c).  set_path returns the previous ISA. */
+#define NPATHS (sizeof isas / sizeof isas[0] + 2)
 static int set_path(size_t ii) {
     const size_t n = sizeof isas / sizeof isas[0];
-    lf_kernels_set_stream_nt(ii == n);
+    lf_kernels_set_prefetch(ii == n ? LF_PREFETCH_NT : ii == n + 1 ? LF_PREFETCH_NONE : LF_PREFETCH_T0);
     return lf_kernels_set_isa(ii < n ? isas[ii] : LF_ISA_AVX512);
 }
 
@@ -496,7 +496,7 @@ static void test_q8(void **state) {
                              {3, 250, 1}, {9, 160, 12}, {33, 128, 9}, {7, 32, 6}};
     /* short rows take fewer bytes in 8 bits than in F16 (not padded to a group of 8 blocks) */
     for (int c = 32; c <= 224; c += 32) assert_true(lf_q8_stride(c) < (size_t)c * 2);
-    const int nt_prev = lf_kernels_set_stream_nt(0);
+    const int nt_prev = lf_kernels_set_prefetch(LF_PREFETCH_T0);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
         lf_mat W, Q;
@@ -520,7 +520,7 @@ static void test_q8(void **state) {
         float *x = malloc((size_t)T * cols * sizeof(float));
         for (int i = 0; i < T * cols; i++) x[i] = frand();
         float *y1 = malloc((size_t)T * rows * sizeof(float)), *y2 = malloc((size_t)T * rows * sizeof(float));
-        /* every path, and on AVX-512 both ways of prefetching long rows */
+        /* every path, and on AVX-512 each way of prefetching long rows */
         for (size_t ii = 0; ii < NPATHS; ii++) {
             int prev = set_path(ii);
             lf_matmul_ref(y1, x, &D, T, 0);
@@ -548,7 +548,7 @@ static void test_q8(void **state) {
         }
         free(buf); free(qb); free(deq); free(x); free(y1); free(y2);
     }
-    lf_kernels_set_stream_nt(nt_prev);
+    lf_kernels_set_prefetch(nt_prev);
 }
 
 /* Weights quantise to the same bytes on every path (AVX2 and up take
@@ -676,7 +676,7 @@ static void test_matvec_batch(void **state) {
         for (int i = 0; i < R; i++) z[j][i] = frand();
     }
     /* every path, and on AVX-512 both ways of prefetching long rows */
-    const int nt_prev = lf_kernels_set_stream_nt(0);
+    const int nt_prev = lf_kernels_set_prefetch(LF_PREFETCH_T0);
     for (size_t ii = 0; ii < NPATHS; ii++) {
         int prev = set_path(ii);
         for (int acc = 0; acc < 2; acc++) {
@@ -693,7 +693,7 @@ static void test_matvec_batch(void **state) {
         }
         lf_kernels_set_isa(prev);
     }
-    lf_kernels_set_stream_nt(nt_prev);
+    lf_kernels_set_prefetch(nt_prev);
     for (int j = 0; j < 3; j++) { free(x[j]); free(z[j]); free(y1[j]); free(y2[j]); }
     for (int j = 0; j < 6; j++) free(bufs[j]);
 }
@@ -813,7 +813,7 @@ static void test_colblocks(void **state) {
     }
     const int shapes[][3] = {{70, 300, 128}, {33, 2500, 1280}, {40, 192, 64}, {5, 130, 64}}; /* rows, cols, colblock */
     const lf_dtype dts[] = {LF_F16, LF_BF16, LF_F32};
-    const int threads = lf_kernels_threads(), nt_prev = lf_kernels_set_stream_nt(0);
+    const int threads = lf_kernels_threads(), nt_prev = lf_kernels_set_prefetch(LF_PREFETCH_T0);
     lf_kernels_set_threads(2);
     for (size_t di = 0; di < sizeof dts / sizeof dts[0]; di++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -937,7 +937,7 @@ static void test_colblocks(void **state) {
             free(buf); free(bb); free(a); free(b);
         }
     lf_kernels_set_threads(threads);
-    lf_kernels_set_stream_nt(nt_prev);
+    lf_kernels_set_prefetch(nt_prev);
 }
 
 /* lf_parallel_ranges: every item runs exactly once whatever the threads'

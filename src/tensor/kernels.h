@@ -211,12 +211,17 @@ int lf_kernels_set_isa(int isa);
  * it returns the previous setting.  lf_kernels_amx: in use now. */
 int lf_kernels_set_amx(int on);
 int lf_kernels_amx(void);
-/* How the AVX-512 matrix-vector kernels prefetch long weight rows: 1
- * non-temporal, 0 into L1, -1 by the CPU (non-temporal on AMD, where it
- * is faster; into L1 elsewhere: on Sapphire Rapids non-temporal lines left
- * L1 before use).  LORAFLOW_PREFETCH=nt|t0 sets it from the environment.
+/* How the AVX-512 matrix-vector kernels prefetch long weight rows
+ * (LF_PREFETCH_*), or -1: by the CPU.  Non-temporal on AMD Zen 5 and
+ * other AMD CPUs, where it is faster; not at all on AMD Zen 4 (family
+ * 19h with AVX-512), whose hardware prefetchers alone read faster; into
+ * L1 elsewhere (on Sapphire Rapids non-temporal lines left L1 before
+ * use).  LORAFLOW_PREFETCH=nt|t0|none sets it from the environment.
  * Returns the previous setting; the sums do not depend on it. */
-int lf_kernels_set_stream_nt(int on);
+#define LF_PREFETCH_T0 0
+#define LF_PREFETCH_NT 1
+#define LF_PREFETCH_NONE 2
+int lf_kernels_set_prefetch(int mode);
 /* W converted once into the tiles its AMX products with W^T (wtrans 0) or
  * with W (wtrans 1) read, 4 bytes per weight (bfloat16 hi and lo), for a
  * caller that multiplies by the same weights many times (training): the

@@ -51,7 +51,7 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
  * read loop draws 34-35; 1b F16 decoding on the AVX2 path: 12.99 -> 14.56
  * tokens/s).  Shorter rows (the adapters' B_cat) go four at a time,
  * sharing the loads of x, and ask for the group after next at the start.
- * Where lf_cpu_stream_nt() says so (AMD), the AVX-512 path asks
+ * Where lf_cpu_prefetch() says so (AMD), the AVX-512 path asks
  * LF_LONG_AHEAD_NT ahead, as non-temporal (a weight byte is read once per
  * token): its lines then leave L1 first and x stays there, which matters
  * for long rows (x of the down projection is 22 KiB; on an AMD EPYC
@@ -213,13 +213,13 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
 }
 
 /* One long row: sum_c w[c] x[c], asking for the bytes AHEAD further on
- * with prefetch hint HINT. */
+ * with prefetch hint HINT (AHEAD 0: not asking). */
 #define AVX512_LONGROW(NAME, ES, V16, M16, AHEAD, HINT)                                \
     T_512 static float NAME(const char *w, const float *x, int n, __mmask16 km) {      \
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                    \
         int c = 0;                                                                     \
         for (; c + 64 <= n; c += 64) {                                                 \
-            for (int q = 0; q < (ES); q++)                                             \
+            for (int q = 0; q < ((AHEAD) ? (ES) : 0); q++)                             \
                 _mm_prefetch(w + (size_t)c * (ES) + (AHEAD) + 64 * q, HINT);           \
             a0 = _mm512_fmadd_ps(V16(w, c), _mm512_loadu_ps(x + c), a0);               \
             a1 = _mm512_fmadd_ps(V16(w, c + 16), _mm512_loadu_ps(x + c + 16), a1);     \
@@ -237,6 +237,9 @@ AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD, _MM_HINT_T0)
 AVX512_LONGROW(longrow_nt_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
 AVX512_LONGROW(longrow_nt_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
 AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_np_f32, 4, v16_f32, m16_f32, 0, _MM_HINT_T0)
+AVX512_LONGROW(longrow_np_f16, 2, v16_f16, m16_f16, 0, _MM_HINT_T0)
+AVX512_LONGROW(longrow_np_bf16, 2, v16_bf16, m16_bf16, 0, _MM_HINT_T0)
 
 #define AVX512_ROWDOT(NAME, ES, V16, M16, LONGROW)                                     \
     T_512 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {    \
@@ -306,19 +309,22 @@ AVX512_ROWDOT(lf_rowdot_avx512_bf16, 2, v16_bf16, m16_bf16, longrow_bf16)
 AVX512_ROWDOT(lf_rowdot_avx512nt_f32, 4, v16_f32, m16_f32, longrow_nt_f32)
 AVX512_ROWDOT(lf_rowdot_avx512nt_f16, 2, v16_f16, m16_f16, longrow_nt_f16)
 AVX512_ROWDOT(lf_rowdot_avx512nt_bf16, 2, v16_bf16, m16_bf16, longrow_nt_bf16)
+AVX512_ROWDOT(lf_rowdot_avx512np_f32, 4, v16_f32, m16_f32, longrow_np_f32)
+AVX512_ROWDOT(lf_rowdot_avx512np_f16, 2, v16_f16, m16_f16, longrow_np_f16)
+AVX512_ROWDOT(lf_rowdot_avx512np_bf16, 2, v16_bf16, m16_bf16, longrow_np_bf16)
 #endif
 
 lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa) {
 #ifdef LF_X86
     if (isa == LF_ISA_AVX512) {
-        const int nt = lf_cpu_stream_nt();
+        const int pf = lf_cpu_prefetch(), nt = pf == LF_PREFETCH_NT, np = pf == LF_PREFETCH_NONE;
         switch ((int)t) {
-        case LF_F32: return nt ? lf_rowdot_avx512nt_f32 : lf_rowdot_avx512_f32;
-        case LF_F16: return nt ? lf_rowdot_avx512nt_f16 : lf_rowdot_avx512_f16;
-        case LF_BF16: return nt ? lf_rowdot_avx512nt_bf16 : lf_rowdot_avx512_bf16;
+        case LF_F32: return np ? lf_rowdot_avx512np_f32 : nt ? lf_rowdot_avx512nt_f32 : lf_rowdot_avx512_f32;
+        case LF_F16: return np ? lf_rowdot_avx512np_f16 : nt ? lf_rowdot_avx512nt_f16 : lf_rowdot_avx512_f16;
+        case LF_BF16: return np ? lf_rowdot_avx512np_bf16 : nt ? lf_rowdot_avx512nt_bf16 : lf_rowdot_avx512_bf16;
         case (int)LF_Q8:
             if (!lf_cpu_vnni512()) return lf_rowdot_avx2_q8;
-            return nt ? lf_rowdot_avx512nt_q8 : lf_rowdot_avx512_q8;
+            return np ? lf_rowdot_avx512np_q8 : nt ? lf_rowdot_avx512nt_q8 : lf_rowdot_avx512_q8;
         default: return NULL;
         }
     }

@@ -34,7 +34,8 @@ int lf_cpu_vnni512(void); /* AVX512-VNNI present (and the AVX-512 path selected)
 int lf_cpu_amx(void);     /* AMX tiles usable (and the AVX-512 path selected, not turned off) */
 int lf_cpu_bf16(void);    /* AVX512-BF16 present (and the AVX-512 path selected) */
 int lf_products_bf16(void); /* products with stored matrices in bfloat16 (lf_set_products, and the CPU has them) */
-int lf_cpu_stream_nt(void); /* long weight rows prefetched non-temporal (rowdot.c; AVX-512 path) */
+int lf_cpu_l1d_ways(void); /* ways of the L1 data cache (0: not known) */
+int lf_cpu_prefetch(void); /* LF_PREFETCH_*: how the AVX-512 path asks for long weight rows (rowdot.c, q8.c) */
 
 #ifdef LF_X86
 #include <immintrin.h>
@@ -73,9 +74,9 @@ __attribute__((target("avx512f"))) static inline void lf_tr16_epi32(__m512i r[16
  * activation (lf_q8_act) for Q8 rows. */
 typedef void (*lf_rowdot_fn)(const lf_mat *W, int r0, int nr, const void *x, float *out);
 /* Rows of more than LF_SHORT_ROW bytes of weights are read one at a time,
- * asking for the bytes LF_LONG_AHEAD further on into L1, or LF_LONG_AHEAD_NT
- * further on as non-temporal where lf_cpu_stream_nt() says so (rowdot.c
- * gives the measurements; q8.c reads its rows the same way). */
+ * asking for the bytes LF_LONG_AHEAD further on into L1, LF_LONG_AHEAD_NT
+ * further on as non-temporal, or not asking, as lf_cpu_prefetch() says
+ * (rowdot.c gives the measurements; q8.c reads its rows the same way). */
 #define LF_SHORT_ROW 1024
 #define LF_LONG_AHEAD 2048
 #define LF_LONG_AHEAD_NT 6144
@@ -98,6 +99,7 @@ void lf_rowdot_avx512nt_f16(const lf_mat *W, int r0, int nr, const void *x, floa
 void lf_rowdot_avx512nt_bf16(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
 void lf_rowdot_avx512nt_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
+void lf_rowdot_avx512np_q8(const lf_mat *W, int r0, int nr, const void *x, float *out);
 #endif
 
 /* ---- q8 internals ---- */
