@@ -960,24 +960,35 @@ static void panels_chunk(void *ctx, int chunk) {
 
 int lf_gemm_direct_x = -1;
 #define DIRECT_ROWS 512
+#define DIRECT_ROWS_FEW_WAYS 128
 
 /* Whether the job's kernels read x where it lies instead of packing it
  * into tiles: float32 products on AVX-512 or AVX2 (W's own panels packed
  * once, or float32 panels packed as the product goes), x row-major, and
- * either its rows are not a multiple of 4 KiB apart or the job has at
- * most DIRECT_ROWS rows.  Rows 8 KiB apart (2048 columns) share one set
- * of L1 lines and the kernel lost up to a tenth there; 5632 columns apart
- * it ran faster than from packed tiles, whose packing (11.5 MB of x) is
- * itself slow; and a job of few rows spent much of its time packing x
- * (a 128-row product alone about half, a 384-row job a fifth).  (Measured on AVX-512; the AVX2 path under the same
- * rule, on the same CPU: a layer's products 0.965x the time.)
+ * either its rows are not a multiple of 4 KiB apart or the job has few
+ * rows.  Rows 4 KiB apart share one set of L1 lines: a tile's mr rows
+ * then fit in L1 only with at least mr ways.  5632 columns apart the
+ * kernel ran faster than from packed tiles, whose packing (11.5 MB of x)
+ * is itself slow; 2048 columns apart (8 KiB) it lost up to a tenth on
+ * the 2048-row products, and on a job of few rows packing x cost much of
+ * the time (a 128-row product alone about half, a 384-row job a fifth).
+ * "Few" is at most DIRECT_ROWS rows where a tile's rows fit in a set
+ * (Zen 5's 12 ways; a 384-row job 0.79x the time), at most
+ * DIRECT_ROWS_FEW_WAYS where they do not (the AVX-512 tile's 12 rows in
+ * Zen 4's 8 ways, 2048-wide products taking turns in one process: 64-128
+ * rows 0.5-0.9x, 192 rows 0.96-1.30x, 256 rows 1.03-1.05x, 384 rows
+ * 1.09-1.15x; the forward key or value job of the 1b shape, 256 + 128
+ * rows, 1.10-1.13x).  (Measured on AVX-512; the AVX2 path under the same
+ * rule, on Zen 5: a layer's products 0.965x the time.)
  * lf_gemm_direct_x: -1 chooses so, 0 never, 1 wherever the rest allows. */
 static int use_direct(const gemm_job *g) {
 #ifdef LF_X86
     if (!lf_gemm_direct_x || g->bf16 || (g->isa != LF_ISA_AVX512 && g->isa != LF_ISA_AVX2) || g->xsk != 1) return 0;
+    if (lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0) return 1;
+    const int ways = lf_cpu_l1d_ways(), few = !ways || ways >= g->sh.mr ? DIRECT_ROWS : DIRECT_ROWS_FEW_WAYS;
     int rows = 0;
     for (int i = 0; i < g->n; i++) rows += g->p[i].rows;
-    return lf_gemm_direct_x > 0 || (g->xst * sizeof(float)) % 4096 != 0 || rows <= DIRECT_ROWS;
+    return rows <= few;
 #else
     (void)g; /* no direct micro-kernels here */
     return 0;
