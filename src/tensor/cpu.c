@@ -122,10 +122,10 @@ int lf_cpu_l1d_ways(void) {
 }
 
 /* 1b F16 decoding on a Zen 4 guest, 2 threads, the ways taking turns
- * token by token in one process: without software prefetches 1.28x the
- * tokens/s of non-temporal ones 6 KiB ahead (into L1, 2 KiB ahead: the
- * same as non-temporal).  On Zen 5 non-temporal was 1-2 % faster than
- * none (rowdot.c). */
+ * token by token in one process: without software prefetches 1.27-1.29x
+ * the tokens/s of non-temporal ones 6 KiB ahead (into L1, 2 KiB ahead:
+ * the same as non-temporal).  On Zen 5 non-temporal ones were 1-2 %
+ * faster than those into L1 (rowdot.c); none was not measured there. */
 int lf_cpu_prefetch(void) {
     if (lf_isa() != LF_ISA_AVX512) return LF_PREFETCH_T0;
     if (prefetch >= 0) return prefetch;

@@ -212,9 +212,9 @@ int lf_kernels_set_isa(int isa);
 int lf_kernels_set_amx(int on);
 int lf_kernels_amx(void);
 /* How the AVX-512 matrix-vector kernels prefetch long weight rows
- * (LF_PREFETCH_*), or -1: by the CPU.  Non-temporal on AMD Zen 5 and
- * other AMD CPUs, where it is faster; not at all on AMD Zen 4 (family
- * 19h with AVX-512), whose hardware prefetchers alone read faster; into
+ * (LF_PREFETCH_*), or -1: by the CPU.  Not at all on AMD Zen 4 (family
+ * 19h with AVX-512), whose hardware prefetchers alone read faster;
+ * non-temporal on other AMD CPUs (on Zen 5 faster than into L1); into
  * L1 elsewhere (on Sapphire Rapids non-temporal lines left L1 before
  * use).  LORAFLOW_PREFETCH=nt|t0|none sets it from the environment.
  * Returns the previous setting; the sums do not depend on it. */
