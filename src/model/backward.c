@@ -1051,7 +1051,9 @@ static float *rope_table(const lf_config *c, int T) {
     float *f = lf_malloc((size_t)T * hd * sizeof(float), "rope table");
     double *inv = lf_malloc((size_t)(half ? half : 1) * sizeof(double), "rope table");
     if (f && inv) {
-        for (int j = 0; j < half; j++) inv[j] = (float)pow((double)c->rope_theta, -2.0 * j / hd); /* a float, as ever */
+        /* each frequency rounded to float, as the float inv_freq array this
+         * table replaced held it: the same angles, bit for bit */
+        for (int j = 0; j < half; j++) inv[j] = (float)pow((double)c->rope_theta, -2.0 * j / hd);
         for (int t = 0; t < T; t++)
             for (int j = 0; j < half; j++) {
                 const double a = (double)t * inv[j];
