@@ -64,11 +64,13 @@ static const int isas[] = {LF_ISA_PORTABLE, LF_ISA_AVX2, LF_ISA_AVX512};
 
 /* The decoding kernels' paths: every ISA with the CPU's choice of
  * prefetching replaced by L1 prefetches, then AVX-512 with non-temporal
- * ones and with none (rowdot.c, q8.c).  set_path returns the previous ISA. */
-#define NPATHS (sizeof isas / sizeof isas[0] + 2)
+ * ones, with none and with L2 ones (rowdot.c, q8.c).  set_path returns the
+ * previous ISA. */
+static const int other_prefetches[] = {LF_PREFETCH_NT, LF_PREFETCH_NONE, LF_PREFETCH_T1};
+#define NPATHS (sizeof isas / sizeof isas[0] + sizeof other_prefetches / sizeof other_prefetches[0])
 static int set_path(size_t ii) {
     const size_t n = sizeof isas / sizeof isas[0];
-    lf_kernels_set_prefetch(ii == n ? LF_PREFETCH_NT : ii == n + 1 ? LF_PREFETCH_NONE : LF_PREFETCH_T0);
+    lf_kernels_set_prefetch(ii < n ? LF_PREFETCH_T0 : other_prefetches[ii - n]);
     return lf_kernels_set_isa(ii < n ? isas[ii] : LF_ISA_AVX512);
 }
 

@@ -19,7 +19,7 @@ static const lf_env_var env_vars[] = {
     {"LORAFLOW_PRODUCTS", "f32|bf16", "many-token products, as --products"},
     {"LORAFLOW_ISA", "avx512|avx2|portable", "the best instruction set the kernels may use"},
     {"LORAFLOW_NO_SIMD", "0|1", "1: portable kernels only"},
-    {"LORAFLOW_PREFETCH", "nt|t0|none", "long weight rows prefetched non-temporal, into L1 or not at all"},
+    {"LORAFLOW_PREFETCH", "nt|t0|t1|none", "long weight rows prefetched non-temporal, into L1, into L2 or not at all"},
     {"LORAFLOW_AMX", "0|1", "0: no AMX tiles"},
 };
 

@@ -81,6 +81,7 @@ static void detect(void) {
     if (e && !strcmp(e, "nt")) prefetch = LF_PREFETCH_NT;
     if (e && !strcmp(e, "t0")) prefetch = LF_PREFETCH_T0;
     if (e && !strcmp(e, "none")) prefetch = LF_PREFETCH_NONE;
+    if (e && !strcmp(e, "t1")) prefetch = LF_PREFETCH_T1;
     e = getenv("LORAFLOW_ISA");
     if (e && !strcmp(e, "portable")) best = LF_ISA_PORTABLE;
     if (e && !strcmp(e, "avx2") && best > LF_ISA_AVX2) best = LF_ISA_AVX2;
@@ -124,18 +125,21 @@ int lf_cpu_l1d_ways(void) {
 /* 1b F16 decoding on a Zen 4 guest, 2 threads, the ways taking turns
  * token by token in one process: without software prefetches 1.27-1.29x
  * the tokens/s of non-temporal ones 6 KiB ahead (into L1, 2 KiB ahead:
- * the same as non-temporal).  On Zen 5 non-temporal ones were 1-2 %
- * faster than those into L1 (rowdot.c); none was not measured there. */
+ * the same as non-temporal); into L2 8 KiB ahead, against none, median
+ * 1.01x for the base model and 1.10x with two LoRAs fused (9 runs; q8
+ * 1.05-1.08x and 1.09-1.11x).  On Zen 5 non-temporal ones were 1-2 %
+ * faster than those into L1 (rowdot.c); none and L2 were not measured
+ * there. */
 int lf_cpu_prefetch(void) {
     if (lf_isa() != LF_ISA_AVX512) return LF_PREFETCH_T0;
     if (prefetch >= 0) return prefetch;
-    return zen4 ? LF_PREFETCH_NONE : amd ? LF_PREFETCH_NT : LF_PREFETCH_T0;
+    return zen4 ? LF_PREFETCH_T1 : amd ? LF_PREFETCH_NT : LF_PREFETCH_T0;
 }
 
 int lf_kernels_set_prefetch(int mode) {
     detect(); /* so that LORAFLOW_PREFETCH is read before, not over, this */
     int prev = prefetch;
-    prefetch = mode >= LF_PREFETCH_T0 && mode <= LF_PREFETCH_NONE ? mode : -1;
+    prefetch = mode >= LF_PREFETCH_T0 && mode <= LF_PREFETCH_T1 ? mode : -1;
     return prev;
 }
 

@@ -212,15 +212,17 @@ int lf_kernels_set_isa(int isa);
 int lf_kernels_set_amx(int on);
 int lf_kernels_amx(void);
 /* How the AVX-512 matrix-vector kernels prefetch long weight rows
- * (LF_PREFETCH_*), or -1: by the CPU.  Not at all on AMD Zen 4 (family
- * 19h with AVX-512), whose hardware prefetchers alone read faster;
- * non-temporal on other AMD CPUs (on Zen 5 faster than into L1); into
- * L1 elsewhere (on Sapphire Rapids non-temporal lines left L1 before
- * use).  LORAFLOW_PREFETCH=nt|t0|none sets it from the environment.
+ * (LF_PREFETCH_*), or -1: by the CPU.  Into L2 on AMD Zen 4 (family 19h
+ * with AVX-512), where prefetches into L1 or non-temporal ones read
+ * slower than none and those into L2 faster; non-temporal on other AMD
+ * CPUs (on Zen 5 faster than into L1); into L1 elsewhere (on Sapphire
+ * Rapids non-temporal lines left L1 before use).
+ * LORAFLOW_PREFETCH=nt|t0|t1|none sets it from the environment.
  * Returns the previous setting; the sums do not depend on it. */
 #define LF_PREFETCH_T0 0
 #define LF_PREFETCH_NT 1
 #define LF_PREFETCH_NONE 2
+#define LF_PREFETCH_T1 3
 int lf_kernels_set_prefetch(int mode);
 /* W converted once into the tiles its AMX products with W^T (wtrans 0) or
  * with W (wtrans 1) read, 4 bytes per weight (bfloat16 hi and lo), for a

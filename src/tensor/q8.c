@@ -476,8 +476,9 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
  * requested as they go, as rowdot.c does for F16 rows: a matrix is then one
  * stream (1b q8 shapes, 2 threads, AMD EPYC guest, alternating in one
  * process: 512 MiB of rows of 2048 at 57-67 GB/s, against 42-47 four rows
- * side by side).  Non-temporal and 6 KiB ahead, not at all, or 2 KiB
- * into L1, as lf_cpu_prefetch() says, for the reasons given there.
+ * side by side).  Non-temporal and 6 KiB ahead, 8 KiB into L2, not at
+ * all, or 2 KiB into L1, as lf_cpu_prefetch() says, for the reasons
+ * given there.
  * Shorter rows go four at a time, sharing the loads of x. */
 
 #define VNNI_LONGROW(NAME, AHEAD, HINT)                                                  \
@@ -506,6 +507,7 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
 VNNI_LONGROW(longrow_q8, LF_LONG_AHEAD, _MM_HINT_T0)
 VNNI_LONGROW(longrow_nt_q8, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
 VNNI_LONGROW(longrow_np_q8, 0, _MM_HINT_T0)
+VNNI_LONGROW(longrow_t1_q8, LF_LONG_AHEAD_T1, _MM_HINT_T1)
 
 /* Rows of one group of nbg < 8 blocks (kernels.h; B_cat's): 64 bytes a
  * step, each lane's sum less its 128 * sum of x and scaled by its block's
@@ -624,4 +626,5 @@ T_VNNI static void short_rows_vnni4(const lf_mat *W, int r0, int nr, const lf_q8
 VNNI_ROWDOT(lf_rowdot_avx512_q8, longrow_q8)
 VNNI_ROWDOT(lf_rowdot_avx512nt_q8, longrow_nt_q8)
 VNNI_ROWDOT(lf_rowdot_avx512np_q8, longrow_np_q8)
+VNNI_ROWDOT(lf_rowdot_avx512t1_q8, longrow_t1_q8)
 #endif

@@ -59,8 +59,13 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
  * 5632 x 2048, and 52-58 this way; the other shapes 1-5 % more,
  * alternating in one process; 1b decoding +1-2 %).  On Sapphire Rapids
  * non-temporal prefetches 2 KiB ahead cut 1b decoding from 13.6 to 5.6
- * tokens/s (session 5): the lines left L1 before they were used. */
-/* (LF_SHORT_ROW, LF_LONG_AHEAD and LF_LONG_AHEAD_NT in simd.h) */
+ * tokens/s (session 5): the lines left L1 before they were used.  On AMD
+ * Zen 4 (a guest, 2 threads) prefetches into L1 or non-temporal ones read
+ * slower than none at all, and none slower than asking LF_LONG_AHEAD_T1
+ * ahead into L2 only (cpu.c gives the figures): the hardware prefetchers
+ * then bring the lines from L2 to L1, and those into L2 run further ahead
+ * of them; B_cat's groups read the same with either hint. */
+/* (LF_SHORT_ROW and the LF_LONG_AHEAD distances in simd.h) */
 
 /* ============================ AVX2 ============================ */
 
@@ -240,6 +245,9 @@ AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_NT, _MM_HIN
 AVX512_LONGROW(longrow_np_f32, 4, v16_f32, m16_f32, 0, _MM_HINT_T0)
 AVX512_LONGROW(longrow_np_f16, 2, v16_f16, m16_f16, 0, _MM_HINT_T0)
 AVX512_LONGROW(longrow_np_bf16, 2, v16_bf16, m16_bf16, 0, _MM_HINT_T0)
+AVX512_LONGROW(longrow_t1_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_T1, _MM_HINT_T1)
+AVX512_LONGROW(longrow_t1_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_T1, _MM_HINT_T1)
+AVX512_LONGROW(longrow_t1_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_T1, _MM_HINT_T1)
 
 #define AVX512_ROWDOT(NAME, ES, V16, M16, LONGROW)                                     \
     T_512 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {    \
@@ -312,19 +320,27 @@ AVX512_ROWDOT(lf_rowdot_avx512nt_bf16, 2, v16_bf16, m16_bf16, longrow_nt_bf16)
 AVX512_ROWDOT(lf_rowdot_avx512np_f32, 4, v16_f32, m16_f32, longrow_np_f32)
 AVX512_ROWDOT(lf_rowdot_avx512np_f16, 2, v16_f16, m16_f16, longrow_np_f16)
 AVX512_ROWDOT(lf_rowdot_avx512np_bf16, 2, v16_bf16, m16_bf16, longrow_np_bf16)
+AVX512_ROWDOT(lf_rowdot_avx512t1_f32, 4, v16_f32, m16_f32, longrow_t1_f32)
+AVX512_ROWDOT(lf_rowdot_avx512t1_f16, 2, v16_f16, m16_f16, longrow_t1_f16)
+AVX512_ROWDOT(lf_rowdot_avx512t1_bf16, 2, v16_bf16, m16_bf16, longrow_t1_bf16)
 #endif
 
 lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa) {
 #ifdef LF_X86
     if (isa == LF_ISA_AVX512) {
-        const int pf = lf_cpu_prefetch(), nt = pf == LF_PREFETCH_NT, np = pf == LF_PREFETCH_NONE;
+        const int pf = lf_cpu_prefetch();
+        /* [pf][F32, F16, BF16, Q8] */
+        static const lf_rowdot_fn by_pf[4][4] = {
+            [LF_PREFETCH_T0] = {lf_rowdot_avx512_f32, lf_rowdot_avx512_f16, lf_rowdot_avx512_bf16, lf_rowdot_avx512_q8},
+            [LF_PREFETCH_NT] = {lf_rowdot_avx512nt_f32, lf_rowdot_avx512nt_f16, lf_rowdot_avx512nt_bf16, lf_rowdot_avx512nt_q8},
+            [LF_PREFETCH_NONE] = {lf_rowdot_avx512np_f32, lf_rowdot_avx512np_f16, lf_rowdot_avx512np_bf16, lf_rowdot_avx512np_q8},
+            [LF_PREFETCH_T1] = {lf_rowdot_avx512t1_f32, lf_rowdot_avx512t1_f16, lf_rowdot_avx512t1_bf16, lf_rowdot_avx512t1_q8},
+        };
         switch ((int)t) {
-        case LF_F32: return np ? lf_rowdot_avx512np_f32 : nt ? lf_rowdot_avx512nt_f32 : lf_rowdot_avx512_f32;
-        case LF_F16: return np ? lf_rowdot_avx512np_f16 : nt ? lf_rowdot_avx512nt_f16 : lf_rowdot_avx512_f16;
-        case LF_BF16: return np ? lf_rowdot_avx512np_bf16 : nt ? lf_rowdot_avx512nt_bf16 : lf_rowdot_avx512_bf16;
-        case (int)LF_Q8:
-            if (!lf_cpu_vnni512()) return lf_rowdot_avx2_q8;
-            return np ? lf_rowdot_avx512np_q8 : nt ? lf_rowdot_avx512nt_q8 : lf_rowdot_avx512_q8;
+        case LF_F32: return by_pf[pf][0];
+        case LF_F16: return by_pf[pf][1];
+        case LF_BF16: return by_pf[pf][2];
+        case (int)LF_Q8: return lf_cpu_vnni512() ? by_pf[pf][3] : lf_rowdot_avx2_q8;
         default: return NULL;
         }
     }
