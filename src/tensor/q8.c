@@ -476,22 +476,23 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
  * requested as they go, as rowdot.c does for F16 rows: a matrix is then one
  * stream (1b q8 shapes, 2 threads, AMD EPYC guest, alternating in one
  * process: 512 MiB of rows of 2048 at 57-67 GB/s, against 42-47 four rows
- * side by side).  Non-temporal and 6 KiB ahead, 8 KiB into L2, not at
- * all, or 2 KiB into L1, as lf_cpu_prefetch() says, for the reasons
- * given there.
+ * side by side).  Non-temporal and 6 KiB ahead, 8, 16 and 24 KiB into
+ * L2, not at all, or 2 KiB into L1, as lf_cpu_prefetch() says, for the
+ * reasons given there.
  * Shorter rows go four at a time, sharing the loads of x. */
 
-#define VNNI_LONGROW(NAME, AHEAD, HINT)                                                  \
+#define VNNI_LONGROW(NAME, AHEAD, REACH, HINT)                                           \
     T_VNNI static float NAME(const uint8_t *q, const lf_q8_act *x, int ng, size_t rb, size_t stride) { \
         const uint16_t *s = (const uint16_t *)(q + rb);                                  \
-        /* this row's scales and padding, AHEAD on (the groups ask for its codes) */   \
-        for (size_t o = rb; (AHEAD) && o < stride; o += 64) _mm_prefetch((const char *)q + o + (AHEAD), HINT); \
+        /* this row's scales and padding, k AHEAD on (the groups ask for its codes) */ \
+        for (int k = 1; k <= (REACH); k++)                                               \
+            for (size_t o = rb; o < stride; o += 64) _mm_prefetch((const char *)q + o + k * (AHEAD), HINT); \
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, dx;                                    \
         __m512i xq[4];                                                                   \
         __m256i corr;                                                                    \
         for (int g = 0; g < ng; g++) {                                                   \
-            const char *p = (const char *)q + (size_t)g * LF_Q8_GROUP + (AHEAD);         \
-            if (AHEAD) {                                                                 \
+            for (int k = 1; k <= (REACH); k++) {                                         \
+                const char *p = (const char *)q + (size_t)g * LF_Q8_GROUP + k * (AHEAD); \
                 _mm_prefetch(p, HINT);                                                   \
                 _mm_prefetch(p + 64, HINT);                                              \
                 _mm_prefetch(p + 128, HINT);                                             \
@@ -504,10 +505,10 @@ T_VNNI static inline void act_group(const lf_q8_act *x, int g, __m512i xq[4], __
         return hsum8(_mm256_add_ps(a0, a1));                                             \
     }
 
-VNNI_LONGROW(longrow_q8, LF_LONG_AHEAD, _MM_HINT_T0)
-VNNI_LONGROW(longrow_nt_q8, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
-VNNI_LONGROW(longrow_np_q8, 0, _MM_HINT_T0)
-VNNI_LONGROW(longrow_t1_q8, LF_LONG_AHEAD_T1, _MM_HINT_T1)
+VNNI_LONGROW(longrow_q8, LF_LONG_AHEAD, 1, _MM_HINT_T0)
+VNNI_LONGROW(longrow_nt_q8, LF_LONG_AHEAD_NT, 1, _MM_HINT_NTA)
+VNNI_LONGROW(longrow_np_q8, 0, 0, _MM_HINT_T0)
+VNNI_LONGROW(longrow_t1_q8, LF_LONG_AHEAD_T1, LF_LONG_REACH_T1, _MM_HINT_T1)
 
 /* Rows of one group of nbg < 8 blocks (kernels.h; B_cat's): 64 bytes a
  * step, each lane's sum less its 128 * sum of x and scaled by its block's

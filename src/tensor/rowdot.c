@@ -61,10 +61,13 @@ PORTABLE_ROWDOT(lf_rowdot_portable_bf16, 2, ld_bf16)
  * non-temporal prefetches 2 KiB ahead cut 1b decoding from 13.6 to 5.6
  * tokens/s (session 5): the lines left L1 before they were used.  On AMD
  * Zen 4 (a guest, 2 threads) prefetches into L1 or non-temporal ones read
- * slower than none at all, and none slower than asking LF_LONG_AHEAD_T1
- * ahead into L2 only (cpu.c gives the figures): the hardware prefetchers
- * then bring the lines from L2 to L1, and those into L2 run further ahead
- * of them; B_cat's groups read the same with either hint. */
+ * slower than none at all, and none slower than asking into L2 only, 8,
+ * 16 and 24 KiB ahead (LF_LONG_AHEAD_T1, LF_LONG_REACH_T1; cpu.c gives the
+ * figures): the hardware prefetchers then bring the lines from L2 to L1,
+ * and those into L2 run further ahead of them; a line asked for once,
+ * 8 or 16 KiB ahead, is read slower than one asked for at both (perhaps
+ * some of the requests are dropped when the queues are full).  B_cat's
+ * groups read the same with either hint. */
 /* (LF_SHORT_ROW and the LF_LONG_AHEAD distances in simd.h) */
 
 /* ============================ AVX2 ============================ */
@@ -217,15 +220,16 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-/* One long row: sum_c w[c] x[c], asking for the bytes AHEAD further on
- * with prefetch hint HINT (AHEAD 0: not asking). */
-#define AVX512_LONGROW(NAME, ES, V16, M16, AHEAD, HINT)                                \
+/* One long row: sum_c w[c] x[c], asking for the bytes AHEAD, 2 AHEAD, ..
+ * REACH AHEAD further on with prefetch hint HINT (REACH 0: not asking). */
+#define AVX512_LONGROW(NAME, ES, V16, M16, AHEAD, REACH, HINT)                         \
     T_512 static float NAME(const char *w, const float *x, int n, __mmask16 km) {      \
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                    \
         int c = 0;                                                                     \
         for (; c + 64 <= n; c += 64) {                                                 \
-            for (int q = 0; q < ((AHEAD) ? (ES) : 0); q++)                             \
-                _mm_prefetch(w + (size_t)c * (ES) + (AHEAD) + 64 * q, HINT);           \
+            for (int k = 1; k <= (REACH); k++)                                         \
+                for (int q = 0; q < (ES); q++)                                         \
+                    _mm_prefetch(w + (size_t)c * (ES) + k * (AHEAD) + 64 * q, HINT);   \
             a0 = _mm512_fmadd_ps(V16(w, c), _mm512_loadu_ps(x + c), a0);               \
             a1 = _mm512_fmadd_ps(V16(w, c + 16), _mm512_loadu_ps(x + c + 16), a1);     \
             a2 = _mm512_fmadd_ps(V16(w, c + 32), _mm512_loadu_ps(x + c + 32), a2);     \
@@ -236,18 +240,18 @@ T_512 static inline __m512 m16_bf16(const void *p, size_t i, __mmask16 k) {
         return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
     }
 
-AVX512_LONGROW(longrow_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD, _MM_HINT_T0)
-AVX512_LONGROW(longrow_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD, _MM_HINT_T0)
-AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD, _MM_HINT_T0)
-AVX512_LONGROW(longrow_nt_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
-AVX512_LONGROW(longrow_nt_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
-AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_NT, _MM_HINT_NTA)
-AVX512_LONGROW(longrow_np_f32, 4, v16_f32, m16_f32, 0, _MM_HINT_T0)
-AVX512_LONGROW(longrow_np_f16, 2, v16_f16, m16_f16, 0, _MM_HINT_T0)
-AVX512_LONGROW(longrow_np_bf16, 2, v16_bf16, m16_bf16, 0, _MM_HINT_T0)
-AVX512_LONGROW(longrow_t1_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_T1, _MM_HINT_T1)
-AVX512_LONGROW(longrow_t1_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_T1, _MM_HINT_T1)
-AVX512_LONGROW(longrow_t1_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_T1, _MM_HINT_T1)
+AVX512_LONGROW(longrow_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD, 1, _MM_HINT_T0)
+AVX512_LONGROW(longrow_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD, 1, _MM_HINT_T0)
+AVX512_LONGROW(longrow_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD, 1, _MM_HINT_T0)
+AVX512_LONGROW(longrow_nt_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_NT, 1, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_nt_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_NT, 1, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_nt_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_NT, 1, _MM_HINT_NTA)
+AVX512_LONGROW(longrow_np_f32, 4, v16_f32, m16_f32, 0, 0, _MM_HINT_T0)
+AVX512_LONGROW(longrow_np_f16, 2, v16_f16, m16_f16, 0, 0, _MM_HINT_T0)
+AVX512_LONGROW(longrow_np_bf16, 2, v16_bf16, m16_bf16, 0, 0, _MM_HINT_T0)
+AVX512_LONGROW(longrow_t1_f32, 4, v16_f32, m16_f32, LF_LONG_AHEAD_T1, LF_LONG_REACH_T1, _MM_HINT_T1)
+AVX512_LONGROW(longrow_t1_f16, 2, v16_f16, m16_f16, LF_LONG_AHEAD_T1, LF_LONG_REACH_T1, _MM_HINT_T1)
+AVX512_LONGROW(longrow_t1_bf16, 2, v16_bf16, m16_bf16, LF_LONG_AHEAD_T1, LF_LONG_REACH_T1, _MM_HINT_T1)
 
 #define AVX512_ROWDOT(NAME, ES, V16, M16, LONGROW)                                     \
     T_512 void NAME(const lf_mat *W, int r0, int nr, const void *xv, float *out) {    \

@@ -75,13 +75,15 @@ __attribute__((target("avx512f"))) static inline void lf_tr16_epi32(__m512i r[16
 typedef void (*lf_rowdot_fn)(const lf_mat *W, int r0, int nr, const void *x, float *out);
 /* Rows of more than LF_SHORT_ROW bytes of weights are read one at a time,
  * asking for the bytes LF_LONG_AHEAD further on into L1, LF_LONG_AHEAD_NT
- * further on as non-temporal, LF_LONG_AHEAD_T1 further on into L2, or not
+ * further on as non-temporal, k LF_LONG_AHEAD_T1 further on for k = 1 ..
+ * LF_LONG_REACH_T1 into L2 (each line asked for that many times), or not
  * asking, as lf_cpu_prefetch() says (rowdot.c gives the measurements; q8.c
  * reads its rows the same way). */
 #define LF_SHORT_ROW 1024
 #define LF_LONG_AHEAD 2048
 #define LF_LONG_AHEAD_NT 6144
 #define LF_LONG_AHEAD_T1 8192
+#define LF_LONG_REACH_T1 3
 lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa);
 
 void lf_rowdot_portable_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
