@@ -84,6 +84,9 @@ typedef void (*lf_rowdot_fn)(const lf_mat *W, int r0, int nr, const void *x, flo
 #define LF_LONG_AHEAD_NT 6144
 #define LF_LONG_AHEAD_T1 8192
 #define LF_LONG_REACH_T1 3
+/* With those, the four-row groups of short rows (B_cat) ask for the groups
+ * 4, 8, .. 4 LF_SHORT_REACH_T1 after them into L2 too. */
+#define LF_SHORT_REACH_T1 3
 lf_rowdot_fn lf_rowdot_for(lf_dtype t, int isa);
 
 void lf_rowdot_portable_f32(const lf_mat *W, int r0, int nr, const void *x, float *out);
