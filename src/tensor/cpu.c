@@ -128,8 +128,8 @@ int lf_cpu_l1d_ways(void) {
  * the same as non-temporal).  Into L2, against none: 8 KiB ahead, median
  * 1.01x for the base model and 1.10x with two LoRAs fused (9 runs);
  * asking for each line again 16 KiB ahead, another 1.03-1.14x, and 24
- * KiB ahead another 1.03-1.06x (5 runs each; 32 KiB, or every 4 KiB from
- * 8 to 24, no better); the three, against none: base 1.00-1.19x,
+ * KiB ahead another 1.03-1.06x (6 and 5 runs; 32 KiB, or every 4 KiB
+ * from 8 to 24, no better); the three, against none: base 1.00-1.19x,
  * LoRA-Flow 1.05-1.21x (4 runs), q8 1.17-1.37x and 1.27-1.41x (3 runs).
  * On Zen 5 non-temporal ones were 1-2 % faster than those into L1
  * (rowdot.c); none and L2 were not measured there. */
