@@ -321,7 +321,7 @@ static void bench_loraflow(const char *dir, int q8, int q8a, int p, int n, int r
         out[mode].tg = bench_stats(tg[mode], r);
         const double floor_tps = bw * 1e9 / (mode == 0 ? base_b : lora_b);
         char b1[64], b2[64];
-        printf("%-18s %24s %24s %7.2fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
+        printf("%-18s %24s %24s %7.3fx %9.0f%%\n", mode_names[mode], fmt3(b1, sizeof b1, out[mode].pp),
                fmt3(b2, sizeof b2, out[mode].tg), bench_stats(ratio[mode], r).med, 100.0 * out[mode].tg.med / floor_tps);
     }
     char b3[64];
